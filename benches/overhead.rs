@@ -1,0 +1,101 @@
+//! Per-test overhead of `#[netns_test]` against a plain `#[test]` and the bare
+//! floor (unshare + lo up), measured side by side through the real test
+//! harness.
+//!
+//! ```text
+//! cargo bench --bench overhead              # 15 rounds
+//! cargo bench --bench overhead -- 31        # more rounds
+//! ```
+//!
+//! It builds `tests/overhead_fixture.rs` in release mode, then runs its 200
+//! `plain::`, `floor::` and `netns::` tests as separate invocations of the test
+//! binary, in a rotating order, with 1 and with 2 test threads. Overhead per
+//! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
+//! the table shows medians over rounds.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const TESTS_PER_KIND: f64 = 200.0;
+const KINDS: [&str; 3] = ["plain::", "floor::", "netns::"];
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(15);
+    let fixture = build_fixture();
+    println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
+    println!("| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor |");
+    println!("|---:|---:|---:|---:|");
+    for threads in [1, 2] {
+        // Warm up: page cache, first namespaces.
+        for kind in KINDS {
+            run_kind(&fixture, kind, threads);
+        }
+        let mut floor = Vec::new();
+        let mut netns = Vec::new();
+        let mut ratio = Vec::new();
+        for round in 0..rounds {
+            let mut seconds = [0.0; 3];
+            for offset in 0..KINDS.len() {
+                let index = (round + offset) % KINDS.len();
+                seconds[index] = run_kind(&fixture, KINDS[index], threads);
+            }
+            let per_test = |s: f64| (s - seconds[0]) * 1000.0 / TESTS_PER_KIND;
+            floor.push(per_test(seconds[1]));
+            netns.push(per_test(seconds[2]));
+            ratio.push(per_test(seconds[2]) / per_test(seconds[1]));
+        }
+        println!(
+            "| {threads} | {:.3} | {:.3} | {:.2}× |",
+            median(&mut floor),
+            median(&mut netns),
+            median(&mut ratio)
+        );
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn run_kind(fixture: &str, filter: &str, threads: usize) -> f64 {
+    let start = Instant::now();
+    let status = Command::new(fixture)
+        .args([filter, "-q", &format!("--test-threads={threads}")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the fixture");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(status.success(), "{filter} tests failed");
+    elapsed
+}
+
+fn build_fixture() -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "test",
+            "--release",
+            "--test",
+            "overhead_fixture",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo");
+    assert!(output.status.success(), "building the fixture failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter(|line| line.contains("\"name\":\"overhead_fixture\""))
+        .find_map(|line| {
+            let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = start + line[start..].find('"')?;
+            Some(line[start..end].to_owned())
+        })
+        .expect("cargo printed no executable for overhead_fixture")
+}

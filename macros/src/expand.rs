@@ -1,0 +1,420 @@
+//! The expansion of `#[netns_test]`, as a function of token streams so that it
+//! can be unit-tested without a compiler session.
+//!
+//! The generated function keeps its name, attributes, visibility and return
+//! type; its body moves into a nested function that the runtime calls once the
+//! thread is in a fresh network namespace:
+//!
+//! ```text
+//! #[::core::prelude::v1::test]          // only when no test attribute is present
+//! fn name() -> R {
+//!     static __NETNS_TEST: TestSpec = TestSpec { .. };
+//!     fn __netns_test_body() -> R { <body> }
+//!     ::netns_test::__private::run_sync(&__NETNS_TEST, __netns_test_body).finish()
+//! }
+//! ```
+
+use crate::options::{Flavor, Options};
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, ItemFn};
+
+/// What an attribute on the test function means to `#[netns_test]`.
+#[derive(Debug, PartialEq, Eq)]
+enum AttrKind {
+    /// `#[test]` or `#[::core::prelude::v1::test]`: the function is already a test.
+    BuiltinTest,
+    /// `#[netns_test]` or `#[netns_test::test]` once more.
+    NetnsTest,
+    /// An attribute that wraps the function itself and then marks it as a test,
+    /// such as `#[tokio::test]`, `#[test_log::test]` or `#[rstest]`:
+    /// `#[netns_test]` must run below it.
+    Wrapper,
+    ShouldPanic,
+    Other,
+}
+
+fn classify(attr: &Attribute) -> AttrKind {
+    let path = attr.path();
+    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let last = names.last().map(String::as_str).unwrap_or("");
+    let is_std_prelude_test = names.len() == 4
+        && (names[0] == "core" || names[0] == "std")
+        && names[1] == "prelude"
+        && last == "test";
+    let bare = names.len() == 1 && path.leading_colon.is_none();
+    if (bare && last == "test") || is_std_prelude_test {
+        AttrKind::BuiltinTest
+    } else if last == "netns_test"
+        || (names.len() >= 2 && names[names.len() - 2] == "netns_test" && last == "test")
+    {
+        AttrKind::NetnsTest
+    } else if last == "test" || last == "rstest" {
+        AttrKind::Wrapper
+    } else if bare && last == "should_panic" {
+        AttrKind::ShouldPanic
+    } else {
+        AttrKind::Other
+    }
+}
+
+/// Expands `#[netns_test(args)]` on `item`.
+pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let error = syn::Error::new(
+                first_token_span(&item),
+                "#[netns_test] applies to a test function, like `#[netns_test] fn binds_port_80() { .. }`",
+            )
+            .to_compile_error();
+            return quote!(#error #item);
+        }
+    };
+    let options = match Options::parse(args) {
+        Ok(options) => options,
+        Err(error) => return with_error(error, &function),
+    };
+
+    if let Some(again) = function
+        .attrs
+        .iter()
+        .find(|a| classify(a) == AttrKind::NetnsTest)
+    {
+        let error = syn::Error::new(
+            again.span(),
+            "#[netns_test] is applied twice to this function: keep one (`#[netns_test]` and `#[netns_test::test]` are the same attribute)",
+        );
+        return with_error(error, &function);
+    }
+
+    // Another attribute wraps the function (tokio::test, rstest, ...): let it
+    // expand first and apply #[netns_test] to what it produces. The path form
+    // `::netns_test::test` ends in `test`, so rstest takes it as the test
+    // attribute and supports async cases with it.
+    if let Some(index) = function
+        .attrs
+        .iter()
+        .position(|a| classify(a) == AttrKind::Wrapper)
+    {
+        let mut function = function;
+        let krate = &options.krate;
+        let raw = &options.raw;
+        let moved: Attribute = syn::parse_quote!(#[#krate::test(#raw)]);
+        function.attrs.insert(index + 1, moved);
+        return function.into_token_stream();
+    }
+
+    match generate(&options, &function) {
+        Ok(tokens) => tokens,
+        Err(error) => with_error(error, &function),
+    }
+}
+
+fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
+    let sig = &function.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a #[netns_test] function cannot be generic: the test harness calls it with no type arguments",
+        ));
+    }
+    if !sig.inputs.is_empty() {
+        return Err(syn::Error::new(
+            sig.inputs.span(),
+            "a #[netns_test] function takes no parameters, since nothing would supply them; to parametrize it, add #[rstest] (above or below #[netns_test]) and use #[case], #[values] or fixtures",
+        ));
+    }
+    let is_async = sig.asyncness.is_some();
+    if !is_async {
+        let misplaced = options
+            .flavor
+            .as_ref()
+            .map(|f| f.1)
+            .or(options.worker_threads.as_ref().map(|w| w.1));
+        if let Some(span) = misplaced {
+            return Err(syn::Error::new(
+                span,
+                "`flavor` and `worker_threads` apply to `async fn` tests, and this function is not async (if another attribute, such as #[tokio::test], builds the runtime, configure it there)",
+            ));
+        }
+    }
+
+    let krate = &options.krate;
+    let has_test_attribute = function
+        .attrs
+        .iter()
+        .any(|a| classify(a) == AttrKind::BuiltinTest);
+    let should_panic = function
+        .attrs
+        .iter()
+        .any(|a| classify(a) == AttrKind::ShouldPanic);
+    let add_test_attribute = !has_test_attribute;
+
+    let name = &sig.ident;
+    let output = &sig.output;
+    let body = &function.block;
+    let attrs = &function.attrs;
+    let vis = &function.vis;
+    let mut outer_sig = sig.clone();
+    outer_sig.asyncness = None;
+
+    let timeout = match &options.timeout {
+        Some(t) => {
+            let millis = t.millis;
+            let text = &t.text;
+            quote!(::core::option::Option::Some(#krate::__private::Timeout { millis: #millis, text: #text }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let flavor = match options.flavor.as_ref().map(|f| f.0) {
+        Some(Flavor::MultiThread) => quote!(#krate::__private::Flavor::MultiThread),
+        _ => quote!(#krate::__private::Flavor::CurrentThread),
+    };
+    let worker_threads = match &options.worker_threads {
+        Some((n, _)) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let entry = match (is_async, options.timeout.is_some()) {
+        (false, false) => quote!(run_sync),
+        (false, true) => quote!(run_sync_with_timeout),
+        (true, false) => quote!(run_async),
+        (true, true) => quote!(run_async_with_timeout),
+    };
+    let finish = if should_panic {
+        quote!(finish_should_panic)
+    } else {
+        quote!(finish)
+    };
+    let asyncness = &sig.asyncness;
+    let test_attribute = if add_test_attribute {
+        quote!(#[::core::prelude::v1::test])
+    } else {
+        quote!()
+    };
+    // Spanned on the signature so that type errors (a non-Send return type with
+    // a timeout, say) point at the test function.
+    let call = quote_spanned! {sig.span()=>
+        #krate::__private::#entry(&__NETNS_TEST, __netns_test_body).#finish()
+    };
+    Ok(quote! {
+        #test_attribute
+        #(#attrs)*
+        #vis #outer_sig {
+            static __NETNS_TEST: #krate::__private::TestSpec = #krate::__private::TestSpec {
+                name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
+                timeout: #timeout,
+                flavor: #flavor,
+                worker_threads: #worker_threads,
+                added_test_attribute: #add_test_attribute,
+                started: #krate::__private::AtomicBool::new(false),
+            };
+            #asyncness fn __netns_test_body() #output #body
+            #call
+        }
+    })
+}
+
+/// The error, then the function as written, so that IDEs still see it.
+fn with_error(error: syn::Error, function: &ItemFn) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#error #function)
+}
+
+fn first_token_span(tokens: &TokenStream) -> proc_macro2::Span {
+    tokens
+        .clone()
+        .into_iter()
+        .next()
+        .map(|t| t.span())
+        .unwrap_or_else(proc_macro2::Span::call_site)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(args: TokenStream, item: TokenStream) -> String {
+        expand(args, item).to_string()
+    }
+
+    #[test]
+    fn adds_test_attribute_only_when_missing() {
+        let plain = expanded(
+            quote!(),
+            quote!(
+                fn t() {}
+            ),
+        );
+        assert!(
+            plain.starts_with("# [:: core :: prelude :: v1 :: test]"),
+            "{plain}"
+        );
+        assert!(plain.contains("added_test_attribute : true"), "{plain}");
+        let with_test = expanded(
+            quote!(),
+            quote!(
+                #[test]
+                fn t() {}
+            ),
+        );
+        assert_eq!(with_test.matches("test]").count(), 1, "{with_test}");
+        assert!(
+            with_test.contains("added_test_attribute : false"),
+            "{with_test}"
+        );
+    }
+
+    #[test]
+    fn keeps_body_and_return_type() {
+        let out = expanded(
+            quote!(),
+            quote!(
+                fn t() -> Result<(), String> {
+                    Err("x".into())
+                }
+            ),
+        );
+        assert!(
+            out.contains(
+                "fn __netns_test_body () -> Result < () , String > { Err (\"x\" . into ()) }"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("fn t () -> Result < () , String >"), "{out}");
+        assert!(out.contains("run_sync (& __NETNS_TEST , __netns_test_body) . finish ()"));
+    }
+
+    #[test]
+    fn picks_the_entry_point() {
+        let a = expanded(
+            quote!(),
+            quote!(
+                async fn t() {}
+            ),
+        );
+        assert!(
+            a.contains("run_async (") && a.contains("async fn __netns_test_body"),
+            "{a}"
+        );
+        assert!(a.contains("fn t ()") && !a.contains("async fn t"), "{a}");
+        let t = expanded(
+            quote!(timeout = "1m"),
+            quote!(
+                fn t() {}
+            ),
+        );
+        assert!(
+            t.contains("run_sync_with_timeout") && t.contains("millis : 60000u64"),
+            "{t}"
+        );
+        let at = expanded(
+            quote!(timeout = "1s", flavor = "multi_thread", worker_threads = 2),
+            quote!(
+                async fn t() {}
+            ),
+        );
+        assert!(at.contains("run_async_with_timeout") && at.contains("Flavor :: MultiThread"));
+        assert!(at.contains("worker_threads : :: core :: option :: Option :: Some (2usize)"));
+        let sp = expanded(
+            quote!(),
+            quote!(
+                #[should_panic]
+                fn t() {}
+            ),
+        );
+        assert!(sp.contains("finish_should_panic"), "{sp}");
+    }
+
+    #[test]
+    fn moves_below_wrapping_attributes() {
+        let tokio = expanded(
+            quote!(timeout = "1s"),
+            quote!(
+                #[tokio::test]
+                async fn t() {}
+            ),
+        );
+        assert_eq!(
+            tokio,
+            quote!(
+                #[tokio::test]
+                #[::netns_test::test(timeout = "1s")]
+                async fn t() {}
+            )
+            .to_string()
+        );
+        let rs = expanded(
+            quote!(),
+            quote!(
+                #[rstest]
+                #[case(1)]
+                fn t(#[case] x: u32) {}
+            ),
+        );
+        assert_eq!(
+            rs,
+            quote!(
+                #[rstest]
+                #[::netns_test::test()]
+                #[case(1)]
+                fn t(#[case] x: u32) {}
+            )
+            .to_string()
+        );
+        let custom = expanded(
+            quote!(crate = "my::ns"),
+            quote!(
+                #[rstest]
+                fn t() {}
+            ),
+        );
+        assert!(
+            custom.contains("# [my :: ns :: test (crate = \"my::ns\")]"),
+            "{custom}"
+        );
+    }
+
+    #[test]
+    fn rejects_what_cannot_run() {
+        let twice = expanded(
+            quote!(),
+            quote!(
+                #[netns_test::test]
+                fn t() {}
+            ),
+        );
+        assert!(twice.contains("applied twice"), "{twice}");
+        let params = expanded(
+            quote!(),
+            quote!(
+                fn t(x: u32) {}
+            ),
+        );
+        assert!(params.contains("takes no parameters"), "{params}");
+        let generic = expanded(
+            quote!(),
+            quote!(
+                fn t<T>() {}
+            ),
+        );
+        assert!(generic.contains("cannot be generic"), "{generic}");
+        let flavor = expanded(
+            quote!(flavor = "multi_thread"),
+            quote!(
+                fn t() {}
+            ),
+        );
+        assert!(flavor.contains("apply to `async fn` tests"), "{flavor}");
+        let not_fn = expanded(
+            quote!(),
+            quote!(
+                struct S;
+            ),
+        );
+        assert!(not_fn.contains("applies to a test function"), "{not_fn}");
+        // The function is still emitted, so IDEs keep working.
+        assert!(params.contains("fn t (x : u32)"), "{params}");
+    }
+}

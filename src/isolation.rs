@@ -1,0 +1,114 @@
+//! Moving the calling thread into a fresh network namespace with a private
+//! mount namespace, and back.
+//!
+//! The hot path of every test: one `unshare`, three mounts, one ioctl, one or
+//! two sysctl writes. Nothing here deletes links or namespaces: the kernel
+//! frees them when the last thread and file descriptor let go.
+
+use crate::error::Error;
+use crate::mounts;
+use crate::namespace::NetNs;
+use crate::privilege;
+use crate::sys::{self, NsKind};
+use nix::sched::CloneFlags;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Unshares the calling thread into a new network and mount namespace and
+/// sets them up. The thread stays there; see [`Home`] to come back.
+pub(crate) fn isolate_this_thread() -> Result<NetNs, Error> {
+    sys::unshare(
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS,
+        "unshare(CLONE_NEWNET | CLONE_NEWNS)",
+    )
+    .map_err(privilege::explain_unshare)?;
+    mounts::make_private_view()?;
+    sys::set_loopback_up()?;
+    disable_duplicate_address_detection()?;
+    NetNs::from_this_thread()
+}
+
+/// Writes 0 to `net.ipv6.conf.default.accept_dad` in the calling thread's
+/// namespace, and to `conf.all` too when a new namespace may not start at 0,
+/// so that IPv6 addresses are usable the moment they are added.
+fn disable_duplicate_address_detection() -> Result<(), Error> {
+    const DEFAULT: &str = "/proc/sys/net/ipv6/conf/default/accept_dad";
+    const ALL: &str = "/proc/sys/net/ipv6/conf/all/accept_dad";
+    let write = |path: &str| match sys::write_existing(Path::new(path), b"0") {
+        // A kernel without IPv6 has no such file and no DAD.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| Error::at("write 0", Path::new(path), e)),
+    };
+    write(DEFAULT)?;
+    if new_namespaces_may_start_with_dad_on() {
+        write(ALL)?;
+    }
+    Ok(())
+}
+
+/// Whether a new namespace's `conf.all.accept_dad` may be non-zero. The
+/// kernel's default is 0; it is copied from the host instead when
+/// `net.core.devconf_inherit_init_net` is 1 or 3. Read once per process, on
+/// the host's side.
+fn new_namespaces_may_start_with_dad_on() -> bool {
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+        all_accept_dad_may_be_inherited(
+            read("/proc/sys/net/core/devconf_inherit_init_net").as_deref(),
+            read("/proc/sys/net/ipv6/conf/all/accept_dad").as_deref(),
+        )
+    })
+}
+
+fn all_accept_dad_may_be_inherited(inherit: Option<&str>, host_all: Option<&str>) -> bool {
+    match inherit {
+        // Fresh defaults (all.accept_dad = 0) in new namespaces.
+        None | Some("0") | Some("2") => false,
+        _ => host_all != Some("0"),
+    }
+}
+
+/// The namespaces and working directory a thread had before it isolated
+/// itself, to return to them.
+pub(crate) struct Home {
+    net: OwnedFd,
+    mnt: OwnedFd,
+    cwd: OwnedFd,
+}
+
+impl Home {
+    /// Remembers where the calling thread is.
+    pub(crate) fn here() -> Result<Home, Error> {
+        Ok(Home {
+            net: sys::open_thread_ns(NsKind::Net)?,
+            mnt: sys::open_thread_ns(NsKind::Mount)?,
+            cwd: sys::open_cwd()?,
+        })
+    }
+
+    /// Moves the calling thread back. The mount namespace cannot be left
+    /// while threads the test spawned still share this thread's filesystem
+    /// context (EINVAL); the network namespace always can.
+    pub(crate) fn go_back(&self) -> Result<(), Error> {
+        sys::setns(self.net.as_fd(), NsKind::Net)?;
+        sys::setns(self.mnt.as_fd(), NsKind::Mount)?;
+        sys::fchdir(self.cwd.as_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_accept_dad_may_be_inherited as may;
+
+    #[test]
+    fn accept_dad_inheritance_rules() {
+        assert!(!may(Some("0"), Some("1")));
+        assert!(!may(Some("2"), Some("1")));
+        assert!(!may(None, None));
+        assert!(may(Some("1"), Some("1")));
+        assert!(may(Some("3"), None));
+        assert!(!may(Some("1"), Some("0")));
+    }
+}

@@ -1,0 +1,75 @@
+//! Every test in its own Linux network namespace.
+//!
+//! ```
+//! use netns_test::{netns_test, NetNs};
+//!
+//! #[netns_test]
+//! fn binds_port_80() {
+//!     // A fresh namespace: lo is up, nothing else; port 80 is free.
+//!     let listener = std::net::TcpListener::bind("127.0.0.1:80").unwrap();
+//!     # drop(listener);
+//! }
+//! ```
+//!
+//! The body of a `#[netns_test]` function, and every thread, tokio worker and
+//! child process it starts, sees:
+//!
+//! 1. a network namespace of its own, with `lo` up (127.0.0.1/8 and ::1) and
+//!    no other interface, so any number of tests can bind the same port;
+//! 2. a private mount namespace in which `/sys` shows that network namespace
+//!    (as with `ip netns exec`) and `/etc/hosts` is a private copy it may change;
+//! 3. IPv6 duplicate address detection off (`accept_dad = 0`), so an address
+//!    added later is usable at once;
+//! 4. [`NetNs::current`], a handle to run closures, threads and commands in
+//!    the namespace and to set its sysctls.
+//!
+//! # Arguments
+//!
+//! | argument | meaning |
+//! |---|---|
+//! | `timeout = "10s"` | fail the test after this long (`ms`, `s`, `m`, `h`; `"1m30s"`) |
+//! | `flavor = "multi_thread"` | tokio runtime of an `async fn` test (default `"current_thread"`) |
+//! | `worker_threads = 2` | worker threads of the `multi_thread` runtime |
+//! | `crate = "path"` | where `netns_test` is, if the dependency is renamed |
+//!
+//! # How it expands
+//!
+//! The attribute adds `#[test]` when the function has no test attribute,
+//! keeps the signature, attributes and body, and moves the body into a nested
+//! function that the runtime calls on the test thread once it is in a new
+//! namespace. When the test ends, the thread returns to its namespaces and
+//! the kernel frees the test's namespace once nothing holds it: no per-link
+//! deletes, no named namespaces, no files left behind, even after SIGKILL.
+//!
+//! Stacking: `#[rstest]`, `#[tokio::test]` and other attributes that wrap a
+//! test may stand above or below `#[netns_test]`; it applies itself to what
+//! they produce. With rstest and `async fn`, write `#[netns_test::test]` (rstest
+//! takes an attribute ending in `test` as the test attribute) or
+//! `#[test_attr(netns_test)]`.
+
+#![warn(missing_docs)]
+
+mod error;
+mod isolation;
+mod mounts;
+mod namespace;
+mod privilege;
+mod runner;
+mod sys;
+
+pub use error::Error;
+pub use namespace::NetNs;
+pub use privilege::privileged;
+
+/// Runs a test in a fresh network namespace. See the [crate documentation](crate).
+pub use netns_test_macros::netns_test;
+
+/// The same attribute as [`netns_test`], in the path form
+/// `#[netns_test::test]`, like `#[tokio::test]`.
+pub use netns_test_macros::netns_test as test;
+
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod __private {
+    pub use crate::runner::*;
+}

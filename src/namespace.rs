@@ -1,0 +1,369 @@
+//! [`NetNs`]: a handle to a network namespace (and the private mount namespace
+//! that goes with it), held by file descriptors.
+
+use crate::error::Error;
+use crate::sys::{self, NsId, NsKind};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+
+/// A network namespace with `lo` up, its own view of `/sys` and its own
+/// `/etc/hosts`.
+///
+/// Inside a `#[netns_test]`, [`NetNs::current`] returns the test's namespace.
+/// [`NetNs::new`] makes one without a test harness. The handle is cheap to
+/// clone and can be sent to any thread; the namespace lives while a handle,
+/// a thread or a process is in it.
+///
+/// ```
+/// # if !netns_test::privileged() { return Ok(()); }
+/// use netns_test::NetNs;
+///
+/// let ns = NetNs::new()?;
+/// // Port 80 on 127.0.0.1 of this namespace, whatever the host has there.
+/// let port = ns.run(|| {
+///     let listener = std::net::TcpListener::bind("127.0.0.1:80").unwrap();
+///     listener.local_addr().unwrap().port()
+/// });
+/// assert_eq!(port, 80);
+/// # Ok::<(), netns_test::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct NetNs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    net: OwnedFd,
+    mnt: OwnedFd,
+    id: NsId,
+}
+
+/// Namespaces made by this crate and still held, by the identity of their
+/// network namespace, so that any thread inside one can find its handle.
+fn registry() -> &'static Mutex<HashMap<NsId, Weak<Inner>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<NsId, Weak<Inner>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
+        // Only remove our own entry: the kernel may already reuse the inode.
+        if map.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+impl NetNs {
+    /// Creates a new namespace, without entering it on this thread.
+    ///
+    /// The namespace is set up on a short-lived thread and then held by file
+    /// descriptors: `lo` is up, `/sys` and `/etc/hosts` are its own, IPv6
+    /// duplicate address detection is off. It needs CAP_SYS_ADMIN; the error
+    /// says what is missing.
+    pub fn new() -> Result<NetNs, Error> {
+        std::thread::Builder::new()
+            .name("netns-test-new".into())
+            .spawn(crate::isolation::isolate_this_thread)
+            .map_err(|e| Error::new("spawn a thread for a new namespace", e))?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// The namespace of the calling thread, when netns-test made it.
+    ///
+    /// Works on the test thread, on threads it spawned, on tokio workers and
+    /// blocking threads, and on threads started by [`NetNs::run`] or
+    /// [`NetNs::spawn`].
+    ///
+    /// # Panics
+    /// When the calling thread is in a namespace that netns-test did not make
+    /// (outside a `#[netns_test]`, for example). [`NetNs::try_current`]
+    /// returns `None` instead.
+    #[track_caller]
+    pub fn current() -> NetNs {
+        match NetNs::try_current() {
+            Some(ns) => ns,
+            None => {
+                let here = sys::thread_ns_id(NsKind::Net)
+                    .map(|id| format!("net:[{}]", id.ino))
+                    .unwrap_or_else(|e| format!("unknown ({e})"));
+                panic!(
+                    "NetNs::current() called on a thread in network namespace {here}, which netns-test did not create: \
+                     call it from a #[netns_test] body or from a thread, tokio task or NetNs::run closure started there"
+                )
+            }
+        }
+    }
+
+    /// The namespace of the calling thread, or `None` when netns-test did not make it.
+    pub fn try_current() -> Option<NetNs> {
+        let id = sys::thread_ns_id(NsKind::Net).ok()?;
+        let map = registry().lock().unwrap_or_else(|p| p.into_inner());
+        let inner = map.get(&id)?.upgrade()?;
+        Some(NetNs { inner })
+    }
+
+    /// Takes the calling thread's namespaces (just created) into a handle.
+    pub(crate) fn from_this_thread() -> Result<NetNs, Error> {
+        let net = sys::open_thread_ns(NsKind::Net)?;
+        let mnt = sys::open_thread_ns(NsKind::Mount)?;
+        let id = sys::ns_id(net.as_fd())?;
+        let inner = Arc::new(Inner { net, mnt, id });
+        registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::downgrade(&inner));
+        Ok(NetNs { inner })
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result.
+    ///
+    /// The thread is in this namespace's network and mount namespaces, in
+    /// the caller's working directory. A panic in `f` is resumed here.
+    pub fn run<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let entry = self.entry();
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name(format!("netns-{}", self.inner.id.ino))
+                .spawn_scoped(scope, move || {
+                    entry.enter_this_thread();
+                    f()
+                })
+                .expect("netns-test: cannot spawn a thread")
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Starts `f` on a new thread inside this namespace, like [`NetNs::run`]
+    /// without waiting for it.
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let entry = self.entry();
+        std::thread::Builder::new()
+            .name(format!("netns-{}", self.inner.id.ino))
+            .spawn(move || {
+                entry.enter_this_thread();
+                f()
+            })
+            .expect("netns-test: cannot spawn a thread")
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            ns: self.clone(),
+            cwd: std::env::current_dir().ok(),
+        }
+    }
+
+    /// A [`Command`] whose child process starts in this namespace (network
+    /// and mounts) and in the working directory of the thread that spawns
+    /// it. It can be spawned from any thread.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// let ns = netns_test::NetNs::new()?;
+    /// let out = ns.command("cat").arg("/proc/net/dev").output()?;
+    /// let devices = String::from_utf8_lossy(&out.stdout);
+    /// assert!(devices.contains("lo:"));
+    /// assert!(!devices.contains("eth0:"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new(program);
+        let inner = Arc::clone(&self.inner);
+        let mut cwd_buffer = vec![0u8; 4096];
+        // SAFETY: the hook only makes system calls (getcwd, setns, chdir) into
+        // memory allocated before the fork; it does not allocate or lock.
+        unsafe {
+            command.pre_exec(move || {
+                sys::enter_in_child(inner.net.as_fd(), inner.mnt.as_fd(), &mut cwd_buffer)
+            });
+        }
+        command
+    }
+
+    /// Sets a `net.*` sysctl inside this namespace only.
+    ///
+    /// `key` is in the dotted form (`net.ipv4.ip_forward`) or the path form
+    /// (`net/ipv4/conf/eth0.1/forwarding`, for names that contain dots).
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// let ns = netns_test::NetNs::new()?;
+    /// ns.sysctl("net.ipv4.ip_forward", "1")?;
+    /// let inside = ns.run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))?;
+    /// assert_eq!(inside.trim(), "1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        let path = sysctl_path(key)?;
+        let write = || {
+            sys::write_existing(&path, value.as_bytes()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "sysctl {key}={value} in network namespace net:[{}]: writing {} failed: {e}",
+                        self.inner.id.ino,
+                        path.display()
+                    ),
+                )
+            })
+        };
+        if sys::thread_ns_id(NsKind::Net).ok() == Some(self.inner.id) {
+            write()
+        } else {
+            self.run(write)
+        }
+    }
+
+    /// A path to this network namespace that other processes can open while
+    /// this handle lives, e.g. `nsenter --net=PATH`.
+    pub fn path(&self) -> PathBuf {
+        fd_path(&self.inner.net)
+    }
+
+    /// A path to this namespace's mount namespace, e.g. `nsenter --mount=PATH`.
+    pub fn mount_ns_path(&self) -> PathBuf {
+        fd_path(&self.inner.mnt)
+    }
+
+    /// The inode number of the network namespace, as `ip netns identify`,
+    /// `lsns` and `/proc/PID/ns/net` (`net:[INODE]`) show it.
+    pub fn inode(&self) -> u64 {
+        self.inner.id.ino
+    }
+}
+
+impl AsFd for NetNs {
+    /// The network namespace's file descriptor, for `setns(2)`.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.net.as_fd()
+    }
+}
+
+impl fmt::Debug for NetNs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetNs")
+            .field("net", &format_args!("net:[{}]", self.inner.id.ino))
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+impl PartialEq for NetNs {
+    fn eq(&self, other: &NetNs) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl Eq for NetNs {}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ))
+}
+
+/// What a new thread needs to enter a namespace.
+struct Entry {
+    ns: NetNs,
+    cwd: Option<PathBuf>,
+}
+
+impl Entry {
+    /// Moves the calling (new) thread into the namespace; panics if it cannot.
+    fn enter_this_thread(&self) {
+        let inner = &self.ns.inner;
+        let entered = sys::unshare(nix::sched::CloneFlags::CLONE_FS, "unshare(CLONE_FS)")
+            .and_then(|()| sys::setns(inner.net.as_fd(), NsKind::Net))
+            .and_then(|()| sys::setns(inner.mnt.as_fd(), NsKind::Mount));
+        if let Err(error) = entered {
+            panic!(
+                "netns-test: cannot enter network namespace net:[{}]: {error}",
+                inner.id.ino
+            );
+        }
+        if let Some(cwd) = &self.cwd {
+            // setns(CLONE_NEWNS) moved us to `/`; a missing directory leaves us there.
+            let _ = sys::chdir(cwd);
+        }
+    }
+}
+
+/// Maps a sysctl key to its file under `/proc/sys`, accepting only `net.*` keys.
+fn sysctl_path(key: &str) -> io::Result<PathBuf> {
+    let invalid = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "sysctl key {key:?} {why}: write `net.ipv4.ip_forward` or `net/ipv4/conf/eth0.1/forwarding`"
+            ),
+        )
+    };
+    let relative = if key.contains('/') {
+        key.to_owned()
+    } else {
+        key.replace('.', "/")
+    };
+    let relative = Path::new(&relative);
+    if !relative.starts_with("net") {
+        return Err(invalid(
+            "is not a net.* sysctl, the only ones a network namespace has",
+        ));
+    }
+    if relative
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(invalid("has an empty, `.` or `..` component"));
+    }
+    Ok(Path::new("/proc/sys").join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sysctl_path;
+
+    #[test]
+    fn sysctl_keys_map_to_proc_sys() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap().to_str(),
+            Some("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.1/forwarding")
+                .unwrap()
+                .to_str(),
+            Some("/proc/sys/net/ipv4/conf/eth0.1/forwarding")
+        );
+        for bad in [
+            "kernel.hostname",
+            "net/../kernel/x",
+            "/net/ipv4/ip_forward",
+            "vm.swappiness",
+        ] {
+            let error = sysctl_path(bad).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+}

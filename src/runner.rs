@@ -1,0 +1,233 @@
+#![allow(missing_docs)]
+//! What `#[netns_test]` expands to: one call into this module, generic over
+//! the test's return type, then `.finish()`.
+//!
+//! Not a public API: the macro and this module change together (the runtime
+//! crate pins the macro crate's exact version).
+
+use crate::isolation::{self, Home};
+use crate::namespace::NetNs;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use std::sync::atomic::AtomicBool;
+
+/// A timeout as the user wrote it, and its value.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout {
+    pub millis: u64,
+    pub text: &'static str,
+}
+
+/// The tokio runtime of an async test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    CurrentThread,
+    MultiThread,
+}
+
+/// One test function's options, in a `static` inside the generated function.
+#[derive(Debug)]
+pub struct TestSpec {
+    /// `module_path!()::name`.
+    pub name: &'static str,
+    pub timeout: Option<Timeout>,
+    pub flavor: Flavor,
+    pub worker_threads: Option<usize>,
+    /// The macro added `#[test]` because it saw none; a `#[test]` above the
+    /// macro is invisible to it and would register the test a second time.
+    pub added_test_attribute: bool,
+    /// Set when the test starts, to catch that second registration.
+    pub started: AtomicBool,
+}
+
+/// Why a test could not run its body.
+struct Failure(String);
+
+/// The result of running a test body in its namespace.
+#[must_use]
+pub struct Outcome<T>(Result<T, Failure>);
+
+impl<T> Outcome<T> {
+    /// The body's value; panics (failing the test) when it could not run.
+    #[track_caller]
+    pub fn finish(self) -> T {
+        match self.0 {
+            Ok(value) => value,
+            Err(Failure(message)) => panic!("{message}"),
+        }
+    }
+}
+
+impl Outcome<()> {
+    /// For `#[should_panic]` tests: a failure to run must not count as the
+    /// expected panic, so it is printed and the test returns normally, which
+    /// libtest reports as "did not panic as expected".
+    pub fn finish_should_panic(self) {
+        if let Err(Failure(message)) = self.0 {
+            eprintln!(
+                "{message}\n(the test expects a panic, so this failure is reported by returning without one)"
+            );
+        }
+    }
+}
+
+/// The calling thread, moved into a fresh namespace for the time of a test.
+/// Dropping it (also while unwinding) moves the thread back.
+struct Inside {
+    _ns: NetNs,
+    home: Home,
+}
+
+impl Inside {
+    fn enter(spec: &TestSpec) -> Result<Inside, Failure> {
+        if spec.added_test_attribute && spec.started.swap(true, Ordering::Relaxed) {
+            return Err(Failure(format!(
+                "netns-test: test `{}` started a second time in this process: it has a #[test] attribute above \
+                 #[netns_test], which adds its own, so the test is registered twice. Remove that #[test] or put it below #[netns_test].",
+                spec.name
+            )));
+        }
+        let setup = || -> Result<Inside, crate::Error> {
+            let home = Home::here()?;
+            let ns = isolation::isolate_this_thread()?;
+            Ok(Inside { _ns: ns, home })
+        };
+        setup().map_err(|error| {
+            Failure(format!(
+                "netns-test: cannot set up the network namespace of test `{}`: {error}",
+                spec.name
+            ))
+        })
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        // Leaving the mount namespace fails with EINVAL while threads that the
+        // test spawned still share this thread's filesystem context; the
+        // thread then stays in it, which is harmless for a test harness
+        // thread about to end. Nothing else can fail here.
+        if let Err(error) = self.home.go_back() {
+            if error.raw_os_error() != Some(nix::libc::EINVAL) {
+                eprintln!(
+                    "netns-test: cannot move the test thread back to its namespaces: {error}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs a sync test body in a fresh namespace on the calling thread.
+pub fn run_sync<T>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
+    let _inside = match Inside::enter(spec) {
+        Ok(inside) => inside,
+        Err(failure) => return Outcome(Err(failure)),
+    };
+    Outcome(Ok(body()))
+}
+
+/// Runs an async test body in a fresh namespace on the calling thread, on a
+/// tokio runtime built inside it (so its worker threads are inside too).
+pub fn run_async<T, F, Fut>(spec: &TestSpec, body: F) -> Outcome<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let _inside = match Inside::enter(spec) {
+        Ok(inside) => inside,
+        Err(failure) => return Outcome(Err(failure)),
+    };
+    let runtime = match build_runtime(spec) {
+        Ok(runtime) => runtime,
+        Err(failure) => return Outcome(Err(failure)),
+    };
+    Outcome(Ok(runtime.block_on(body())))
+}
+
+fn build_runtime(spec: &TestSpec) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = match spec.flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(threads) = spec.worker_threads {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().map_err(|e| {
+        Failure(format!(
+            "netns-test: cannot build the tokio runtime of test `{}`: {e}",
+            spec.name
+        ))
+    })
+}
+
+/// [`run_sync`] on a thread of its own, failing the test when `timeout` passes.
+pub fn run_sync_with_timeout<T, F>(spec: &'static TestSpec, body: F) -> Outcome<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    with_timeout(spec, move || run_sync(spec, body))
+}
+
+/// [`run_async`] on a thread of its own, failing the test when `timeout` passes.
+pub fn run_async_with_timeout<T, F, Fut>(spec: &'static TestSpec, body: F) -> Outcome<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    with_timeout(spec, move || run_async(spec, body))
+}
+
+/// Runs `run` on a new thread named like the test and waits at most the
+/// spec's timeout. On a timeout the thread is abandoned: it keeps its
+/// namespace until it ends, at the latest with the test process.
+fn with_timeout<T: Send + 'static>(
+    spec: &'static TestSpec,
+    run: impl FnOnce() -> Outcome<T> + Send + 'static,
+) -> Outcome<T> {
+    let timeout = spec
+        .timeout
+        .expect("netns-test: a timeout entry point without a timeout");
+    let (sender, receiver) = mpsc::sync_channel(1);
+    let name = std::thread::current()
+        .name()
+        .unwrap_or(spec.name)
+        .to_owned();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let result = catch_unwind(AssertUnwindSafe(run));
+        let _ = sender.send(result);
+    });
+    if let Err(error) = spawned {
+        return Outcome(Err(Failure(format!(
+            "netns-test: cannot spawn the thread of test `{}`: {error}",
+            spec.name
+        ))));
+    }
+    match receiver.recv_timeout(Duration::from_millis(timeout.millis)) {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => resume_unwind(panic),
+        Err(mpsc::RecvTimeoutError::Timeout) => Outcome(Err(Failure(format!(
+            "netns-test: test `{}` timed out after {} (#[netns_test(timeout = \"{}\")])",
+            spec.name,
+            humanize(timeout.millis),
+            timeout.text
+        )))),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Outcome(Err(Failure(format!(
+            "netns-test: the thread of test `{}` ended without a result",
+            spec.name
+        )))),
+    }
+}
+
+fn humanize(millis: u64) -> String {
+    if millis % 1000 == 0 {
+        format!("{} s", millis / 1000)
+    } else {
+        format!("{millis} ms")
+    }
+}

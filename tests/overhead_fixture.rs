@@ -1,0 +1,155 @@
+//! 200 trivial tests of each kind, timed side by side by `benches/overhead.rs`:
+//! bind a port on 127.0.0.1, connect, exchange a byte.
+//!
+//! - `plain::`: a plain `#[test]` on port 0 (the baseline);
+//! - `floor::`: the bare floor, `unshare(CLONE_NEWNET)` and `lo` up with one
+//!   ioctl on the test thread, then port 80;
+//! - `netns::`: `#[netns_test]`, port 80.
+//!
+//! As a test target it also shows 200 namespaces binding 127.0.0.1:80 at once.
+
+use netns_test::netns_test;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+fn exchange_a_byte(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.write_all(b"x").unwrap();
+    let mut byte = [0u8];
+    server.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"x");
+}
+
+/// The least any network namespace per test costs: a new namespace on the
+/// test thread and `lo` up with one ioctl (the thread ends with the test).
+fn bare_floor() {
+    use nix::libc;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+    // SAFETY: plain socket/ioctl/close on an ifreq we own.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(socket >= 0);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[0] = b'l' as libc::c_char;
+        request.ifr_name[1] = b'o' as libc::c_char;
+        request.ifr_ifru.ifru_flags =
+            (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as i16;
+        assert_eq!(libc::ioctl(socket, libc::SIOCSIFFLAGS, &request), 0);
+        libc::close(socket);
+    }
+}
+
+macro_rules! twenty {
+    ($case:ident) => {
+        $case!(t00);
+        $case!(t01);
+        $case!(t02);
+        $case!(t03);
+        $case!(t04);
+        $case!(t05);
+        $case!(t06);
+        $case!(t07);
+        $case!(t08);
+        $case!(t09);
+        $case!(t10);
+        $case!(t11);
+        $case!(t12);
+        $case!(t13);
+        $case!(t14);
+        $case!(t15);
+        $case!(t16);
+        $case!(t17);
+        $case!(t18);
+        $case!(t19);
+    };
+}
+
+macro_rules! two_hundred {
+    ($case:ident) => {
+        mod m0 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m1 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m2 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m3 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m4 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m5 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m6 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m7 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m8 {
+            use super::*;
+            twenty!($case);
+        }
+        mod m9 {
+            use super::*;
+            twenty!($case);
+        }
+    };
+}
+
+macro_rules! plain_case {
+    ($name:ident) => {
+        #[test]
+        fn $name() {
+            exchange_a_byte(0);
+        }
+    };
+}
+
+macro_rules! floor_case {
+    ($name:ident) => {
+        #[test]
+        fn $name() {
+            bare_floor();
+            exchange_a_byte(80);
+        }
+    };
+}
+
+macro_rules! netns_case {
+    ($name:ident) => {
+        #[netns_test]
+        fn $name() {
+            exchange_a_byte(80);
+        }
+    };
+}
+
+mod plain {
+    use super::*;
+    two_hundred!(plain_case);
+}
+
+mod floor {
+    use super::*;
+    two_hundred!(floor_case);
+}
+
+mod netns {
+    use super::*;
+    two_hundred!(netns_case);
+}
