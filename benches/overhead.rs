@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const TESTS_PER_KIND: f64 = 200.0;
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(700);
 const KINDS: [&str; 3] = ["plain::", "floor::", "netns::"];
 
 fn main() {
@@ -26,9 +27,15 @@ fn main() {
         .unwrap_or(15);
     let fixture = build_fixture();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
-    println!("| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor |");
+    println!(
+        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor |"
+    );
     println!("|---:|---:|---:|---:|");
-    for threads in [1, 2] {
+    let thread_counts: Vec<usize> = match std::env::var("BENCH_THREADS") {
+        Ok(list) => list.split(',').filter_map(|t| t.parse().ok()).collect(),
+        Err(_) => vec![1, 2],
+    };
+    for threads in thread_counts {
         // Warm up: page cache, first namespaces.
         for kind in KINDS {
             run_kind(&fixture, kind, threads);
@@ -62,6 +69,9 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn run_kind(fixture: &str, filter: &str, threads: usize) -> f64 {
+    // Let the kernel finish tearing down the previous run's namespaces (it
+    // does so asynchronously), so that no run pays for another's.
+    std::thread::sleep(SETTLE);
     let start = Instant::now();
     let status = Command::new(fixture)
         .args([filter, "-q", &format!("--test-threads={threads}")])

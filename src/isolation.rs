@@ -7,7 +7,6 @@
 
 use crate::error::Error;
 use crate::mounts;
-use crate::namespace::NetNs;
 use crate::privilege;
 use crate::sys::{self, NsKind};
 use nix::sched::CloneFlags;
@@ -17,7 +16,7 @@ use std::sync::OnceLock;
 
 /// Unshares the calling thread into a new network and mount namespace and
 /// sets them up. The thread stays there; see [`Home`] to come back.
-pub(crate) fn isolate_this_thread() -> Result<NetNs, Error> {
+pub(crate) fn isolate_this_thread() -> Result<(), Error> {
     sys::unshare(
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS,
         "unshare(CLONE_NEWNET | CLONE_NEWNS)",
@@ -25,8 +24,7 @@ pub(crate) fn isolate_this_thread() -> Result<NetNs, Error> {
     .map_err(privilege::explain_unshare)?;
     mounts::make_private_view()?;
     sys::set_loopback_up()?;
-    disable_duplicate_address_detection()?;
-    NetNs::from_this_thread()
+    disable_duplicate_address_detection()
 }
 
 /// Writes 0 to `net.ipv6.conf.default.accept_dad` in the calling thread's

@@ -15,7 +15,9 @@ const HOSTS: &str = "/etc/hosts";
 /// thread's network namespace on `/sys`, and bind-mounts a private copy of
 /// `/etc/hosts`.
 pub(crate) fn make_private_view() -> Result<(), Error> {
-    sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
+    if has_shared_mounts() {
+        sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
+    }
     match sys::mount_sysfs(Path::new("/sys")) {
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {} // no /sys to cover
         other => other?,
@@ -24,6 +26,30 @@ pub(crate) fn make_private_view() -> Result<(), Error> {
         bind_private_copy(contents, Path::new(HOSTS))?;
     }
     Ok(())
+}
+
+/// Whether any mount propagates events to peers. Without shared mounts,
+/// nothing mounted in a copy of the mount namespace can reach the host, and
+/// the recursive `MS_SLAVE` (a cost per test) is not needed. Read once per
+/// process; the copies of a mount namespace keep the propagation flags.
+fn has_shared_mounts() -> bool {
+    static SHARED: OnceLock<bool> = OnceLock::new();
+    *SHARED.get_or_init(
+        || match std::fs::read_to_string("/proc/thread-self/mountinfo") {
+            Ok(table) => mountinfo_has_shared(&table),
+            Err(_) => true,
+        },
+    )
+}
+
+/// Whether a `/proc/PID/mountinfo` table has a `shared:N` optional field.
+fn mountinfo_has_shared(table: &str) -> bool {
+    table.lines().any(|line| {
+        line.split(' ')
+            .skip(6)
+            .take_while(|field| *field != "-")
+            .any(|field| field.starts_with("shared:"))
+    })
 }
 
 /// The host's `/etc/hosts`, read once per process.
@@ -61,4 +87,22 @@ fn bind_private_copy(contents: &[u8], target: &Path) -> Result<(), Error> {
     sys::bind_mount(copy.path(), target)?;
     copy.close()
         .map_err(|e| Error::new("unlink the private copy", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mountinfo_has_shared;
+
+    #[test]
+    fn finds_shared_mounts() {
+        let private = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n";
+        assert!(!mountinfo_has_shared(private));
+        let shared = "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n";
+        assert!(mountinfo_has_shared(shared));
+        let slave = "27 1 254:0 / / rw,relatime master:1 - ext4 /dev/vda rw\n";
+        assert!(!mountinfo_has_shared(slave));
+        // A source named like the tag does not count.
+        let source = "27 1 254:0 / / rw - ext4 shared:1 rw\n";
+        assert!(!mountinfo_has_shared(source));
+    }
 }

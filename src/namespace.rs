@@ -44,22 +44,52 @@ struct Inner {
     net: OwnedFd,
     mnt: OwnedFd,
     id: NsId,
+    /// Whether this handle's life is the registration's: true for
+    /// [`NetNs::new`]; a test's registration lives as long as the test.
+    owns_registration: bool,
 }
 
-/// Namespaces made by this crate and still held, by the identity of their
-/// network namespace, so that any thread inside one can find its handle.
+/// The namespaces netns-test made and that are still in use, by the identity
+/// of their network namespace, so that any thread inside one can find it.
+/// The handle is made on first use: a test that never asks for it opens no
+/// file descriptors.
 fn registry() -> &'static Mutex<HashMap<NsId, Weak<Inner>>> {
     static REGISTRY: OnceLock<Mutex<HashMap<NsId, Weak<Inner>>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
+fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<NsId, Weak<Inner>>> {
+    registry()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
-        // Only remove our own entry: the kernel may already reuse the inode.
-        if map.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
-            map.remove(&self.id);
+        if self.owns_registration {
+            lock_registry().remove(&self.id);
         }
+    }
+}
+
+/// Keeps the calling thread's fresh namespace known to [`NetNs::current`]
+/// until dropped.
+pub(crate) struct Registration {
+    id: NsId,
+}
+
+impl Registration {
+    /// Registers the calling thread's network namespace.
+    pub(crate) fn this_thread() -> Result<Registration, Error> {
+        let id = sys::thread_ns_id(NsKind::Net)?;
+        lock_registry().insert(id, Weak::new());
+        Ok(Registration { id })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock_registry().remove(&self.id);
     }
 }
 
@@ -73,7 +103,12 @@ impl NetNs {
     pub fn new() -> Result<NetNs, Error> {
         std::thread::Builder::new()
             .name("netns-test-new".into())
-            .spawn(crate::isolation::isolate_this_thread)
+            .spawn(|| {
+                crate::isolation::isolate_this_thread()?;
+                let ns = NetNs::open_this_thread(true)?;
+                lock_registry().insert(ns.inner.id, Arc::downgrade(&ns.inner));
+                Ok(ns)
+            })
             .map_err(|e| Error::new("spawn a thread for a new namespace", e))?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -108,22 +143,34 @@ impl NetNs {
     /// The namespace of the calling thread, or `None` when netns-test did not make it.
     pub fn try_current() -> Option<NetNs> {
         let id = sys::thread_ns_id(NsKind::Net).ok()?;
-        let map = registry().lock().unwrap_or_else(|p| p.into_inner());
-        let inner = map.get(&id)?.upgrade()?;
-        Some(NetNs { inner })
+        let mut map = lock_registry();
+        let slot = map.get_mut(&id)?;
+        if let Some(inner) = slot.upgrade() {
+            return Some(NetNs { inner });
+        }
+        // Registered by a test that has not asked for its handle yet: this
+        // thread is inside, so it can open the namespace files.
+        let ns = NetNs::open_this_thread(false).ok()?;
+        if ns.inner.id != id {
+            return None;
+        }
+        *slot = Arc::downgrade(&ns.inner);
+        Some(ns)
     }
 
-    /// Takes the calling thread's namespaces (just created) into a handle.
-    pub(crate) fn from_this_thread() -> Result<NetNs, Error> {
+    /// A handle to the calling thread's namespaces, held by new file descriptors.
+    fn open_this_thread(owns_registration: bool) -> Result<NetNs, Error> {
         let net = sys::open_thread_ns(NsKind::Net)?;
         let mnt = sys::open_thread_ns(NsKind::Mount)?;
         let id = sys::ns_id(net.as_fd())?;
-        let inner = Arc::new(Inner { net, mnt, id });
-        registry()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::downgrade(&inner));
-        Ok(NetNs { inner })
+        Ok(NetNs {
+            inner: Arc::new(Inner {
+                net,
+                mnt,
+                id,
+                owns_registration,
+            }),
+        })
     }
 
     /// Runs `f` on a new thread inside this namespace and returns its result.

@@ -6,7 +6,7 @@
 //! crate pins the macro crate's exact version).
 
 use crate::isolation::{self, Home};
-use crate::namespace::NetNs;
+use crate::namespace::Registration;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering;
@@ -76,10 +76,11 @@ impl Outcome<()> {
 }
 
 /// The calling thread, moved into a fresh namespace for the time of a test.
-/// Dropping it (also while unwinding) moves the thread back.
+/// Dropping it (also while unwinding) moves the thread back, unless it is
+/// the harness's own thread for this test, which ends with the test.
 struct Inside {
-    _ns: NetNs,
-    home: Home,
+    _registration: Registration,
+    home: Option<Home>,
 }
 
 impl Inside {
@@ -92,9 +93,16 @@ impl Inside {
             )));
         }
         let setup = || -> Result<Inside, crate::Error> {
-            let home = Home::here()?;
-            let ns = isolation::isolate_this_thread()?;
-            Ok(Inside { _ns: ns, home })
+            let home = if on_own_harness_thread(spec) {
+                None
+            } else {
+                Some(Home::here()?)
+            };
+            isolation::isolate_this_thread()?;
+            Ok(Inside {
+                _registration: Registration::this_thread()?,
+                home,
+            })
         };
         setup().map_err(|error| {
             Failure(format!(
@@ -111,7 +119,8 @@ impl Drop for Inside {
         // test spawned still share this thread's filesystem context; the
         // thread then stays in it, which is harmless for a test harness
         // thread about to end. Nothing else can fail here.
-        if let Err(error) = self.home.go_back() {
+        let Some(home) = &self.home else { return };
+        if let Err(error) = home.go_back() {
             if error.raw_os_error() != Some(nix::libc::EINVAL) {
                 eprintln!(
                     "netns-test: cannot move the test thread back to its namespaces: {error}"
@@ -119,6 +128,18 @@ impl Drop for Inside {
             }
         }
     }
+}
+
+/// Whether the calling thread is the one libtest (or cargo-nextest, which runs
+/// libtest) spawned for this test: it carries the test's name, and it ends
+/// when the test does, so it need not move back to the host's namespaces.
+fn on_own_harness_thread(spec: &TestSpec) -> bool {
+    // `module_path!()` starts with the crate's name; libtest's test names do not.
+    let test_name = spec
+        .name
+        .split_once("::")
+        .map_or(spec.name, |(_crate, rest)| rest);
+    std::thread::current().name() == Some(test_name)
 }
 
 /// Runs a sync test body in a fresh namespace on the calling thread.
