@@ -93,16 +93,18 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     // expand first and apply #[netns_test] to what it produces. The path form
     // `::netns_test::test` ends in `test`, so rstest takes it as the test
     // attribute and supports async cases with it.
-    if let Some(index) = function
+    // It goes last, next to the function: rstest reads the `#[case]`
+    // attributes that follow it only up to the first foreign attribute.
+    if function
         .attrs
         .iter()
-        .position(|a| classify(a) == AttrKind::Wrapper)
+        .any(|a| classify(a) == AttrKind::Wrapper)
     {
         let mut function = function;
         let krate = &options.krate;
         let raw = &options.raw;
         let moved: Attribute = syn::parse_quote!(#[#krate::test(#raw)]);
-        function.attrs.insert(index + 1, moved);
+        function.attrs.push(moved);
         return function.into_token_stream();
     }
 
@@ -357,8 +359,8 @@ mod tests {
             rs,
             quote!(
                 #[rstest]
-                #[::netns_test::test()]
                 #[case(1)]
+                #[::netns_test::test()]
                 fn t(#[case] x: u32) {}
             )
             .to_string()
