@@ -115,7 +115,10 @@ fn each_test_is_registered_once() {
         .output()
         .unwrap();
     let all = String::from_utf8(list.stdout).unwrap();
-    let mut names: Vec<&str> = all.lines().filter_map(|l| l.strip_suffix(": test")).collect();
+    let mut names: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
     let expected = [
         "rstest_above::case_1",
         "rstest_above::case_2",
@@ -139,7 +142,11 @@ fn each_test_is_registered_once() {
     }
     // Only the deliberately doubled test appears twice.
     names.sort();
-    let mut doubled: Vec<&str> = names.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    let mut doubled: Vec<&str> = names
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
     doubled.dedup();
     assert_eq!(doubled, ["test_attribute_above"], "{all}");
     assert!(ignored.contains("test_attribute_above: test"), "{ignored}");

@@ -251,7 +251,10 @@ fn sysctl_takes_dotted_and_path_forms_and_rejects_others() {
     let error = ns.sysctl("kernel.hostname", "x").unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     let missing = ns.sysctl("net.ipv4.no_such_key", "1").unwrap_err();
-    assert!(missing.to_string().contains("net.ipv4.no_such_key"), "{missing}");
+    assert!(
+        missing.to_string().contains("net.ipv4.no_such_key"),
+        "{missing}"
+    );
 }
 
 #[netns_test]

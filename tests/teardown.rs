@@ -1,0 +1,191 @@
+//! Nothing is left behind: after many netns tests (some panicking), after a
+//! test process killed with SIGKILL mid-test, the host has the same links,
+//! `/run/netns` entries, mounts and temporary files, and this process the
+//! same open file descriptors. One test in this binary, so that nothing
+//! else opens files meanwhile.
+
+use netns_test::{NetNs, netns_test};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, PartialEq, Eq)]
+struct HostState {
+    links: Vec<String>,
+    named_namespaces: Vec<String>,
+    mounts: Vec<String>,
+    scratch_files: Vec<String>,
+}
+
+fn sorted_names(dir: &str, filter: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| filter(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn host_state() -> HostState {
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/thread-self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|line| {
+            // mount point and filesystem type
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-").unwrap();
+            format!("{} {}", fields[4], fields[dash + 1])
+        })
+        .collect();
+    mounts.sort();
+    let ours = |n: &str| n.starts_with(".netns-test-");
+    let mut scratch_files = sorted_names("/dev/shm", ours);
+    scratch_files.extend(sorted_names(std::env::temp_dir().to_str().unwrap(), ours));
+    HostState {
+        links: sorted_names("/sys/class/net", |_| true),
+        named_namespaces: sorted_names("/run/netns", |_| true),
+        mounts,
+        scratch_files,
+    }
+}
+
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{} {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// Polls `check` until it holds, for at most `limit`: the kernel tears
+/// namespaces down asynchronously.
+fn settles(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[netns_test]
+#[test]
+#[ignore = "run by host_is_left_as_it_was"]
+fn fixture_binds_and_maybe_panics() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:80").unwrap();
+    std::fs::write("/etc/hosts", "198.18.0.1 changed\n").unwrap();
+    let ns = NetNs::current();
+    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    let child = ns.command("true").status().unwrap();
+    assert!(child.success());
+    drop(listener);
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() || rand_bit() {
+        panic!("a deliberate panic");
+    }
+}
+
+fn rand_bit() -> bool {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 2
+        == 0
+}
+
+#[netns_test]
+#[ignore = "run by host_is_left_as_it_was"]
+fn fixture_sleeps() {
+    println!("READY");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn host_is_left_as_it_was() {
+    let before = host_state();
+    // Settle this process's lazily opened files (registries, caches) first.
+    let _ = std::panic::catch_unwind(fixture_binds_and_maybe_panics);
+    let fds_before = open_fds();
+
+    // 1. Many tests in this process, in parallel, some panicking.
+    let panicked: usize = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                (0..25)
+                    .filter(|_| std::panic::catch_unwind(fixture_binds_and_maybe_panics).is_err())
+                    .count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert!(panicked > 0 && panicked < 100, "{panicked} of 100 panicked");
+    for _ in 0..10 {
+        let ns = NetNs::new().unwrap();
+        ns.run(|| std::net::TcpListener::bind("127.0.0.1:80").unwrap());
+    }
+    assert!(
+        settles(Duration::from_secs(5), || open_fds() == fds_before),
+        "file descriptors left open:\nbefore {fds_before:#?}\nafter {:#?}",
+        open_fds()
+    );
+    assert!(
+        settles(Duration::from_secs(5), || host_state() == before),
+        "host changed:\nbefore {before:#?}\nafter {:#?}",
+        host_state()
+    );
+
+    // 2. Test processes, with panics, through the harness.
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "fixture_binds_and_maybe_panics",
+            "-q",
+        ])
+        .env("NETNS_TEST_FIXTURES", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the fixture panics when armed");
+
+    // 3. A test process killed with SIGKILL in the middle of a test.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "fixture_sleeps", "--nocapture"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == "READY");
+    assert!(ready, "the fixture did not start");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(
+        settles(Duration::from_secs(5), || host_state() == before),
+        "host changed after the test processes:\nbefore {before:#?}\nafter {:#?}",
+        host_state()
+    );
+}
