@@ -82,8 +82,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         .iter()
         .find(|a| classify(a) == AttrKind::NetnsTest)
     {
-        let error = syn::Error::new(
-            again.span(),
+        let error = syn::Error::new_spanned(
+            again,
             "#[netns_test] is applied twice to this function: keep one (`#[netns_test]` and `#[netns_test::test]` are the same attribute)",
         );
         return with_error(error, &function);
@@ -117,14 +117,14 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
     let sig = &function.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             "a #[netns_test] function cannot be generic: the test harness calls it with no type arguments",
         ));
     }
     if !sig.inputs.is_empty() {
-        return Err(syn::Error::new(
-            sig.inputs.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.inputs,
             "a #[netns_test] function takes no parameters, since nothing would supply them; to parametrize it, add #[rstest] (above or below #[netns_test]) and use #[case], #[values] or fixtures",
         ));
     }

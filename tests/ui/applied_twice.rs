@@ -1,0 +1,4 @@
+#[netns_test::netns_test]
+#[netns_test::test]
+fn t() {}
+fn main() {}

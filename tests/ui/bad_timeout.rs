@@ -1,0 +1,3 @@
+#[netns_test::netns_test(timeout = "10 parsecs")]
+fn t() {}
+fn main() {}

@@ -1,0 +1,3 @@
+#[netns_test::netns_test]
+fn t<T: Default>() {}
+fn main() {}

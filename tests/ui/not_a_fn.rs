@@ -1,0 +1,3 @@
+#[netns_test::netns_test]
+struct NotATest;
+fn main() {}

@@ -1,0 +1,3 @@
+#[netns_test::netns_test(timeout = "1s", timeout = "2s")]
+fn t() {}
+fn main() {}

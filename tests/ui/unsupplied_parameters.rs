@@ -1,0 +1,3 @@
+#[netns_test::netns_test]
+fn t(_port: u16) {}
+fn main() {}

@@ -1,0 +1,3 @@
+#[netns_test::netns_test(worker_threads = 2)]
+async fn t() {}
+fn main() {}
