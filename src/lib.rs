@@ -37,8 +37,9 @@
 //! The attribute adds `#[test]` when the function has no test attribute,
 //! keeps the signature, attributes and body, and moves the body into a nested
 //! function that the runtime calls on the test thread once it is in a new
-//! namespace. When the test ends, the thread returns to its namespaces and
-//! the kernel frees the test's namespace once nothing holds it: no per-link
+//! namespace. When the test ends, the harness's thread ends with it (any
+//! other thread moves back to its namespaces), and the kernel frees the
+//! test's namespace once nothing holds it: no per-link
 //! deletes, no named namespaces, no files left behind, even after SIGKILL.
 //!
 //! Stacking: `#[rstest]`, `#[tokio::test]` and other attributes that wrap a
