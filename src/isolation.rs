@@ -90,8 +90,7 @@ impl Home {
     /// while threads the test spawned still share this thread's filesystem
     /// context (EINVAL); the network namespace always can.
     pub(crate) fn go_back(&self) -> Result<(), Error> {
-        sys::setns(self.net.as_fd(), NsKind::Net)?;
-        sys::setns(self.mnt.as_fd(), NsKind::Mount)?;
+        sys::setns_net_and_mount(self.net.as_fd(), self.mnt.as_fd())?;
         sys::fchdir(self.cwd.as_fd())
     }
 }

@@ -53,13 +53,10 @@ struct Inner {
 /// of their network namespace, so that any thread inside one can find it.
 /// The handle is made on first use: a test that never asks for it opens no
 /// file descriptors.
-fn registry() -> &'static Mutex<HashMap<NsId, Weak<Inner>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<NsId, Weak<Inner>>>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
 fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<NsId, Weak<Inner>>> {
-    registry()
+    static REGISTRY: OnceLock<Mutex<HashMap<NsId, Weak<Inner>>>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -342,8 +339,7 @@ impl Entry {
     fn enter_this_thread(&self) {
         let inner = &self.ns.inner;
         let entered = sys::unshare(nix::sched::CloneFlags::CLONE_FS, "unshare(CLONE_FS)")
-            .and_then(|()| sys::setns(inner.net.as_fd(), NsKind::Net))
-            .and_then(|()| sys::setns(inner.mnt.as_fd(), NsKind::Mount));
+            .and_then(|()| sys::setns_net_and_mount(inner.net.as_fd(), inner.mnt.as_fd()));
         if let Err(error) = entered {
             panic!(
                 "netns-test: cannot enter network namespace net:[{}]: {error}",

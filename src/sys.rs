@@ -63,6 +63,15 @@ pub(crate) fn setns(fd: BorrowedFd<'_>, kind: NsKind) -> Result<()> {
     })
 }
 
+/// Moves the calling thread into a network and a mount namespace. The mount
+/// namespace comes second and moves the thread's root and working directory
+/// to its root: the caller restores the directory. It needs a filesystem
+/// context of the thread's own (`unshare(CLONE_FS)`), else EINVAL.
+pub(crate) fn setns_net_and_mount(net: BorrowedFd<'_>, mnt: BorrowedFd<'_>) -> Result<()> {
+    setns(net, NsKind::Net)?;
+    setns(mnt, NsKind::Mount)
+}
+
 /// Opens the calling thread's namespace of `kind` (`/proc/thread-self/ns/...`).
 pub(crate) fn open_thread_ns(kind: NsKind) -> Result<OwnedFd> {
     let path = kind.thread_path();
