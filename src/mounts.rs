@@ -4,28 +4,33 @@
 use crate::error::Error;
 use crate::sys;
 use nix::mount::MsFlags;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 const HOSTS: &str = "/etc/hosts";
 
 /// In a mount namespace the calling thread has just unshared: stops mount
-/// events from propagating back to the host, mounts a sysfs that shows the
-/// thread's network namespace on `/sys`, and bind-mounts a private copy of
-/// `/etc/hosts`.
+/// events from propagating back to the host (when the host shares mounts),
+/// bind-mounts a private copy of `/etc/hosts`, and mounts a sysfs that shows
+/// the thread's network namespace on `/sys`.
+///
+/// The copy lives on a small tmpfs mounted on `/sys` in this mount namespace
+/// only, and the fresh sysfs then covers that tmpfs. No file is ever created
+/// where the host can see it, so a SIGKILL at any moment leaves nothing, and
+/// everything goes away with the mount namespace.
 pub(crate) fn make_private_view() -> Result<(), Error> {
     if has_shared_mounts() {
         sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
     }
-    match sys::mount_sysfs(Path::new("/sys")) {
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {} // no /sys to cover
-        other => other?,
-    }
+    let sys_dir = Path::new("/sys");
     if let Some(contents) = host_hosts_file() {
-        bind_private_copy(contents, Path::new(HOSTS))?;
+        sys::mount_tmpfs(sys_dir)?;
+        let copy = sys_dir.join("hosts");
+        std::fs::write(&copy, contents)
+            .map_err(|e| Error::at("write a private copy of /etc/hosts", &copy, e))?;
+        sys::bind_mount(&copy, Path::new(HOSTS))?;
     }
-    Ok(())
+    sys::mount_sysfs(sys_dir)
 }
 
 /// Whether any mount propagates events to peers. Without shared mounts,
@@ -58,35 +63,6 @@ fn host_hosts_file() -> Option<&'static [u8]> {
     CONTENTS
         .get_or_init(|| std::fs::read(HOSTS).ok())
         .as_deref()
-}
-
-/// Where the private copies live for the instant before they are unlinked:
-/// `/dev/shm` (memory) when it is usable, else the temporary directory.
-fn scratch_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        match tempfile::tempfile_in(shm) {
-            Ok(_) => shm.to_owned(),
-            Err(_) => std::env::temp_dir(),
-        }
-    })
-}
-
-/// Writes `contents` to a new file and bind-mounts it over `target`. The file
-/// is unlinked as soon as it is mounted: the mount keeps it alive, and it
-/// goes away with the mount namespace.
-fn bind_private_copy(contents: &[u8], target: &Path) -> Result<(), Error> {
-    let dir = scratch_dir();
-    let mut copy = tempfile::Builder::new()
-        .prefix(".netns-test-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::at("create a private copy", dir, e))?;
-    copy.write_all(contents)
-        .map_err(|e| Error::at("write", copy.path(), e))?;
-    sys::bind_mount(copy.path(), target)?;
-    copy.close()
-        .map_err(|e| Error::new("unlink the private copy", e))
 }
 
 #[cfg(test)]

@@ -118,6 +118,18 @@ pub(crate) fn mount_sysfs(target: &Path) -> Result<()> {
     .map_err(|e| Error::at("mount sysfs", target, io_error(e)))
 }
 
+/// Mounts a small tmpfs (1 MiB at most) on `target`.
+pub(crate) fn mount_tmpfs(target: &Path) -> Result<()> {
+    nix::mount::mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=1m,mode=0755"),
+    )
+    .map_err(|e| Error::at("mount tmpfs", target, io_error(e)))
+}
+
 /// Bind-mounts `source` over `target`.
 pub(crate) fn bind_mount(source: &Path, target: &Path) -> Result<()> {
     nix::mount::mount(
