@@ -54,13 +54,16 @@ mod error;
 mod isolation;
 mod mounts;
 mod namespace;
+mod netlink;
 mod privilege;
 mod runner;
 mod sys;
+mod veth;
 
 pub use error::Error;
 pub use namespace::NetNs;
 pub use privilege::privileged;
+pub use veth::Veth;
 
 /// Runs a test in a fresh network namespace. See the [crate documentation](crate).
 pub use netns_test_macros::netns_test;
@@ -73,4 +76,6 @@ pub use netns_test_macros::netns_test as test;
 #[allow(missing_docs)]
 pub mod __private {
     pub use crate::runner::*;
+    pub use crate::veth::{AddressPair, VethSpec};
+    pub use std::net::{Ipv4Addr, Ipv6Addr};
 }

@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::sys::{self, NsId, NsKind};
+use crate::veth::Veth;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -47,14 +48,22 @@ struct Inner {
     /// Whether this handle's life is the registration's: true for
     /// [`NetNs::new`]; a test's registration lives as long as the test.
     owns_registration: bool,
+    veth: Option<Veth>,
+}
+
+/// A namespace netns-test made, as the registry knows it.
+struct Registered {
+    /// The handle, once a thread asked for it.
+    handle: Weak<Inner>,
+    veth: Option<Veth>,
 }
 
 /// The namespaces netns-test made and that are still in use, by the identity
 /// of their network namespace, so that any thread inside one can find it.
 /// The handle is made on first use: a test that never asks for it opens no
 /// file descriptors.
-fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<NsId, Weak<Inner>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<NsId, Weak<Inner>>>> = OnceLock::new();
+fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<NsId, Registered>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<NsId, Registered>>> = OnceLock::new();
     REGISTRY
         .get_or_init(Default::default)
         .lock()
@@ -76,10 +85,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Registers the calling thread's network namespace.
-    pub(crate) fn this_thread() -> Result<Registration, Error> {
+    /// Registers the calling thread's network namespace and its veth pair.
+    pub(crate) fn this_thread(veth: Option<Veth>) -> Result<Registration, Error> {
         let id = sys::thread_ns_id(NsKind::Net)?;
-        lock_registry().insert(id, Weak::new());
+        let handle = Weak::new();
+        lock_registry().insert(id, Registered { handle, veth });
         Ok(Registration { id })
     }
 }
@@ -102,8 +112,9 @@ impl NetNs {
             .name("netns-test-new".into())
             .spawn(|| {
                 crate::isolation::isolate_this_thread()?;
-                let ns = NetNs::open_this_thread(true)?;
-                lock_registry().insert(ns.inner.id, Arc::downgrade(&ns.inner));
+                let ns = NetNs::open_this_thread(true, None)?;
+                let handle = Arc::downgrade(&ns.inner);
+                lock_registry().insert(ns.inner.id, Registered { handle, veth: None });
                 Ok(ns)
             })
             .map_err(|e| Error::new("spawn a thread for a new namespace", e))?
@@ -141,24 +152,38 @@ impl NetNs {
     pub fn try_current() -> Option<NetNs> {
         let id = sys::thread_ns_id(NsKind::Net).ok()?;
         let mut map = lock_registry();
-        let slot = map.get_mut(&id)?;
-        if let Some(inner) = slot.upgrade() {
+        let registered = map.get_mut(&id)?;
+        if let Some(inner) = registered.handle.upgrade() {
             return Some(NetNs { inner });
         }
         // Registered by a test that has not asked for its handle yet: this
         // thread is inside, so it can open the namespace files.
-        let ns = NetNs::open_this_thread(false).ok()?;
+        let ns = NetNs::open_this_thread(false, registered.veth.clone()).ok()?;
         if ns.inner.id != id {
             return None;
         }
-        *slot = Arc::downgrade(&ns.inner);
+        registered.handle = Arc::downgrade(&ns.inner);
         Some(ns)
     }
 
     /// A handle to the calling thread's namespaces, held by new file descriptors.
-    fn open_this_thread(owns_registration: bool) -> Result<NetNs, Error> {
-        let net = sys::open_thread_ns(NsKind::Net)?;
-        let mnt = sys::open_thread_ns(NsKind::Mount)?;
+    fn open_this_thread(owns_registration: bool, veth: Option<Veth>) -> Result<NetNs, Error> {
+        NetNs::open(
+            Path::new("/proc/thread-self/ns/net"),
+            Path::new("/proc/thread-self/ns/mnt"),
+            owns_registration,
+            veth,
+        )
+    }
+
+    fn open(
+        net: &Path,
+        mnt: &Path,
+        owns_registration: bool,
+        veth: Option<Veth>,
+    ) -> Result<NetNs, Error> {
+        let net = sys::open_ns(net)?;
+        let mnt = sys::open_ns(mnt)?;
         let id = sys::ns_id(net.as_fd())?;
         Ok(NetNs {
             inner: Arc::new(Inner {
@@ -166,8 +191,40 @@ impl NetNs {
                 mnt,
                 id,
                 owns_registration,
+                veth,
             }),
         })
+    }
+
+    /// The host: the network and mount namespaces of this process's main
+    /// thread, where tests start from. Available in every test, with the same
+    /// `run`, `spawn` and `command` as a test's namespace.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return; }
+    /// let ns = netns_test::NetNs::new().unwrap();
+    /// let host = ns.host();
+    /// assert_ne!(host, ns);
+    /// let outside = ns.run(|| netns_test::NetNs::current().host());
+    /// assert_eq!(outside, host);
+    /// ```
+    pub fn host(&self) -> NetNs {
+        static HOST: OnceLock<NetNs> = OnceLock::new();
+        HOST.get_or_init(|| {
+            NetNs::open(
+                Path::new("/proc/self/ns/net"),
+                Path::new("/proc/self/ns/mnt"),
+                false,
+                None,
+            )
+            .unwrap_or_else(|e| panic!("netns-test: cannot open the host's namespaces: {e}"))
+        })
+        .clone()
+    }
+
+    /// The veth pair to the host, for a `#[netns_test(veth)]` test.
+    pub fn veth(&self) -> Option<&Veth> {
+        self.inner.veth.as_ref()
     }
 
     /// Runs `f` on a new thread inside this namespace and returns its result.

@@ -7,6 +7,7 @@
 
 use crate::isolation::{self, Home};
 use crate::namespace::Registration;
+use crate::veth::{self, VethSetup, VethSpec};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering;
@@ -42,6 +43,8 @@ pub struct TestSpec {
     pub added_test_attribute: bool,
     /// Set when the test starts, to catch that second registration.
     pub started: AtomicBool,
+    /// `#[netns_test(veth)]`: a veth pair to the host.
+    pub veth: Option<VethSpec>,
 }
 
 /// Why a test could not run its body.
@@ -75,16 +78,15 @@ impl Outcome<()> {
     }
 }
 
-/// The calling thread, moved into a fresh namespace for the time of a test.
-/// Dropping it (also while unwinding) moves the thread back, unless it is
-/// the harness's own thread for this test, which ends with the test.
-struct Inside {
-    _registration: Registration,
-    home: Option<Home>,
+/// What a test takes from the host before its thread leaves it.
+struct Prepared {
+    veth: Option<VethSetup>,
 }
 
-impl Inside {
-    fn enter(spec: &TestSpec) -> Result<Inside, Failure> {
+impl Prepared {
+    /// Runs on the thread that will enter the namespace, or on the test
+    /// thread for a test with a timeout; both are in the host's namespace.
+    fn new(spec: &TestSpec) -> Result<Prepared, Failure> {
         if spec.added_test_attribute && spec.started.swap(true, Ordering::Relaxed) {
             return Err(Failure(format!(
                 "netns-test: test `{}` started a second time in this process: it has a #[test] attribute above \
@@ -92,24 +94,53 @@ impl Inside {
                 spec.name
             )));
         }
-        let setup = || -> Result<Inside, crate::Error> {
+        let veth = spec
+            .veth
+            .as_ref()
+            .map(VethSetup::prepare)
+            .transpose()
+            .map_err(|error| setup_failure(spec, error))?;
+        Ok(Prepared { veth })
+    }
+}
+
+fn setup_failure(spec: &TestSpec, error: crate::Error) -> Failure {
+    Failure(format!(
+        "netns-test: cannot set up the network namespace of test `{}`: {error}",
+        spec.name
+    ))
+}
+
+/// The calling thread, moved into a fresh namespace for the time of a test.
+/// Dropping it (also while unwinding) moves the thread back, unless it is
+/// the harness's own thread for this test, which ends with the test.
+struct Inside {
+    _registration: Registration,
+    /// The veth lease and host-side socket, held until the test ends.
+    _veth: Option<VethSetup>,
+    home: Option<Home>,
+}
+
+impl Inside {
+    fn enter(spec: &TestSpec, prepared: Prepared) -> Result<Inside, Failure> {
+        let Prepared { mut veth } = prepared;
+        let mut setup = || -> Result<Inside, crate::Error> {
             let home = if on_own_harness_thread(spec) {
                 None
             } else {
                 Some(Home::here()?)
             };
             isolation::isolate_this_thread()?;
+            if let Some(veth) = &mut veth {
+                veth.create()?;
+            }
             Ok(Inside {
-                _registration: Registration::this_thread()?,
+                _registration: Registration::this_thread(veth.as_ref().map(|v| v.veth().clone()))?,
+                _veth: veth.take(),
                 home,
             })
         };
-        setup().map_err(|error| {
-            Failure(format!(
-                "netns-test: cannot set up the network namespace of test `{}`: {error}",
-                spec.name
-            ))
-        })
+        setup().map_err(|error| setup_failure(spec, error))
     }
 }
 
@@ -144,7 +175,14 @@ fn on_own_harness_thread(spec: &TestSpec) -> bool {
 
 /// Runs a sync test body in a fresh namespace on the calling thread.
 pub fn run_sync<T>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
-    let _inside = match Inside::enter(spec) {
+    match Prepared::new(spec) {
+        Ok(prepared) => run_sync_prepared(spec, prepared, body),
+        Err(failure) => Outcome(Err(failure)),
+    }
+}
+
+fn run_sync_prepared<T>(spec: &TestSpec, prepared: Prepared, body: impl FnOnce() -> T) -> Outcome<T> {
+    let _inside = match Inside::enter(spec, prepared) {
         Ok(inside) => inside,
         Err(failure) => return Outcome(Err(failure)),
     };
@@ -158,7 +196,18 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    let _inside = match Inside::enter(spec) {
+    match Prepared::new(spec) {
+        Ok(prepared) => run_async_prepared(spec, prepared, body),
+        Err(failure) => Outcome(Err(failure)),
+    }
+}
+
+fn run_async_prepared<T, F, Fut>(spec: &TestSpec, prepared: Prepared, body: F) -> Outcome<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let _inside = match Inside::enter(spec, prepared) {
         Ok(inside) => inside,
         Err(failure) => return Outcome(Err(failure)),
     };
@@ -191,7 +240,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    with_timeout(spec, move || run_sync(spec, body))
+    with_timeout(spec, move |prepared| run_sync_prepared(spec, prepared, body))
 }
 
 /// [`run_async`] on a thread of its own, failing the test when `timeout` passes.
@@ -201,26 +250,34 @@ where
     Fut: Future<Output = T>,
     T: Send + 'static,
 {
-    with_timeout(spec, move || run_async(spec, body))
+    with_timeout(spec, move |prepared| {
+        run_async_prepared(spec, prepared, body)
+    })
 }
 
 /// Runs `run` on a new thread named like the test and waits at most the
 /// spec's timeout. On a timeout the thread is abandoned: it keeps its
-/// namespace until it ends, at the latest with the test process.
+/// namespace until it ends, at the latest with the test process, but its
+/// veth pair is deleted at once, so a hung test holds nothing on the host.
 fn with_timeout<T: Send + 'static>(
     spec: &'static TestSpec,
-    run: impl FnOnce() -> Outcome<T> + Send + 'static,
+    run: impl FnOnce(Prepared) -> Outcome<T> + Send + 'static,
 ) -> Outcome<T> {
     let timeout = spec
         .timeout
         .expect("netns-test: a timeout entry point without a timeout");
+    let prepared = match Prepared::new(spec) {
+        Ok(prepared) => prepared,
+        Err(failure) => return Outcome(Err(failure)),
+    };
+    let veth = prepared.veth.as_ref().map(|v| v.veth().clone());
     let (sender, receiver) = mpsc::sync_channel(1);
     let name = std::thread::current()
         .name()
         .unwrap_or(spec.name)
         .to_owned();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        let result = catch_unwind(AssertUnwindSafe(run));
+        let result = catch_unwind(AssertUnwindSafe(|| run(prepared)));
         let _ = sender.send(result);
     });
     if let Err(error) = spawned {
@@ -232,12 +289,20 @@ fn with_timeout<T: Send + 'static>(
     match receiver.recv_timeout(Duration::from_millis(timeout.millis)) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => resume_unwind(panic),
-        Err(mpsc::RecvTimeoutError::Timeout) => Outcome(Err(Failure(format!(
-            "netns-test: test `{}` timed out after {} (#[netns_test(timeout = \"{}\")])",
-            spec.name,
-            humanize(timeout.millis),
-            timeout.text
-        )))),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let mut message = format!(
+                "netns-test: test `{}` timed out after {} (#[netns_test(timeout = \"{}\")])",
+                spec.name,
+                humanize(timeout.millis),
+                timeout.text
+            );
+            if let Some(veth) = &veth {
+                if let Err(error) = veth::delete_now(veth) {
+                    message.push_str(&format!("; deleting its veth pair failed: {error}"));
+                }
+            }
+            Outcome(Err(Failure(message)))
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => Outcome(Err(Failure(format!(
             "netns-test: the thread of test `{}` ended without a result",
             spec.name

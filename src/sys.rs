@@ -74,10 +74,14 @@ pub(crate) fn setns_net_and_mount(net: BorrowedFd<'_>, mnt: BorrowedFd<'_>) -> R
 
 /// Opens the calling thread's namespace of `kind` (`/proc/thread-self/ns/...`).
 pub(crate) fn open_thread_ns(kind: NsKind) -> Result<OwnedFd> {
-    let path = kind.thread_path();
+    open_ns(Path::new(kind.thread_path()))
+}
+
+/// Opens a namespace file, such as `/proc/self/ns/net`.
+pub(crate) fn open_ns(path: &Path) -> Result<OwnedFd> {
     File::open(path)
         .map(OwnedFd::from)
-        .map_err(|e| Error::at("open", Path::new(path), e))
+        .map_err(|e| Error::at("open", path, e))
 }
 
 /// The identity of the namespace behind `fd`.

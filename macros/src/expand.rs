@@ -178,6 +178,43 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
         Some((n, _)) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
+    let veth = match &options.veth {
+        None => quote!(::core::option::Option::None),
+        Some(veth) => {
+            let mtu = veth.mtu;
+            let ipv4 = match &veth.ipv4 {
+                None => quote!(::core::option::Option::None),
+                Some(pair) => {
+                    let [a, b, c, d] = pair.ns.octets();
+                    let [e, f, g, h] = pair.host.octets();
+                    let prefix = pair.prefix;
+                    quote!(::core::option::Option::Some(#krate::__private::AddressPair {
+                        ns: #krate::__private::Ipv4Addr::new(#a, #b, #c, #d),
+                        host: #krate::__private::Ipv4Addr::new(#e, #f, #g, #h),
+                        prefix: #prefix,
+                    }))
+                }
+            };
+            let ipv6 = match &veth.ipv6 {
+                None => quote!(::core::option::Option::None),
+                Some(pair) => {
+                    let ns = pair.ns.segments();
+                    let host = pair.host.segments();
+                    let prefix = pair.prefix;
+                    quote!(::core::option::Option::Some(#krate::__private::AddressPair {
+                        ns: #krate::__private::Ipv6Addr::new(#(#ns),*),
+                        host: #krate::__private::Ipv6Addr::new(#(#host),*),
+                        prefix: #prefix,
+                    }))
+                }
+            };
+            quote!(::core::option::Option::Some(#krate::__private::VethSpec {
+                mtu: #mtu,
+                ipv4: #ipv4,
+                ipv6: #ipv6,
+            }))
+        }
+    };
     let entry = match (is_async, options.timeout.is_some()) {
         (false, false) => quote!(run_sync),
         (false, true) => quote!(run_sync_with_timeout),
@@ -211,6 +248,7 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
                 worker_threads: #worker_threads,
                 added_test_attribute: #add_test_attribute,
                 started: #krate::__private::AtomicBool::new(false),
+                veth: #veth,
             };
             #asyncness fn __netns_test_body() #output #body
             #call

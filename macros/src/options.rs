@@ -10,11 +10,17 @@ use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, Meta, Token};
 
 /// The keys `#[netns_test(...)]` accepts, in the order the error message lists them.
-pub const VALID_KEYS: &[&str] = &["flavor", "worker_threads", "timeout", "crate"];
+pub const VALID_KEYS: &[&str] = &["veth", "flavor", "worker_threads", "timeout", "crate"];
+
+/// The keys `veth(...)` accepts.
+pub const VALID_VETH_KEYS: &[&str] = &["mtu", "ipv4", "host_ipv4", "ipv6", "host_ipv6"];
 
 fn valid_keys_list() -> String {
-    VALID_KEYS
-        .iter()
+    quoted_list(VALID_KEYS)
+}
+
+fn quoted_list(keys: &[&str]) -> String {
+    keys.iter()
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -34,9 +40,26 @@ pub struct Timeout {
     pub millis: u64,
 }
 
+/// An address pair for one end each of the veth pair, as the user wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressPair<A> {
+    pub ns: A,
+    pub host: A,
+    pub prefix: u8,
+}
+
+/// `veth` or `veth(mtu = .., ipv4 = .., host_ipv4 = .., ipv6 = .., host_ipv6 = ..)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VethOptions {
+    pub mtu: u32,
+    pub ipv4: Option<AddressPair<std::net::Ipv4Addr>>,
+    pub ipv6: Option<AddressPair<std::net::Ipv6Addr>>,
+}
+
 /// The parsed arguments.
 #[derive(Clone)]
 pub struct Options {
+    pub veth: Option<VethOptions>,
     /// The tokens the user wrote, re-emitted when the attribute moves below another one.
     pub raw: proc_macro2::TokenStream,
     pub flavor: Option<(Flavor, Span)>,
@@ -50,6 +73,7 @@ impl Options {
     pub fn parse(args: proc_macro2::TokenStream) -> syn::Result<Options> {
         let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args.clone())?;
         let mut options = Options {
+            veth: None,
             raw: args,
             flavor: None,
             worker_threads: None,
@@ -95,6 +119,13 @@ impl Options {
                 continue;
             }
             seen.push(key.clone());
+            if key == "veth" {
+                match parse_veth(&meta) {
+                    Ok(veth) => options.veth = Some(veth),
+                    Err(error) => push(error),
+                }
+                continue;
+            }
             let value = match &meta {
                 Meta::NameValue(nv) => &nv.value,
                 _ => {
@@ -132,6 +163,164 @@ impl Options {
             None => Ok(options),
         }
     }
+}
+
+fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
+    let mut veth = VethOptions {
+        mtu: 1500,
+        ipv4: None,
+        ipv6: None,
+    };
+    let list = match meta {
+        Meta::Path(_) => return Ok(veth),
+        Meta::List(list) => list,
+        Meta::NameValue(nv) => {
+            return Err(syn::Error::new(
+                nv.value.span(),
+                "`veth` takes no value: write `veth` or `veth(mtu = 9000, ipv4 = \"192.0.2.2/24\", host_ipv4 = \"192.0.2.1/24\")`",
+            ));
+        }
+    };
+    let metas = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+    let mut given: Vec<(String, Span, String)> = Vec::new();
+    for meta in metas {
+        let key_path = meta.path();
+        let key = key_path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        if !VALID_VETH_KEYS.contains(&key.as_str()) {
+            return Err(syn::Error::new(
+                key_path.span(),
+                format!(
+                    "unknown `veth` argument `{}`; valid arguments are: {}",
+                    quote::quote!(#key_path).to_string().replace(' ', ""),
+                    quoted_list(VALID_VETH_KEYS)
+                ),
+            ));
+        }
+        if given.iter().any(|(k, _, _)| *k == key) {
+            return Err(syn::Error::new(
+                key_path.span(),
+                format!("`veth` argument `{key}` is given more than once"),
+            ));
+        }
+        let Meta::NameValue(nv) = &meta else {
+            return Err(syn::Error::new(
+                meta.span(),
+                format!("`{key}` needs a value, like `mtu = 9000` or `ipv4 = \"192.0.2.2/24\"`"),
+            ));
+        };
+        if key == "mtu" {
+            veth.mtu = match &nv.value {
+                Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => {
+                    let mtu: u32 = int.base10_parse()?;
+                    if !(1280..=65535).contains(&mtu) {
+                        return Err(syn::Error::new(
+                            int.span(),
+                            "`mtu` must be between 1280 (the IPv6 minimum) and 65535",
+                        ));
+                    }
+                    mtu
+                }
+                other => {
+                    return Err(syn::Error::new(
+                        other.span(),
+                        "`mtu` expects an integer literal, like `mtu = 9000`",
+                    ));
+                }
+            };
+            given.push((key, key_path.span(), String::new()));
+        } else {
+            let lit = string_literal(&nv.value, &key)?;
+            given.push((key, lit.span(), lit.value()));
+        }
+    }
+    let find = |key: &str| given.iter().find(|(k, _, _)| k == key);
+    for (ns_key, host_key) in [("ipv4", "host_ipv4"), ("ipv6", "host_ipv6")] {
+        match (find(ns_key), find(host_key)) {
+            (None, None) => {}
+            (Some((_, span, _)), None) => {
+                return Err(syn::Error::new(
+                    *span,
+                    format!("`{ns_key}` needs `{host_key}` too: the host's end of the same subnet"),
+                ));
+            }
+            (None, Some((_, span, _))) => {
+                return Err(syn::Error::new(
+                    *span,
+                    format!("`{host_key}` needs `{ns_key}` too: the test's end of the same subnet"),
+                ));
+            }
+            (Some((_, ns_span, ns_text)), Some((_, host_span, host_text))) => {
+                if ns_key == "ipv4" {
+                    veth.ipv4 = Some(address_pair::<std::net::Ipv4Addr>(
+                        (ns_text, *ns_span),
+                        (host_text, *host_span),
+                        31,
+                        |a| u32::from(a).into(),
+                        32,
+                    )?);
+                } else {
+                    veth.ipv6 = Some(address_pair::<std::net::Ipv6Addr>(
+                        (ns_text, *ns_span),
+                        (host_text, *host_span),
+                        127,
+                        u128::from,
+                        128,
+                    )?);
+                }
+            }
+        }
+    }
+    Ok(veth)
+}
+
+/// Parses `"address/prefix"` for both ends and checks that they are two
+/// different addresses of one subnet.
+fn address_pair<A: std::str::FromStr + Copy + PartialEq + std::fmt::Display>(
+    (ns_text, ns_span): (&str, Span),
+    (host_text, host_span): (&str, Span),
+    max_prefix: u8,
+    to_bits: impl Fn(A) -> u128,
+    width: u32,
+) -> syn::Result<AddressPair<A>> {
+    let parse = |text: &str, span: Span| -> syn::Result<(A, u8)> {
+        let bad = || {
+            syn::Error::new(
+                span,
+                format!(
+                    "cannot parse \"{text}\": expected an address and a prefix length up to {max_prefix}, like \"192.0.2.2/24\" or \"2001:db8::2/64\""
+                ),
+            )
+        };
+        let (address, prefix) = text.split_once('/').ok_or_else(bad)?;
+        let address: A = address.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > max_prefix {
+            return Err(bad());
+        }
+        Ok((address, prefix))
+    };
+    let (ns, ns_prefix) = parse(ns_text, ns_span)?;
+    let (host, host_prefix) = parse(host_text, host_span)?;
+    if ns_prefix != host_prefix {
+        return Err(syn::Error::new(
+            host_span,
+            format!("the two ends need the same prefix length: /{ns_prefix} and /{host_prefix}"),
+        ));
+    }
+    // Prefix 0 is handled apart: a shift by the full 128 bits would overflow.
+    let network = |a: A| to_bits(a) >> (width - u32::from(ns_prefix));
+    let same_subnet = ns_prefix == 0 || network(ns) == network(host);
+    if !same_subnet || ns == host {
+        return Err(syn::Error::new(
+            host_span,
+            format!("{host} and {ns} must be two different addresses of one /{ns_prefix} subnet"),
+        ));
+    }
+    Ok(AddressPair {
+        ns,
+        host,
+        prefix: ns_prefix,
+    })
 }
 
 fn example_for(key: &str) -> &'static str {

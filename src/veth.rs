@@ -1,0 +1,320 @@
+//! `#[netns_test(veth)]`: a veth pair from the test's namespace to the host,
+//! with addresses and names unique across threads and processes.
+//!
+//! Each pair takes a *slot* `0..32768`. A slot fixes the host-side name
+//! (`ntveth<slot>`), its interface index, an IPv4 /30 in 198.18.0.0/15 and an
+//! IPv6 /64 in a fixed ULA prefix. A slot is leased by binding an abstract
+//! unix socket named after it in the host's network namespace: the kernel
+//! releases the lease when the process dies, even by SIGKILL, and no file is
+//! involved. A leased slot whose host-side interface still exists (the kernel
+//! removes it about 40 ms after the test's namespace dies; or its owner died
+//! while something kept the namespace alive) is skipped, and the stale
+//! interface is deleted in the background.
+
+use crate::error::Error;
+use crate::netlink::{self, Netlink};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The number of slots: 198.18.0.0/15 holds 32768 /30 subnets.
+const SLOTS: u32 = 32768;
+/// Host-side interface names: this prefix and the slot number (≤ 11 bytes).
+pub(crate) const HOST_NAME_PREFIX: &str = "ntveth";
+/// The test-side interface's name.
+const NS_NAME: &str = "veth0";
+/// The test-side interface's index (1 is `lo`).
+const NS_INDEX: i32 = 2;
+/// Host-side interface indexes: this base plus the slot, far above the
+/// indexes the kernel hands out in order.
+const HOST_INDEX_BASE: i32 = 0x4e00_0000;
+/// The IPv4 pool, 198.18.0.0/15 (RFC 2544, reserved for benchmarking).
+const IPV4_POOL: u32 = u32::from_be_bytes([198, 18, 0, 0]);
+/// The IPv6 pool: a fixed random 48-bit ULA prefix (RFC 4193), fdc7:3a59:41e2::/48.
+const IPV6_POOL: [u16; 3] = [0xfdc7, 0x3a59, 0x41e2];
+
+/// The veth pair of a `#[netns_test(veth)]` test: names and addresses of
+/// both ends. Get it with [`NetNs::veth`](crate::NetNs::veth).
+///
+/// ```no_run
+/// use netns_test::{netns_test, NetNs};
+///
+/// #[netns_test(veth)]
+/// fn reaches_the_host() {
+///     let ns = NetNs::current();
+///     let veth = ns.veth().expect("veth requested").clone();
+///     let server = std::net::TcpListener::bind((veth.ns_ipv4(), 8080)).unwrap();
+///     let connected = ns.host().run(move || {
+///         std::net::TcpStream::connect((veth.ns_ipv4(), 8080)).is_ok()
+///     });
+///     assert!(connected);
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Veth {
+    ns_name: String,
+    host_name: String,
+    host_index: i32,
+    ns_ipv4: Ipv4Addr,
+    host_ipv4: Ipv4Addr,
+    ipv4_prefix: u8,
+    ns_ipv6: Ipv6Addr,
+    host_ipv6: Ipv6Addr,
+    ipv6_prefix: u8,
+    mtu: u32,
+}
+
+impl Veth {
+    /// The interface's name in the test's namespace (`veth0`).
+    pub fn ns_name(&self) -> &str {
+        &self.ns_name
+    }
+    /// The interface's name in the host's namespace (`ntveth<N>`).
+    pub fn host_name(&self) -> &str {
+        &self.host_name
+    }
+    /// The IPv4 address of the test's end.
+    pub fn ns_ipv4(&self) -> Ipv4Addr {
+        self.ns_ipv4
+    }
+    /// The IPv4 address of the host's end; the test's default IPv4 route.
+    pub fn host_ipv4(&self) -> Ipv4Addr {
+        self.host_ipv4
+    }
+    /// The IPv4 prefix length of both ends (30 by default).
+    pub fn ipv4_prefix(&self) -> u8 {
+        self.ipv4_prefix
+    }
+    /// The IPv6 address of the test's end.
+    pub fn ns_ipv6(&self) -> Ipv6Addr {
+        self.ns_ipv6
+    }
+    /// The IPv6 address of the host's end; the test's default IPv6 route.
+    pub fn host_ipv6(&self) -> Ipv6Addr {
+        self.host_ipv6
+    }
+    /// The IPv6 prefix length of both ends (64 by default).
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+    /// The MTU of both ends.
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+    }
+}
+
+/// An address pair given by the user, for the macro's expansion.
+#[derive(Clone, Copy, Debug)]
+pub struct AddressPair<A> {
+    /// The test's end.
+    pub ns: A,
+    /// The host's end.
+    pub host: A,
+    /// The prefix length of both.
+    pub prefix: u8,
+}
+
+/// What `#[netns_test(veth(...))]` asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct VethSpec {
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// The user's IPv4 addresses, or a /30 from the pool.
+    pub ipv4: Option<AddressPair<Ipv4Addr>>,
+    /// The user's IPv6 addresses, or a /64 from the pool.
+    pub ipv6: Option<AddressPair<Ipv6Addr>>,
+}
+
+/// A slot, leased while this lives.
+struct Lease {
+    slot: u32,
+    _socket: OwnedFd,
+}
+
+/// A veth pair prepared on the host's side, before the test thread leaves it.
+pub(crate) struct VethSetup {
+    veth: Veth,
+    host_netlink: Netlink,
+    host_ns: OwnedFd,
+    _lease: Lease,
+}
+
+impl VethSetup {
+    /// Leases a slot and opens what the host side needs. Runs on a thread in
+    /// the host's network namespace.
+    pub(crate) fn prepare(spec: &VethSpec) -> Result<VethSetup, Error> {
+        let lease = lease_a_slot()?;
+        let slot = lease.slot;
+        let base = IPV4_POOL + slot * 4;
+        let (ns_ipv4, host_ipv4, ipv4_prefix) = match spec.ipv4 {
+            Some(pair) => (pair.ns, pair.host, pair.prefix),
+            None => (Ipv4Addr::from(base + 2), Ipv4Addr::from(base + 1), 30),
+        };
+        let subnet = slot as u16;
+        let [a, b, c] = IPV6_POOL;
+        let (ns_ipv6, host_ipv6, ipv6_prefix) = match spec.ipv6 {
+            Some(pair) => (pair.ns, pair.host, pair.prefix),
+            None => (
+                Ipv6Addr::new(a, b, c, subnet, 0, 0, 0, 2),
+                Ipv6Addr::new(a, b, c, subnet, 0, 0, 0, 1),
+                64,
+            ),
+        };
+        Ok(VethSetup {
+            veth: Veth {
+                ns_name: NS_NAME.into(),
+                host_name: host_name(slot),
+                host_index: HOST_INDEX_BASE + slot as i32,
+                ns_ipv4,
+                host_ipv4,
+                ipv4_prefix,
+                ns_ipv6,
+                host_ipv6,
+                ipv6_prefix,
+                mtu: spec.mtu,
+            },
+            host_netlink: Netlink::open()?,
+            host_ns: crate::sys::open_thread_ns(crate::sys::NsKind::Net)?,
+            _lease: lease,
+        })
+    }
+
+    /// The pair's names and addresses.
+    pub(crate) fn veth(&self) -> &Veth {
+        &self.veth
+    }
+
+    /// Creates the pair from the calling thread, now in the test's fresh
+    /// namespace: one batch of messages there (link, addresses, default
+    /// routes) and one in the host (peer up, its addresses).
+    pub(crate) fn create(&mut self) -> Result<(), Error> {
+        let v = &self.veth;
+        let mut here = Netlink::open()?;
+        here.run(vec![
+            netlink::new_veth(
+                NS_NAME,
+                NS_INDEX,
+                &v.host_name,
+                v.host_index,
+                &self.host_ns,
+                v.mtu,
+            ),
+            netlink::add_address(NS_INDEX, IpAddr::V4(v.ns_ipv4), v.ipv4_prefix),
+            netlink::add_address(NS_INDEX, IpAddr::V6(v.ns_ipv6), v.ipv6_prefix),
+            netlink::add_default_route(NS_INDEX, IpAddr::V4(v.host_ipv4)),
+            netlink::add_default_route(NS_INDEX, IpAddr::V6(v.host_ipv6)),
+        ])
+        .map_err(explain_host_refusal)?;
+        self.host_netlink
+            .run(vec![
+                netlink::set_up(v.host_index, &v.host_name),
+                netlink::add_address(v.host_index, IpAddr::V4(v.host_ipv4), v.ipv4_prefix),
+                netlink::add_address(v.host_index, IpAddr::V6(v.host_ipv6), v.ipv6_prefix),
+            ])
+            .map_err(explain_host_refusal)
+    }
+}
+
+/// Deletes the host side of `veth` (and so the pair) now, from a thread in
+/// the host's namespace. For tests that time out: their namespace may live
+/// on with their abandoned thread.
+pub(crate) fn delete_now(veth: &Veth) -> Result<(), Error> {
+    Netlink::open()?.run(vec![netlink::delete_link(veth.host_index, &veth.host_name)])
+}
+
+fn explain_host_refusal(error: Error) -> Error {
+    if error.raw_os_error() == Some(nix::libc::EPERM) {
+        error.with_hint(
+            "netns-test: a veth pair to the host needs CAP_NET_ADMIN in the host's network namespace; \
+             run the tests as root (`sudo -E cargo test`)."
+                .into(),
+        )
+    } else {
+        error
+    }
+}
+
+fn host_name(slot: u32) -> String {
+    format!("{HOST_NAME_PREFIX}{slot}")
+}
+
+/// The next slot this process tries: a rotating counter from a random start,
+/// so that processes rarely contend and a slot just given back (whose
+/// interface the kernel may still be removing) is not tried again soon.
+fn next_slot() -> u32 {
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        AtomicU32::new(nanos ^ std::process::id().wrapping_mul(2_654_435_761))
+    })
+    .fetch_add(1, Ordering::Relaxed)
+        % SLOTS
+}
+
+fn lease_a_slot() -> Result<Lease, Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    for _ in 0..SLOTS {
+        let slot = next_slot();
+        let socket = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| Error::new("socket(AF_UNIX)", e.into()))?;
+        let name = format!("netns-test/veth/{slot}");
+        let address = UnixAddr::new_abstract(name.as_bytes())
+            .map_err(|e| Error::new("abstract socket name", e.into()))?;
+        match bind(socket.as_raw_fd(), &address) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EADDRINUSE) => continue,
+            Err(e) => return Err(Error::new(format!("bind lease socket @{name}"), e.into())),
+        }
+        let lease = Lease {
+            slot,
+            _socket: socket,
+        };
+        let name = host_name(slot);
+        match nix::net::if_::if_nametoindex(name.as_str()) {
+            Err(_) => return Ok(lease),
+            Ok(index) => delete_stale_in_background(lease, name, index as i32),
+        }
+    }
+    Err(Error::new(
+        "lease a veth slot",
+        std::io::Error::other(format!("all {SLOTS} slots are in use")),
+    ))
+}
+
+/// The slot's host-side interface exists although its lease was free: the
+/// kernel is still removing it, or its owner died while something kept its
+/// namespace alive. Delete it, keeping the lease until done.
+fn delete_stale_in_background(lease: Lease, name: String, index: i32) {
+    let _ = std::thread::Builder::new()
+        .name("netns-test-gc".into())
+        .spawn(move || {
+            if let Ok(mut netlink) = Netlink::open() {
+                // ENODEV: the kernel finished first.
+                let _ = netlink.run(vec![netlink::delete_link(index, &name)]);
+            }
+            drop(lease);
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_map_to_distinct_names_and_subnets() {
+        assert_eq!(host_name(0), "ntveth0");
+        assert!(host_name(SLOTS - 1).len() <= 15);
+        let last = Ipv4Addr::from(IPV4_POOL + (SLOTS - 1) * 4 + 2);
+        assert_eq!(last, Ipv4Addr::new(198, 19, 255, 254));
+        assert!((0..1000).map(|_| next_slot()).all(|s| s < SLOTS));
+    }
+}
