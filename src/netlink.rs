@@ -246,16 +246,13 @@ impl Netlink {
         }
         // SAFETY: sends our buffer to the kernel (destination: the default
         // peer of a netlink socket, pid 0).
-        let sent = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                batch.as_ptr().cast(),
-                batch.len(),
-                0,
-            )
-        };
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), batch.as_ptr().cast(), batch.len(), 0) };
         if sent < 0 {
-            return Err(Error::new("send netlink request", io::Error::last_os_error()));
+            return Err(Error::new(
+                "send netlink request",
+                io::Error::last_os_error(),
+            ));
         }
         let mut first_error: Option<Error> = None;
         let mut buffer = vec![0u8; 16384];

@@ -181,7 +181,11 @@ pub fn run_sync<T>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
     }
 }
 
-fn run_sync_prepared<T>(spec: &TestSpec, prepared: Prepared, body: impl FnOnce() -> T) -> Outcome<T> {
+fn run_sync_prepared<T>(
+    spec: &TestSpec,
+    prepared: Prepared,
+    body: impl FnOnce() -> T,
+) -> Outcome<T> {
     let _inside = match Inside::enter(spec, prepared) {
         Ok(inside) => inside,
         Err(failure) => return Outcome(Err(failure)),
@@ -240,7 +244,9 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    with_timeout(spec, move |prepared| run_sync_prepared(spec, prepared, body))
+    with_timeout(spec, move |prepared| {
+        run_sync_prepared(spec, prepared, body)
+    })
 }
 
 /// [`run_async`] on a thread of its own, failing the test when `timeout` passes.

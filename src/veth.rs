@@ -144,6 +144,7 @@ impl VethSetup {
     /// Leases a slot and opens what the host side needs. Runs on a thread in
     /// the host's network namespace.
     pub(crate) fn prepare(spec: &VethSpec) -> Result<VethSetup, Error> {
+        refuse_subnets_the_host_uses(spec)?;
         let lease = lease_a_slot()?;
         let slot = lease.slot;
         let base = IPV4_POOL + slot * 4;
@@ -235,6 +236,64 @@ fn explain_host_refusal(error: Error) -> Error {
     }
 }
 
+/// User-given addresses must not put a subnet the host already has on an
+/// interface onto the veth: the host would route its own traffic to the test
+/// (or lose its gateway, if the host's end took the gateway's address).
+fn refuse_subnets_the_host_uses(spec: &VethSpec) -> Result<(), Error> {
+    if spec.ipv4.is_none() && spec.ipv6.is_none() {
+        return Ok(());
+    }
+    let addresses =
+        nix::ifaddrs::getifaddrs().map_err(|e| Error::new("getifaddrs on the host", e.into()))?;
+    for interface in addresses {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => continue,
+        };
+        if let Some(subnet) = user_subnet_containing(spec, ip) {
+            return Err(Error::new(
+                "check the veth addresses",
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "the subnet {subnet} overlaps the host's own address {ip} on {}: \
+                         pick a subnet the host does not use (or leave the addresses out for a unique one)",
+                        interface.interface_name
+                    ),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The user-given subnet of `spec` that contains `ip`, written `net/len`.
+fn user_subnet_containing(spec: &VethSpec, ip: IpAddr) -> Option<String> {
+    fn same_network(a: u128, b: u128, width: u32, prefix: u8) -> bool {
+        let shift = width - u32::from(prefix);
+        shift >= width || a >> shift == b >> shift
+    }
+    match ip {
+        IpAddr::V4(ip) => spec.ipv4.and_then(|pair| {
+            same_network(
+                u32::from(ip).into(),
+                u32::from(pair.ns).into(),
+                32,
+                pair.prefix,
+            )
+            .then(|| format!("{}/{}", pair.ns, pair.prefix))
+        }),
+        IpAddr::V6(ip) => spec.ipv6.and_then(|pair| {
+            same_network(ip.into(), pair.ns.into(), 128, pair.prefix)
+                .then(|| format!("{}/{}", pair.ns, pair.prefix))
+        }),
+    }
+}
+
 fn host_name(slot: u32) -> String {
     format!("{HOST_NAME_PREFIX}{slot}")
 }
@@ -316,5 +375,36 @@ mod tests {
         let last = Ipv4Addr::from(IPV4_POOL + (SLOTS - 1) * 4 + 2);
         assert_eq!(last, Ipv4Addr::new(198, 19, 255, 254));
         assert!((0..1000).map(|_| next_slot()).all(|s| s < SLOTS));
+    }
+
+    #[test]
+    fn user_subnets_that_hold_a_host_address_are_found() {
+        let spec = VethSpec {
+            mtu: 1500,
+            ipv4: Some(AddressPair {
+                ns: Ipv4Addr::new(192, 0, 2, 2),
+                host: Ipv4Addr::new(192, 0, 2, 1),
+                prefix: 24,
+            }),
+            ipv6: Some(AddressPair {
+                ns: "2001:db8:7::2".parse().unwrap(),
+                host: "2001:db8:7::1".parse().unwrap(),
+                prefix: 64,
+            }),
+        };
+        let found = |ip: &str| user_subnet_containing(&spec, ip.parse().unwrap());
+        assert_eq!(found("192.0.2.77").as_deref(), Some("192.0.2.2/24"));
+        assert_eq!(found("192.0.3.1"), None);
+        assert_eq!(found("2001:db8:7::99").as_deref(), Some("2001:db8:7::2/64"));
+        assert_eq!(found("2001:db8:8::1"), None);
+        let pooled = VethSpec {
+            ipv4: None,
+            ipv6: None,
+            ..spec
+        };
+        assert_eq!(
+            user_subnet_containing(&pooled, "192.0.2.77".parse().unwrap()),
+            None
+        );
     }
 }

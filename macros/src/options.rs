@@ -185,7 +185,10 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
     let mut given: Vec<(String, Span, String)> = Vec::new();
     for meta in metas {
         let key_path = meta.path();
-        let key = key_path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = key_path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         if !VALID_VETH_KEYS.contains(&key.as_str()) {
             return Err(syn::Error::new(
                 key_path.span(),
@@ -210,7 +213,9 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
         };
         if key == "mtu" {
             veth.mtu = match &nv.value {
-                Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(int), ..
+                }) => {
                     let mtu: u32 = int.base10_parse()?;
                     if !(1280..=65535).contains(&mtu) {
                         return Err(syn::Error::new(
