@@ -8,7 +8,7 @@
 //! ```
 //!
 //! It builds `tests/overhead_fixture.rs` in release mode, then runs its 200
-//! `plain::`, `floor::` and `netns::` tests as separate invocations of the test
+//! `plain::`, `floor::`, `netns::` and `veth::` tests as separate invocations of the test
 //! binary, in a rotating order, with 1 and with 2 test threads. Overhead per
 //! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
 //! the table shows medians over rounds.
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 const TESTS_PER_KIND: f64 = 200.0;
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(700);
-const KINDS: [&str; 3] = ["plain::", "floor::", "netns::"];
+const KINDS: [&str; 4] = ["plain::", "floor::", "netns::", "veth::"];
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -28,9 +28,9 @@ fn main() {
     let fixture = build_fixture();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
     println!(
-        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor |"
+        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor | #[netns_test(veth)] overhead (ms/test) |"
     );
-    println!("|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|");
     let thread_counts: Vec<usize> = match std::env::var("BENCH_THREADS") {
         Ok(list) => list.split(',').filter_map(|t| t.parse().ok()).collect(),
         Err(_) => vec![1, 2],
@@ -43,8 +43,9 @@ fn main() {
         let mut floor = Vec::new();
         let mut netns = Vec::new();
         let mut ratio = Vec::new();
+        let mut veth = Vec::new();
         for round in 0..rounds {
-            let mut seconds = [0.0; 3];
+            let mut seconds = [0.0; KINDS.len()];
             for offset in 0..KINDS.len() {
                 let index = (round + offset) % KINDS.len();
                 seconds[index] = run_kind(&fixture, KINDS[index], threads);
@@ -53,12 +54,14 @@ fn main() {
             floor.push(per_test(seconds[1]));
             netns.push(per_test(seconds[2]));
             ratio.push(per_test(seconds[2]) / per_test(seconds[1]));
+            veth.push(per_test(seconds[3]));
         }
         println!(
-            "| {threads} | {:.3} | {:.3} | {:.2}× |",
+            "| {threads} | {:.3} | {:.3} | {:.2}× | {:.3} |",
             median(&mut floor),
             median(&mut netns),
-            median(&mut ratio)
+            median(&mut ratio),
+            median(&mut veth)
         );
     }
 }

@@ -4,7 +4,8 @@
 //! - `plain::`: a plain `#[test]` on port 0 (the baseline);
 //! - `floor::`: the bare floor, `unshare(CLONE_NEWNET)` and `lo` up with one
 //!   ioctl on the test thread, then port 80;
-//! - `netns::`: `#[netns_test]`, port 80.
+//! - `netns::`: `#[netns_test]`, port 80;
+//! - `veth::`: `#[netns_test(veth)]`, port 80.
 //!
 //! As a test target it also shows 200 namespaces binding 127.0.0.1:80 at once.
 
@@ -156,7 +157,21 @@ mod floor {
     two_hundred!(floor_case);
 }
 
+macro_rules! veth_case {
+    ($name:ident) => {
+        #[netns_test(veth)]
+        fn $name() {
+            exchange_a_byte(80);
+        }
+    };
+}
+
 mod netns {
     use super::*;
     two_hundred!(netns_case);
+}
+
+mod veth {
+    use super::*;
+    two_hundred!(veth_case);
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, PartialEq, Eq)]
 struct HostState {
     links: Vec<String>,
+    addresses: Vec<String>,
+    routes: Vec<String>,
     named_namespaces: Vec<String>,
     mounts: Vec<String>,
     scratch_files: Vec<String>,
@@ -47,8 +49,20 @@ fn host_state() -> HostState {
     scratch_files.extend(sorted_names(std::env::temp_dir().to_str().unwrap(), |n| {
         n.starts_with(".netns-test-")
     }));
+    let sorted_lines = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        let mut lines: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
     HostState {
         links: sorted_names("/sys/class/net", |_| true),
+        addresses: sorted_lines(&["-o", "addr", "show"]),
+        routes: sorted_lines(&["route", "show", "table", "all"]),
         named_namespaces: sorted_names("/run/netns", |_| true),
         mounts,
         scratch_files,
@@ -112,7 +126,25 @@ fn rand_bit() -> bool {
         == 0
 }
 
-#[netns_test]
+#[netns_test(veth)]
+#[test]
+#[ignore = "run by host_is_left_as_it_was"]
+fn fixture_veth_maybe_panics() {
+    let veth = NetNs::current().veth().unwrap().clone();
+    std::net::TcpListener::bind((veth.ns_ipv4(), 80)).unwrap();
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() || rand_bit() {
+        panic!("a deliberate panic");
+    }
+}
+
+#[netns_test(veth, timeout = "100ms")]
+#[test]
+#[ignore = "run by host_is_left_as_it_was"]
+fn fixture_veth_times_out() {
+    std::thread::sleep(Duration::from_secs(3));
+}
+
+#[netns_test(veth)]
 #[ignore = "run by host_is_left_as_it_was"]
 fn fixture_sleeps() {
     println!("READY");
@@ -154,6 +186,28 @@ fn host_is_left_as_it_was() {
         let ns = NetNs::new().unwrap();
         ns.run(|| std::net::TcpListener::bind("127.0.0.1:80").unwrap());
     }
+    // Veth tests: 200, some panicking, 4 timing out (their threads sleep on).
+    let veth_panics: usize = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let timed_out = std::panic::catch_unwind(fixture_veth_times_out).is_err();
+                assert!(timed_out);
+                (0..50)
+                    .filter(|_| std::panic::catch_unwind(fixture_veth_maybe_panics).is_err())
+                    .count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert!(
+        veth_panics > 0 && veth_panics < 200,
+        "{veth_panics} of 200 panicked"
+    );
+    // The timed-out bodies end after 3 s; until then they hold their
+    // namespaces (not their veth pairs, which were deleted at the timeout).
+    std::thread::sleep(Duration::from_secs(3));
     assert!(
         settles(Duration::from_secs(5), || open_fds() == fds_before),
         "file descriptors left open:\nbefore {fds_before:#?}\nafter {:#?}",
