@@ -36,6 +36,8 @@ const IFA_F_NODAD: u32 = 0x02;
 const RTA_GATEWAY: u16 = 5;
 const RTA_OIF: u16 = 4;
 const NLA_F_NESTED: u16 = 0x8000;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 
 /// One netlink message under construction: header, fixed part, attributes.
 pub(crate) struct Message {
@@ -82,6 +84,14 @@ impl Message {
         self.push(data);
     }
 
+    /// One transmit and one receive queue. A veth gets one of each per
+    /// possible CPU by default, each with its sysfs entries to create and
+    /// remove; a test's link needs no more than one.
+    fn one_queue_each_way(&mut self) {
+        self.attr(IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
+        self.attr(IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
+    }
+
     fn attr_str(&mut self, kind: u16, value: &str) {
         let mut data = value.as_bytes().to_vec();
         data.push(0);
@@ -126,6 +136,7 @@ pub(crate) fn new_veth(
     m.ifinfo(index, up, up);
     m.attr_str(IFLA_IFNAME, name);
     m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    m.one_queue_each_way();
     m.begin_nest(IFLA_LINKINFO);
     m.attr_str(IFLA_INFO_KIND, "veth");
     m.begin_nest(IFLA_INFO_DATA);
@@ -136,6 +147,7 @@ pub(crate) fn new_veth(
     m.attr_str(IFLA_IFNAME, peer_name);
     m.attr(IFLA_MTU, &mtu.to_ne_bytes());
     m.attr(IFLA_NET_NS_FD, &peer_ns.as_raw_fd().to_ne_bytes());
+    m.one_queue_each_way();
     m.end_nest();
     m.end_nest();
     m.end_nest();
