@@ -368,6 +368,45 @@ mod tests {
     }
 
     #[test]
+    fn veth_becomes_a_spec() {
+        let none = expanded(
+            quote!(),
+            quote!(
+                fn t() {}
+            ),
+        );
+        assert!(
+            none.contains("veth : :: core :: option :: Option :: None"),
+            "{none}"
+        );
+        let pooled = expanded(
+            quote!(veth),
+            quote!(
+                fn t() {}
+            ),
+        );
+        assert!(
+            pooled
+                .contains("VethSpec { mtu : 1500u32 , ipv4 : :: core :: option :: Option :: None"),
+            "{pooled}"
+        );
+        let given = expanded(
+            quote!(veth(
+                ipv4 = "198.51.100.2/24",
+                host_ipv4 = "198.51.100.1/24"
+            )),
+            quote!(
+                fn t() {}
+            ),
+        );
+        assert!(
+            given.contains("Ipv4Addr :: new (198u8 , 51u8 , 100u8 , 2u8)"),
+            "{given}"
+        );
+        assert!(given.contains("prefix : 24u8"), "{given}");
+    }
+
+    #[test]
     fn moves_below_wrapping_attributes() {
         let tokio = expanded(
             quote!(timeout = "1s"),

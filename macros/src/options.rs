@@ -177,7 +177,7 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
         Meta::NameValue(nv) => {
             return Err(syn::Error::new(
                 nv.value.span(),
-                "`veth` takes no value: write `veth` or `veth(mtu = 9000, ipv4 = \"192.0.2.2/24\", host_ipv4 = \"192.0.2.1/24\")`",
+                "`veth` takes no value: write `veth` or `veth(mtu = 9000, ipv4 = \"198.51.100.2/24\", host_ipv4 = \"198.51.100.1/24\")`",
             ));
         }
     };
@@ -208,7 +208,7 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
         let Meta::NameValue(nv) = &meta else {
             return Err(syn::Error::new(
                 meta.span(),
-                format!("`{key}` needs a value, like `mtu = 9000` or `ipv4 = \"192.0.2.2/24\"`"),
+                format!("`{key}` needs a value, like `mtu = 9000` or `ipv4 = \"198.51.100.2/24\"`"),
             ));
         };
         if key == "mtu" {
@@ -292,7 +292,7 @@ fn address_pair<A: std::str::FromStr + Copy + PartialEq + std::fmt::Display>(
             syn::Error::new(
                 span,
                 format!(
-                    "cannot parse \"{text}\": expected an address and a prefix length up to {max_prefix}, like \"192.0.2.2/24\" or \"2001:db8::2/64\""
+                    "cannot parse \"{text}\": expected an address and a prefix length up to {max_prefix}, like \"198.51.100.2/24\" or \"2001:db8::2/64\""
                 ),
             )
         };
@@ -498,6 +498,52 @@ mod tests {
         assert_eq!(o.timeout.unwrap().millis, 2_000);
         let krate = &o.krate;
         assert_eq!(quote!(#krate).to_string(), quote!(my::netns).to_string());
+    }
+
+    #[test]
+    fn veth_arguments() {
+        let bare = Options::parse(quote!(veth)).unwrap().veth.unwrap();
+        assert_eq!((bare.mtu, bare.ipv4, bare.ipv6), (1500, None, None));
+        let full = Options::parse(quote!(veth(
+            mtu = 9000,
+            ipv4 = "198.51.100.2/24",
+            host_ipv4 = "198.51.100.1/24",
+            ipv6 = "2001:db8:7::2/64",
+            host_ipv6 = "2001:db8:7::1/64"
+        )))
+        .unwrap()
+        .veth
+        .unwrap();
+        assert_eq!(full.mtu, 9000);
+        let v4 = full.ipv4.unwrap();
+        assert_eq!(
+            (v4.ns.to_string(), v4.host.to_string(), v4.prefix),
+            ("198.51.100.2".into(), "198.51.100.1".into(), 24)
+        );
+        assert_eq!(full.ipv6.unwrap().prefix, 64);
+        assert!(
+            error(quote!(veth(
+                ipv4 = "198.51.100.2/24",
+                host_ipv4 = "198.51.100.2/24"
+            )))
+            .contains("two different addresses")
+        );
+        assert!(
+            error(quote!(veth(
+                ipv4 = "198.51.100.2/24",
+                host_ipv4 = "198.51.100.1/25"
+            )))
+            .contains("same prefix length")
+        );
+        assert!(
+            error(quote!(veth(
+                ipv4 = "198.51.100.2/32",
+                host_ipv4 = "198.51.100.1/32"
+            )))
+            .contains("up to 31")
+        );
+        assert!(error(quote!(veth(host_ipv6 = "2001:db8::1/64"))).contains("needs `ipv6` too"));
+        assert!(error(quote!(veth(mtu = 9000, mtu = 1500))).contains("more than once"));
     }
 
     fn error(args: proc_macro2::TokenStream) -> String {

@@ -1,0 +1,3 @@
+#[netns_test::netns_test(veth(mtu = 500))]
+fn t() {}
+fn main() {}

@@ -1,0 +1,3 @@
+#[netns_test::netns_test(veth = true)]
+fn t() {}
+fn main() {}
