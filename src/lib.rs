@@ -21,12 +21,15 @@
 //! 3. IPv6 duplicate address detection off (`accept_dad = 0`), so an address
 //!    added later is usable at once;
 //! 4. [`NetNs::current`], a handle to run closures, threads and commands in
-//!    the namespace and to set its sysctls.
+//!    the namespace and to set its sysctls, and [`NetNs::host`] for the host;
+//! 5. with `#[netns_test(veth)]`, a veth pair to the host with unique
+//!    addresses and default routes: [`NetNs::veth`].
 //!
 //! # Arguments
 //!
 //! | argument | meaning |
 //! |---|---|
+//! | `veth`, `veth(mtu = 9000, ipv4 = "198.51.100.2/24", host_ipv4 = "198.51.100.1/24", ipv6 = .., host_ipv6 = ..)` | a veth pair to the host: see [`Veth`] |
 //! | `timeout = "10s"` | fail the test after this long (`ms`, `s`, `m`, `h`; `"1m30s"`) |
 //! | `flavor = "multi_thread"` | tokio runtime of an `async fn` test (default `"current_thread"`) |
 //! | `worker_threads = 2` | worker threads of the `multi_thread` runtime |
