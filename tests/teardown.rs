@@ -9,6 +9,19 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+const HOST_VETH_PREFIX: &str = "ntveth";
+
+/// Our host-side veth interfaces that still exist.
+fn our_veths_left() -> Vec<String> {
+    OUR_VETHS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|name| std::path::Path::new("/sys/class/net").join(name).exists())
+        .cloned()
+        .collect()
+}
+
 #[derive(Debug, PartialEq, Eq)]
 struct HostState {
     links: Vec<String>,
@@ -32,6 +45,16 @@ fn sorted_names(dir: &str, filter: impl Fn(&str) -> bool) -> Vec<String> {
     names
 }
 
+/// Host-side veth names this test's fixtures used.
+static OUR_VETHS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_veth() {
+    let name = NetNs::current().veth().unwrap().host_name().to_owned();
+    OUR_VETHS.lock().unwrap().push(name);
+}
+
+/// The host's state, less other test processes' veth pairs (cargo-nextest
+/// runs other test binaries at the same time); ours are checked by name.
 fn host_state() -> HostState {
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/thread-self/mountinfo")
         .unwrap()
@@ -49,18 +72,20 @@ fn host_state() -> HostState {
     scratch_files.extend(sorted_names(std::env::temp_dir().to_str().unwrap(), |n| {
         n.starts_with(".netns-test-")
     }));
+    let not_a_veth = |line: &str| !line.contains(HOST_VETH_PREFIX);
     let sorted_lines = |args: &[&str]| {
         let out = Command::new("ip").args(args).output().unwrap();
         let mut lines: Vec<String> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
+            .filter(|line| not_a_veth(line))
             .map(str::to_owned)
             .collect();
         lines.sort();
         lines
     };
     HostState {
-        links: sorted_names("/sys/class/net", |_| true),
+        links: sorted_names("/sys/class/net", not_a_veth),
         addresses: sorted_lines(&["-o", "addr", "show"]),
         routes: sorted_lines(&["route", "show", "table", "all"]),
         named_namespaces: sorted_names("/run/netns", |_| true),
@@ -130,6 +155,7 @@ fn rand_bit() -> bool {
 #[test]
 #[ignore = "run by host_is_left_as_it_was"]
 fn fixture_veth_maybe_panics() {
+    record_veth();
     let veth = NetNs::current().veth().unwrap().clone();
     std::net::TcpListener::bind((veth.ns_ipv4(), 80)).unwrap();
     if std::env::var_os("NETNS_TEST_FIXTURES").is_some() || rand_bit() {
@@ -141,13 +167,14 @@ fn fixture_veth_maybe_panics() {
 #[test]
 #[ignore = "run by host_is_left_as_it_was"]
 fn fixture_veth_times_out() {
+    record_veth();
     std::thread::sleep(Duration::from_secs(3));
 }
 
 #[netns_test(veth)]
 #[ignore = "run by host_is_left_as_it_was"]
 fn fixture_sleeps() {
-    println!("READY");
+    println!("READY {}", NetNs::current().veth().unwrap().host_name());
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -218,6 +245,12 @@ fn host_is_left_as_it_was() {
         "host changed:\nbefore {before:#?}\nafter {:#?}",
         host_state()
     );
+    assert_eq!(OUR_VETHS.lock().unwrap().len(), 204);
+    assert!(
+        settles(Duration::from_secs(5), || our_veths_left().is_empty()),
+        "veth pairs left on the host: {:?}",
+        our_veths_left()
+    );
 
     // 2. Test processes, with panics, through the harness.
     let status = Command::new(std::env::current_exe().unwrap())
@@ -241,11 +274,13 @@ fn host_is_left_as_it_was() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ready = BufReader::new(child.stdout.take().unwrap())
+    let veth = BufReader::new(child.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
-        .any(|line| line.trim() == "READY");
-    assert!(ready, "the fixture did not start");
+        .find_map(|line| line.trim().strip_prefix("READY ").map(str::to_owned))
+        .expect("the fixture did not start");
+    assert!(std::path::Path::new("/sys/class/net").join(&veth).exists());
+    OUR_VETHS.lock().unwrap().push(veth);
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -277,6 +312,11 @@ fn host_is_left_as_it_was() {
         child.wait().unwrap();
     }
 
+    assert!(
+        settles(Duration::from_secs(5), || our_veths_left().is_empty()),
+        "veth pairs left on the host: {:?}",
+        our_veths_left()
+    );
     assert!(
         settles(Duration::from_secs(5), || host_state() == before),
         "host changed after the test processes (kills after {delays:?}):\nbefore {before:#?}\nafter {:#?}",
