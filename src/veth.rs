@@ -315,38 +315,47 @@ fn next_slot() -> u32 {
 }
 
 fn lease_a_slot() -> Result<Lease, Error> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
     for _ in 0..SLOTS {
-        let slot = next_slot();
-        let socket = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::new("socket(AF_UNIX)", e.into()))?;
-        let name = format!("netns-test/veth/{slot}");
-        let address = UnixAddr::new_abstract(name.as_bytes())
-            .map_err(|e| Error::new("abstract socket name", e.into()))?;
-        match bind(socket.as_raw_fd(), &address) {
-            Ok(()) => {}
-            Err(nix::errno::Errno::EADDRINUSE) => continue,
-            Err(e) => return Err(Error::new(format!("bind lease socket @{name}"), e.into())),
-        }
-        let lease = Lease {
-            slot,
-            _socket: socket,
-        };
-        let name = host_name(slot);
-        match nix::net::if_::if_nametoindex(name.as_str()) {
-            Err(_) => return Ok(lease),
-            Ok(index) => delete_stale_in_background(lease, name, index as i32),
+        if let Some(lease) = try_lease(next_slot())? {
+            return Ok(lease);
         }
     }
     Err(Error::new(
         "lease a veth slot",
         std::io::Error::other(format!("all {SLOTS} slots are in use")),
     ))
+}
+
+/// Leases `slot` if no one holds it and its host-side interface is gone.
+fn try_lease(slot: u32) -> Result<Option<Lease>, Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::new("socket(AF_UNIX)", e.into()))?;
+    let name = format!("netns-test/veth/{slot}");
+    let address = UnixAddr::new_abstract(name.as_bytes())
+        .map_err(|e| Error::new("abstract socket name", e.into()))?;
+    match bind(socket.as_raw_fd(), &address) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EADDRINUSE) => return Ok(None),
+        Err(e) => return Err(Error::new(format!("bind lease socket @{name}"), e.into())),
+    }
+    let lease = Lease {
+        slot,
+        _socket: socket,
+    };
+    let name = host_name(slot);
+    match nix::net::if_::if_nametoindex(name.as_str()) {
+        Err(_) => Ok(Some(lease)),
+        Ok(index) => {
+            delete_stale_in_background(lease, name, index as i32);
+            Ok(None)
+        }
+    }
 }
 
 /// The slot's host-side interface exists although its lease was free: the
@@ -375,6 +384,42 @@ mod tests {
         let last = Ipv4Addr::from(IPV4_POOL + (SLOTS - 1) * 4 + 2);
         assert_eq!(last, Ipv4Addr::new(198, 19, 255, 254));
         assert!((0..1000).map(|_| next_slot()).all(|s| s < SLOTS));
+    }
+
+    #[test]
+    fn a_leased_slot_is_not_leased_twice_and_a_stale_interface_is_removed() {
+        if !crate::privileged() {
+            eprintln!("skipped: needs CAP_NET_ADMIN on the host");
+            return;
+        }
+        // The last slot, which the rotating counter of this short-lived test
+        // binary is unlikely to reach.
+        let slot = SLOTS - 1;
+        let held = try_lease(slot).unwrap().expect("the slot is free");
+        assert!(try_lease(slot).unwrap().is_none(), "leased twice");
+        drop(held);
+        // A stale host-side interface for the slot, as a dead owner leaves it.
+        let name = host_name(slot);
+        let peer = format!("{name}p");
+        let made = std::process::Command::new("ip")
+            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(
+            try_lease(slot).unwrap().is_none(),
+            "a slot whose interface exists"
+        );
+        let gone = (0..250).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            nix::net::if_::if_nametoindex(name.as_str()).is_err()
+        });
+        assert!(gone, "{name} was not removed");
+        assert!(nix::net::if_::if_nametoindex(peer.as_str()).is_err());
+        assert!(
+            try_lease(slot).unwrap().is_some(),
+            "free again once removed"
+        );
     }
 
     #[test]
