@@ -59,6 +59,7 @@ mod mounts;
 mod namespace;
 mod netlink;
 mod privilege;
+mod rootless;
 mod runner;
 mod sys;
 mod veth;

@@ -37,7 +37,8 @@ pub(crate) fn explain_unshare(error: Error) -> Error {
     let missing = missing_capabilities(sys::effective_capabilities());
     match error.raw_os_error() {
         Some(nix::libc::EPERM) => {
-            let hint = permission_hint(&missing);
+            let hint =
+                crate::rootless::apparmor_hint().unwrap_or_else(|| permission_hint(&missing));
             error.with_hint(hint)
         }
         Some(nix::libc::EINVAL) | Some(nix::libc::ENOSYS) => error.with_hint(
@@ -68,7 +69,7 @@ fn permission_hint(missing: &[&str]) -> String {
          `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER='sudo -E' cargo test`;\n\
          - give the test binary the capabilities: `sudo setcap cap_sys_admin,cap_net_admin+ep target/debug/deps/<test binary>`;\n\
          - in a container, run it with `--cap-add SYS_ADMIN --cap-add NET_ADMIN` and a seccomp profile that allows unshare (`--security-opt seccomp=unconfined`).\n\
-         Running without root through user namespaces is not supported yet."
+         Without root, netns-test runs each test in a user namespace (NETNS_TEST_MODE=rootless)."
     )
 }
 

@@ -7,7 +7,10 @@
 
 use crate::isolation::{self, Home};
 use crate::namespace::Registration;
+use crate::rootless::{self, ChildResult, Mode};
 use crate::veth::{self, VethSetup, VethSpec};
+
+pub use crate::rootless::TestReturn;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering;
@@ -55,6 +58,10 @@ struct Failure(String);
 pub struct Outcome<T>(Result<T, Failure>);
 
 impl<T> Outcome<T> {
+    fn into_result(self) -> Result<T, String> {
+        self.0.map_err(|Failure(message)| message)
+    }
+
     /// The body's value; panics (failing the test) when it could not run.
     #[track_caller]
     pub fn finish(self) -> T {
@@ -165,16 +172,83 @@ impl Drop for Inside {
 /// libtest) spawned for this test: it carries the test's name, and it ends
 /// when the test does, so it need not move back to the host's namespaces.
 fn on_own_harness_thread(spec: &TestSpec) -> bool {
-    // `module_path!()` starts with the crate's name; libtest's test names do not.
-    let test_name = spec
-        .name
-        .split_once("::")
-        .map_or(spec.name, |(_crate, rest)| rest);
-    std::thread::current().name() == Some(test_name)
+    std::thread::current().name() == Some(libtest_name(spec))
 }
 
-/// Runs a sync test body in a fresh namespace on the calling thread.
-pub fn run_sync<T>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
+/// The test's name as libtest knows it: `module_path!()` starts with the
+/// crate's name, libtest's names do not.
+pub(crate) fn libtest_name(spec: &TestSpec) -> &'static str {
+    spec.name
+        .split_once("::")
+        .map_or(spec.name, |(_crate, rest)| rest)
+}
+
+/// Where a test runs.
+enum Route {
+    /// On this thread (root mode, or inside the rootless child).
+    Here,
+    /// This process is the rootless child started for this test.
+    AsChild,
+    /// Rootless mode: in a child process in a new user namespace.
+    InChild,
+}
+
+fn route(spec: &TestSpec) -> Result<Route, Failure> {
+    if rootless::is_child_for(spec) {
+        return Ok(Route::AsChild);
+    }
+    if rootless::is_child() {
+        return Ok(Route::Here);
+    }
+    match rootless::mode().map_err(Failure)? {
+        Mode::Root => Ok(Route::Here),
+        Mode::Rootless if spec.veth.is_some() => Err(Failure(format!(
+            "netns-test: test `{}` asks for a veth pair to the host, which needs real root (CAP_NET_ADMIN in the \
+             host's network namespace); this process runs netns tests rootless, in user namespaces. Run it with \
+             sudo, or link namespaces to each other inside the test instead of to the host.",
+            spec.name
+        ))),
+        Mode::Rootless => Ok(Route::InChild),
+    }
+}
+
+/// Rootless mode, in the parent: the test's outcome from its child process.
+fn in_child<T: TestReturn>(spec: &TestSpec) -> Outcome<T> {
+    let unsupported = |reason: String| {
+        if rootless::skip_unsupported() {
+            use std::io::Write;
+            // Written to the real stderr, past libtest's capture, so that the
+            // skip shows although the test passes.
+            let first = reason.lines().next().unwrap_or_default().to_owned();
+            let _ = writeln!(std::io::stderr(), "skipped: {} ({first})", spec.name);
+            Outcome(Ok(T::passed()))
+        } else {
+            Outcome(Err(Failure(reason)))
+        }
+    };
+    match rootless::run_in_child(spec) {
+        Ok(ChildResult::Passed) => Outcome(Ok(T::passed())),
+        Ok(ChildResult::Panicked(message)) => resume_unwind(Box::new(message)),
+        Ok(ChildResult::Failed(message)) if message.contains(rootless::APPARMOR) => {
+            unsupported(message)
+        }
+        Ok(ChildResult::Failed(message)) => Outcome(Err(Failure(message))),
+        Err(refusal) => unsupported(refusal),
+    }
+}
+
+/// Runs a sync test body in a fresh namespace: on the calling thread, or in
+/// rootless mode in a child process.
+pub fn run_sync<T: TestReturn>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
+    match route(spec) {
+        Err(failure) => Outcome(Err(failure)),
+        Ok(Route::Here) => run_sync_here(spec, body),
+        Ok(Route::AsChild) => rootless::run_as_child(|| run_sync_here(spec, body).into_result()),
+        Ok(Route::InChild) => in_child(spec),
+    }
+}
+
+fn run_sync_here<T>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
     match Prepared::new(spec) {
         Ok(prepared) => run_sync_prepared(spec, prepared, body),
         Err(failure) => Outcome(Err(failure)),
@@ -196,6 +270,20 @@ fn run_sync_prepared<T>(
 /// Runs an async test body in a fresh namespace on the calling thread, on a
 /// tokio runtime built inside it (so its worker threads are inside too).
 pub fn run_async<T, F, Fut>(spec: &TestSpec, body: F) -> Outcome<T>
+where
+    T: TestReturn,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    match route(spec) {
+        Err(failure) => Outcome(Err(failure)),
+        Ok(Route::Here) => run_async_here(spec, body),
+        Ok(Route::AsChild) => rootless::run_as_child(|| run_async_here(spec, body).into_result()),
+        Ok(Route::InChild) => in_child(spec),
+    }
+}
+
+fn run_async_here<T, F, Fut>(spec: &TestSpec, body: F) -> Outcome<T>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
@@ -242,8 +330,15 @@ fn build_runtime(spec: &TestSpec) -> Result<tokio::runtime::Runtime, Failure> {
 pub fn run_sync_with_timeout<T, F>(spec: &'static TestSpec, body: F) -> Outcome<T>
 where
     F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
+    T: TestReturn + Send + 'static,
 {
+    match route(spec) {
+        Err(failure) => return Outcome(Err(failure)),
+        Ok(Route::Here) => {}
+        // The parent enforces the timeout by killing the child.
+        Ok(Route::AsChild) => rootless::run_as_child(|| run_sync_here(spec, body).into_result()),
+        Ok(Route::InChild) => return in_child(spec),
+    }
     with_timeout(spec, move |prepared| {
         run_sync_prepared(spec, prepared, body)
     })
@@ -254,8 +349,14 @@ pub fn run_async_with_timeout<T, F, Fut>(spec: &'static TestSpec, body: F) -> Ou
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T>,
-    T: Send + 'static,
+    T: TestReturn + Send + 'static,
 {
+    match route(spec) {
+        Err(failure) => return Outcome(Err(failure)),
+        Ok(Route::Here) => {}
+        Ok(Route::AsChild) => rootless::run_as_child(|| run_async_here(spec, body).into_result()),
+        Ok(Route::InChild) => return in_child(spec),
+    }
     with_timeout(spec, move |prepared| {
         run_async_prepared(spec, prepared, body)
     })
@@ -296,12 +397,7 @@ fn with_timeout<T: Send + 'static>(
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => resume_unwind(panic),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            let mut message = format!(
-                "netns-test: test `{}` timed out after {} (#[netns_test(timeout = \"{}\")])",
-                spec.name,
-                humanize(timeout.millis),
-                timeout.text
-            );
+            let mut message = timed_out_message(spec, timeout);
             if let Some(veth) = &veth {
                 if let Err(error) = veth::delete_now(veth) {
                     message.push_str(&format!("; deleting its veth pair failed: {error}"));
@@ -314,6 +410,15 @@ fn with_timeout<T: Send + 'static>(
             spec.name
         )))),
     }
+}
+
+pub(crate) fn timed_out_message(spec: &TestSpec, timeout: Timeout) -> String {
+    format!(
+        "netns-test: test `{}` timed out after {} (#[netns_test(timeout = \"{}\")])",
+        spec.name,
+        humanize(timeout.millis),
+        timeout.text
+    )
 }
 
 fn humanize(millis: u64) -> String {

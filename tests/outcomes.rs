@@ -12,7 +12,9 @@ fn armed() -> bool {
 }
 
 /// Runs one fixture of this binary; `drop_caps` removes CAP_SYS_ADMIN and
-/// CAP_NET_ADMIN from the child (it stays root, without those capabilities).
+/// CAP_NET_ADMIN from the child (it stays root, without those capabilities)
+/// and forces root mode, whose failure is under test (without the
+/// capabilities, auto mode would run the test rootless; see rootless.rs).
 fn run_fixture(name: &str, drop_caps: bool) -> (Output, String) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
@@ -25,6 +27,7 @@ fn run_fixture(name: &str, drop_caps: bool) -> (Output, String) {
         ])
         .env("NETNS_TEST_FIXTURES", "1");
     if drop_caps {
+        command.env("NETNS_TEST_MODE", "root");
         // SAFETY: prctl is async-signal-safe; nothing is allocated here.
         unsafe {
             command.pre_exec(|| {

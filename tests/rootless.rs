@@ -1,0 +1,307 @@
+//! Rootless mode for real: when run as root, the drivers copy this test
+//! binary where an ordinary user can run it and run its fixtures as uid
+//! 65534, or as root with a user-namespace limit of 0, and check what they
+//! report. Fixtures are `#[ignore]`d and inert unless `NETNS_TEST_FIXTURES=1`.
+
+use netns_test::{NetNs, netns_test};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+const NOBODY: u32 = 65534;
+
+fn armed() -> bool {
+    std::env::var_os("NETNS_TEST_FIXTURES").is_some()
+}
+
+fn interfaces() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// This binary, copied into a directory any user can read, removed on drop.
+struct Copy {
+    dir: tempfile::TempDir,
+}
+
+impl Copy {
+    fn new() -> Copy {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("netns-test-rootless-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(std::env::current_exe().unwrap(), dir.path().join("tests")).unwrap();
+        Copy { dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.dir.path().join("tests"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NETNS_TEST_FIXTURES", "1")
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("NETNS_TEST_MODE")
+            .env_remove("NETNS_TEST_UNSUPPORTED");
+        command
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs fixtures as an ordinary user; `None` when this process cannot switch users.
+fn as_nobody(filter: &[&str]) -> Option<(Output, String)> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return None;
+    }
+    let copy = Copy::new();
+    let mut args = vec!["--ignored", "--test-threads=2"];
+    args.extend_from_slice(filter);
+    let output = copy
+        .command(&args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let text = text(&output);
+    Some((output, text))
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_sync_sees_its_namespace() {
+    if !armed() {
+        return;
+    }
+    assert_eq!(nix::unistd::geteuid().as_raw(), 0, "uid 0 inside");
+    assert_eq!(interfaces(), ["lo"]);
+    std::net::TcpListener::bind("127.0.0.1:80").unwrap();
+    std::net::TcpListener::bind("[::1]:80").unwrap();
+    let dad = std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/accept_dad").unwrap();
+    assert_eq!(dad.trim(), "0");
+    std::fs::write("/etc/hosts", "198.18.0.1 private\n").unwrap();
+    let ns = NetNs::current();
+    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    let child = Command::new("readlink")
+        .arg("/proc/self/ns/net")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&child.stdout).trim(),
+        format!("net:[{}]", ns.inode())
+    );
+    let from_thread = std::thread::spawn(NetNs::current).join().unwrap();
+    assert_eq!(from_thread, ns);
+    println!("REPORT sync ok");
+}
+
+#[netns_test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fixture"]
+async fn fixture_async_sees_its_namespace() {
+    if !armed() {
+        return;
+    }
+    let ns = NetNs::current();
+    let worker = tokio::spawn(async { NetNs::current() }).await.unwrap();
+    assert_eq!(worker, ns);
+    tokio::net::TcpListener::bind("127.0.0.1:80").await.unwrap();
+    println!("REPORT async ok");
+}
+
+#[test]
+#[ignore = "fixture"]
+fn fixture_plain_test_is_untouched() {
+    if !armed() {
+        return;
+    }
+    let main_thread = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let this_thread = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    assert_eq!(nix::unistd::geteuid().as_raw(), 65534, "the real uid");
+    assert_eq!(this_thread, main_thread, "the host's network namespace");
+}
+
+#[netns_test(veth)]
+#[ignore = "fixture"]
+fn fixture_veth() {}
+
+#[netns_test]
+#[should_panic(expected = "expected message")]
+#[ignore = "fixture"]
+fn fixture_should_panic() {
+    panic!("the expected message");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_panics() {
+    if armed() {
+        panic!("a panic in a user namespace");
+    }
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_returns_an_error() -> Result<(), String> {
+    if armed() {
+        return Err("an error value in a user namespace".into());
+    }
+    Ok(())
+}
+
+#[netns_test(timeout = "300ms")]
+#[ignore = "fixture"]
+fn fixture_hangs() {
+    if armed() {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_prints() {
+    println!("CAPTURED-LINE from the body");
+}
+
+#[test]
+fn netns_tests_run_for_an_ordinary_user() {
+    let Some((output, text)) = as_nobody(&[
+        "fixture_",
+        "--skip",
+        "fixture_veth",
+        "--skip",
+        "fixture_panics",
+        "--skip",
+        "fixture_returns",
+        "--skip",
+        "fixture_hangs",
+    ]) else {
+        return;
+    };
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("5 passed"), "{text}");
+    // Passing tests' output stays captured, as with any test.
+    assert!(!text.contains("REPORT sync ok"), "{text}");
+    assert!(!text.contains("CAPTURED-LINE"), "{text}");
+}
+
+#[test]
+fn output_reaches_the_harness_like_any_tests() {
+    let Some((output, text)) = as_nobody(&["fixture_sync_sees", "fixture_prints", "--nocapture"])
+    else {
+        return;
+    };
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("REPORT sync ok"), "{text}");
+    assert!(text.contains("CAPTURED-LINE from the body"), "{text}");
+    assert!(!text.contains("netns-test:begin"), "{text}");
+}
+
+#[test]
+fn failures_and_timeouts_fail_with_their_message() {
+    let Some((output, text)) = as_nobody(&[
+        "fixture_panics",
+        "fixture_returns_an_error",
+        "fixture_hangs",
+    ]) else {
+        return;
+    };
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("3 failed"), "{text}");
+    assert!(text.contains("a panic in a user namespace"), "{text}");
+    assert!(
+        text.contains("an error value in a user namespace"),
+        "{text}"
+    );
+    assert!(text.contains("timed out after 300 ms"), "{text}");
+    // The timed-out child was killed: no process of this copy is left.
+    let left = Command::new("pgrep")
+        .args(["-u", "65534", "-f", "netns-test-rootless-"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[test]
+fn veth_is_refused_with_a_reason() {
+    let Some((output, text)) = as_nobody(&["fixture_veth"]) else {
+        return;
+    };
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("needs real root"), "{text}");
+    assert!(text.contains("link namespaces to each other"), "{text}");
+}
+
+/// As root, but in a user namespace whose `user.max_user_namespaces` is 0,
+/// with rootless mode forced: the kernel refuses the test's user namespace.
+fn with_no_user_namespaces_left(skip: bool) -> Option<(Output, String)> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root to set up the refusal");
+        return None;
+    }
+    let copy = Copy::new();
+    let mut command = copy.command(&["--ignored", "--exact", "fixture_sync_sees_its_namespace"]);
+    command.env("NETNS_TEST_MODE", "rootless");
+    if skip {
+        command.env("NETNS_TEST_UNSUPPORTED", "skip");
+    }
+    // SAFETY: unshare, open, write and close only, on static data.
+    unsafe {
+        command.pre_exec(|| {
+            if nix::libc::unshare(nix::libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (path, data) in [
+                (c"/proc/self/uid_map", &b"0 0 1\n"[..]),
+                (c"/proc/self/setgroups", b"deny"),
+                (c"/proc/self/gid_map", b"0 0 1\n"),
+                (c"/proc/sys/user/max_user_namespaces", b"0\n"),
+            ] {
+                let fd = nix::libc::open(path.as_ptr(), nix::libc::O_WRONLY);
+                if fd < 0 || nix::libc::write(fd, data.as_ptr().cast(), data.len()) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                nix::libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let text = text(&output);
+    Some((output, text))
+}
+
+#[test]
+fn a_kernel_refusal_names_the_setting() {
+    let Some((output, text)) = with_no_user_namespaces_left(false) else {
+        return;
+    };
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("user.max_user_namespaces"), "{text}");
+    assert!(text.contains("NETNS_TEST_UNSUPPORTED=skip"), "{text}");
+}
+
+#[test]
+fn unsupported_skip_passes_with_one_line() {
+    let Some((output, text)) = with_no_user_namespaces_left(true) else {
+        return;
+    };
+    assert!(output.status.success(), "{text}");
+    assert_eq!(text.matches("skipped: ").count(), 1, "{text}");
+    assert!(!text.contains("REPORT sync ok"), "{text}");
+}
