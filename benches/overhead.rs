@@ -11,14 +11,20 @@
 //! `plain::`, `floor::`, `netns::` and `veth::` tests as separate invocations of the test
 //! binary, in a rotating order, with 1 and with 2 test threads. Overhead per
 //! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
-//! the table shows medians over rounds.
+//! the table shows medians over rounds. When run as root it also runs the
+//! `netns::` tests as uid 65534, in rootless mode (a copy of the fixture in a
+//! temporary directory any user can read).
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const TESTS_PER_KIND: f64 = 200.0;
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(700);
-const KINDS: [&str; 4] = ["plain::", "floor::", "netns::", "veth::"];
+/// Test filters; the last runs as an ordinary user, in rootless mode.
+const KINDS: [&str; 5] = ["plain::", "floor::", "netns::", "veth::", "netns::"];
+const ROOTLESS: usize = 4;
+const NOBODY: u32 = 65534;
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -26,42 +32,76 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(15);
     let fixture = build_fixture();
+    // A copy that uid 65534 can run, removed at the end.
+    let copy = tempfile::Builder::new()
+        .prefix("netns-test-bench-")
+        .tempdir()
+        .expect("temporary directory");
+    let rootless_fixture = copy.path().join("overhead_fixture");
+    std::fs::copy(&fixture, &rootless_fixture).expect("copy the fixture");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(copy.path(), open).expect("chmod");
+    }
+    let as_root = nix::unistd::geteuid().is_root();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
     println!(
-        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor | #[netns_test(veth)] overhead (ms/test) |"
+        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor | #[netns_test(veth)] overhead (ms/test) | rootless #[netns_test] overhead (ms/test) |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let run = |index: usize, threads: usize| -> Option<f64> {
+        if index == ROOTLESS {
+            as_root.then(|| {
+                run_kind(
+                    rootless_fixture.to_str().unwrap(),
+                    KINDS[index],
+                    threads,
+                    Some(NOBODY),
+                )
+            })
+        } else {
+            Some(run_kind(&fixture, KINDS[index], threads, None))
+        }
+    };
     let thread_counts: Vec<usize> = match std::env::var("BENCH_THREADS") {
         Ok(list) => list.split(',').filter_map(|t| t.parse().ok()).collect(),
         Err(_) => vec![1, 2],
     };
     for threads in thread_counts {
         // Warm up: page cache, first namespaces.
-        for kind in KINDS {
-            run_kind(&fixture, kind, threads);
+        for index in 0..KINDS.len() {
+            run(index, threads);
         }
         let mut floor = Vec::new();
         let mut netns = Vec::new();
         let mut ratio = Vec::new();
         let mut veth = Vec::new();
+        let mut rootless = Vec::new();
         for round in 0..rounds {
             let mut seconds = [0.0; KINDS.len()];
             for offset in 0..KINDS.len() {
                 let index = (round + offset) % KINDS.len();
-                seconds[index] = run_kind(&fixture, KINDS[index], threads);
+                seconds[index] = run(index, threads).unwrap_or(f64::NAN);
             }
             let per_test = |s: f64| (s - seconds[0]) * 1000.0 / TESTS_PER_KIND;
             floor.push(per_test(seconds[1]));
             netns.push(per_test(seconds[2]));
             ratio.push(per_test(seconds[2]) / per_test(seconds[1]));
             veth.push(per_test(seconds[3]));
+            rootless.push(per_test(seconds[ROOTLESS]));
         }
         println!(
-            "| {threads} | {:.3} | {:.3} | {:.2}× | {:.3} |",
+            "| {threads} | {:.3} | {:.3} | {:.2}× | {:.3} | {} |",
             median(&mut floor),
             median(&mut netns),
             median(&mut ratio),
-            median(&mut veth)
+            median(&mut veth),
+            if as_root {
+                format!("{:.3}", median(&mut rootless))
+            } else {
+                "(needs root to switch users)".to_owned()
+            }
         );
     }
 }
@@ -71,12 +111,16 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn run_kind(fixture: &str, filter: &str, threads: usize) -> f64 {
+fn run_kind(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f64 {
     // Let the kernel finish tearing down the previous run's namespaces (it
     // does so asynchronously), so that no run pays for another's.
     std::thread::sleep(SETTLE);
+    let mut command = Command::new(fixture);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid).current_dir("/");
+    }
     let start = Instant::now();
-    let status = Command::new(fixture)
+    let status = command
         .args([filter, "-q", &format!("--test-threads={threads}")])
         .stdout(Stdio::null())
         .status()

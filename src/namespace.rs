@@ -198,7 +198,8 @@ impl NetNs {
 
     /// The host: the network and mount namespaces of this process's main
     /// thread, where tests start from. Available in every test, with the same
-    /// `run`, `spawn` and `command` as a test's namespace.
+    /// `run`, `spawn` and `command` as a test's namespace. In rootless mode
+    /// the host's namespaces belong to the real root: entering them fails.
     ///
     /// ```
     /// # if !netns_test::privileged() { return; }
@@ -398,8 +399,13 @@ impl Entry {
         let entered = sys::unshare(nix::sched::CloneFlags::CLONE_FS, "unshare(CLONE_FS)")
             .and_then(|()| sys::setns_net_and_mount(inner.net.as_fd(), inner.mnt.as_fd()));
         if let Err(error) = entered {
+            let rootless = if crate::rootless::is_child() {
+                " (this test runs rootless, in a user namespace, which holds no privilege over the host's namespaces)"
+            } else {
+                ""
+            };
             panic!(
-                "netns-test: cannot enter network namespace net:[{}]: {error}",
+                "netns-test: cannot enter network namespace net:[{}]: {error}{rootless}",
                 inner.id.ino
             );
         }

@@ -185,6 +185,12 @@ pub(crate) fn run_in_child(spec: &TestSpec) -> Result<ChildResult, String> {
         .timeout
         .map(|t| Instant::now() + Duration::from_millis(t.millis));
     let status = loop {
+        if deadline.is_none() {
+            match child.wait() {
+                Ok(status) => break Some(status),
+                Err(e) => return Err(format!("netns-test: waiting for the test's process: {e}")),
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) => {}
@@ -250,6 +256,8 @@ fn relay(stream: impl Read, to_stdout: bool) -> Option<String> {
 struct IdMaps {
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
+    /// The process that starts the child, which must not outlive it.
+    parent: libc::pid_t,
 }
 
 impl IdMaps {
@@ -257,12 +265,24 @@ impl IdMaps {
         IdMaps {
             uid_map: format!("0 {} 1\n", nix::unistd::geteuid()).into_bytes(),
             gid_map: format!("0 {} 1\n", nix::unistd::getegid()).into_bytes(),
+            parent: std::process::id() as libc::pid_t,
         }
     }
 
     /// In the forked child: a new user namespace, and the maps written.
     /// Async-signal-safe.
     fn enter_new_user_namespace(&self) -> std::io::Result<()> {
+        // Killed with the thread that started it: a SIGKILLed test process
+        // leaves no test running. If the parent is already gone, stop here.
+        // SAFETY: prctl and getppid take plain integers.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != self.parent {
+                libc::_exit(1);
+            }
+        }
         // SAFETY: unshare takes flags only; the child has one thread.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
             return Err(std::io::Error::last_os_error());

@@ -52,6 +52,20 @@ impl Copy {
     }
 }
 
+/// Runs `spawn` again while the copy is busy: another test thread may have
+/// forked while the copy was open for writing, holding it until its exec.
+fn retry_busy<T>(mut spawn: impl FnMut() -> std::io::Result<T>) -> T {
+    for _ in 0..100 {
+        match spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the copied test binary stayed busy");
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -69,12 +83,7 @@ fn as_nobody(filter: &[&str]) -> Option<(Output, String)> {
     let copy = Copy::new();
     let mut args = vec!["--ignored", "--test-threads=2"];
     args.extend_from_slice(filter);
-    let output = copy
-        .command(&args)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
+    let output = retry_busy(|| copy.command(&args).uid(NOBODY).gid(NOBODY).output());
     let text = text(&output);
     Some((output, text))
 }
@@ -170,6 +179,15 @@ fn fixture_hangs() {
 
 #[netns_test]
 #[ignore = "fixture"]
+fn fixture_sleeps() {
+    if armed() {
+        println!("READY");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
+#[netns_test]
+#[ignore = "fixture"]
 fn fixture_prints() {
     println!("CAPTURED-LINE from the body");
 }
@@ -186,6 +204,8 @@ fn netns_tests_run_for_an_ordinary_user() {
         "fixture_returns",
         "--skip",
         "fixture_hangs",
+        "--skip",
+        "fixture_sleeps",
     ]) else {
         return;
     };
@@ -281,7 +301,7 @@ fn with_no_user_namespaces_left(skip: bool) -> Option<(Output, String)> {
             Ok(())
         });
     }
-    let output = command.output().unwrap();
+    let output = retry_busy(|| command.output());
     let text = text(&output);
     Some((output, text))
 }
@@ -304,4 +324,42 @@ fn unsupported_skip_passes_with_one_line() {
     assert!(output.status.success(), "{text}");
     assert_eq!(text.matches("skipped: ").count(), 1, "{text}");
     assert!(!text.contains("REPORT sync ok"), "{text}");
+}
+
+#[test]
+fn a_killed_test_process_leaves_no_process() {
+    use std::io::{BufRead, BufReader};
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    let mut child = retry_busy(|| {
+        copy.command(&["--ignored", "--exact", "fixture_sleeps", "--nocapture"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+    });
+    let ready = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == "READY");
+    assert!(ready, "the fixture did not start");
+    let pattern = copy.dir.path().join("tests");
+    let count = || {
+        let out = Command::new("pgrep")
+            .args(["-f", pattern.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(count(), 2, "the test process and its child for the test");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = std::time::Instant::now();
+    while count() > 0 && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(count(), 0, "a process outlived the killed test process");
 }
