@@ -19,7 +19,7 @@
 //! 2. a private mount namespace in which `/sys` shows that network namespace
 //!    (as with `ip netns exec`) and `/etc/hosts` is a private copy it may change;
 //! 3. IPv6 duplicate address detection off (`accept_dad = 0`), so an address
-//!    added later is usable at once;
+//!    added later is usable within milliseconds, not 1–3 s;
 //! 4. [`NetNs::current`], a handle to run closures, threads and commands in
 //!    the namespace and to set its sysctls, and [`NetNs::host`] for the host;
 //! 5. with `#[netns_test(veth)]`, a veth pair to the host with unique

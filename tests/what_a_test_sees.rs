@@ -81,14 +81,40 @@ fn ipv6_duplicate_address_detection_is_off() {
             std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{key}/accept_dad")).unwrap();
         assert_eq!(value.trim(), "0", "conf.{key}.accept_dad");
     }
-    // An address added now is usable at once (no tentative state).
+    // An address added now (without IFA_F_NODAD) skips DAD: the kernel
+    // clears its tentative flag from a work item, within milliseconds,
+    // where DAD would take a second or more.
+    // On a veth inside the test's namespace (lo never runs DAD).
+    let added = Command::new("ip")
+        .args([
+            "link", "add", "dad0", "type", "veth", "peer", "name", "dad1",
+        ])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    for link in ["dad0", "dad1"] {
+        assert!(
+            Command::new("ip")
+                .args(["link", "set", link, "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
     let status = Command::new("ip")
-        .args(["-6", "addr", "add", "fd42:6e73::1/64", "dev", "lo"])
+        .args(["-6", "addr", "add", "fd42:6e73::1/64", "dev", "dad0"])
         .status()
         .unwrap();
     assert!(status.success());
     let address: Ipv6Addr = "fd42:6e73::1".parse().unwrap();
-    TcpListener::bind((address, 8080)).expect("the new address is usable at once");
+    let start = std::time::Instant::now();
+    while TcpListener::bind((address, 8080)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(500),
+            "still tentative after 500 ms: DAD ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 #[netns_test]
