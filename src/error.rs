@@ -39,6 +39,18 @@ impl Error {
         }
     }
 
+    /// Names the topology node the operation ran in.
+    pub(crate) fn in_node(mut self, node: &str) -> Error {
+        self.operation = format!("{} in node {node}", self.operation).into();
+        self
+    }
+
+    /// The kind of the underlying I/O error: [`std::io::ErrorKind::Unsupported`]
+    /// for a feature the kernel lacks, say.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.source.kind()
+    }
+
     pub(crate) fn with_hint(mut self, hint: String) -> Error {
         self.hint = Some(hint);
         self

@@ -58,6 +58,7 @@ mod isolation;
 mod mounts;
 mod namespace;
 mod netlink;
+mod network;
 mod privilege;
 mod rootless;
 mod runner;
@@ -66,6 +67,7 @@ mod veth;
 
 pub use error::Error;
 pub use namespace::NetNs;
+pub use network::{Impairment, Link, Network, Node, Switch};
 pub use privilege::privileged;
 pub use veth::Veth;
 

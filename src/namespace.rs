@@ -108,18 +108,58 @@ impl NetNs {
     /// duplicate address detection is off. It needs CAP_SYS_ADMIN; the error
     /// says what is missing.
     pub fn new() -> Result<NetNs, Error> {
-        std::thread::Builder::new()
-            .name("netns-test-new".into())
-            .spawn(|| {
-                crate::isolation::isolate_this_thread()?;
-                let ns = NetNs::open_this_thread(true, None)?;
-                let handle = Arc::downgrade(&ns.inner);
-                lock_registry().insert(ns.inner.id, Registered { handle, veth: None });
-                Ok(ns)
-            })
-            .map_err(|e| Error::new("spawn a thread for a new namespace", e))?
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        NetNs::new_with(|| Ok(())).map(|(ns, ())| ns)
+    }
+
+    /// [`NetNs::new`], also running `inside` on the new namespace's setup
+    /// thread (to open a netlink socket there, say).
+    pub(crate) fn new_with<T: Send>(
+        inside: impl FnOnce() -> Result<T, Error> + Send,
+    ) -> Result<(NetNs, T), Error> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("netns-test-new".into())
+                .spawn_scoped(scope, || {
+                    crate::isolation::isolate_this_thread()?;
+                    let ns = NetNs::open_this_thread(true, None)?;
+                    let handle = Arc::downgrade(&ns.inner);
+                    lock_registry().insert(ns.inner.id, Registered { handle, veth: None });
+                    Ok((ns, inside()?))
+                })
+                .map_err(|e| Error::new("spawn a thread for a new namespace", e))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Runs `future` to completion on a new thread inside this namespace, on a
+    /// current-thread tokio runtime built there (so its sockets are inside).
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return; }
+    /// let ns = netns_test::NetNs::new().unwrap();
+    /// let port = ns.block_on(async {
+    ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:80").await.unwrap();
+    ///     listener.local_addr().unwrap().port()
+    /// });
+    /// assert_eq!(port, 80);
+    /// ```
+    pub fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        self.run(|| current_thread_runtime().block_on(future))
+    }
+
+    /// Starts `future` on a new thread inside this namespace, like
+    /// [`NetNs::block_on`] without waiting for it.
+    pub fn spawn_async<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn(|| current_thread_runtime().block_on(future))
     }
 
     /// The namespace of the calling thread, when netns-test made it.
@@ -377,6 +417,13 @@ impl PartialEq for NetNs {
 }
 
 impl Eq for NetNs {}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("netns-test: cannot build a tokio runtime")
+}
 
 fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!(

@@ -36,6 +36,16 @@ const IFA_F_NODAD: u32 = 0x02;
 const RTA_GATEWAY: u16 = 5;
 const RTA_OIF: u16 = 4;
 const NLA_F_NESTED: u16 = 0x8000;
+const IFLA_MASTER: u16 = 10;
+const RTM_NEWQDISC: u16 = 36;
+const RTM_DELQDISC: u16 = 37;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_TBF_PARMS: u16 = 1;
+const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
+const RTA_DST: u16 = 1;
+const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
 const IFLA_NUM_RX_QUEUES: u16 = 32;
 
@@ -124,7 +134,7 @@ pub(crate) fn new_veth(
     index: i32,
     peer_name: &str,
     peer_index: i32,
-    peer_ns: &impl AsRawFd,
+    peer_ns: std::os::fd::BorrowedFd<'_>,
     mtu: u32,
 ) -> Message {
     let up = libc::IFF_UP as u32;
@@ -159,6 +169,125 @@ pub(crate) fn set_up(index: i32, name: &str) -> Message {
     let up = libc::IFF_UP as u32;
     let mut m = Message::new(RTM_NEWLINK, 0, format!("set {name} up"));
     m.ifinfo(index, up, up);
+    m
+}
+
+/// Sets the link with `index` down.
+pub(crate) fn set_down(index: i32, name: &str) -> Message {
+    let mut m = Message::new(RTM_NEWLINK, 0, format!("set {name} down"));
+    m.ifinfo(index, 0, libc::IFF_UP as u32);
+    m
+}
+
+/// Creates a bridge `name` with `index`, up.
+pub(crate) fn new_bridge(name: &str, index: i32) -> Message {
+    let up = libc::IFF_UP as u32;
+    let mut m = Message::new(
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("create bridge {name}"),
+    );
+    m.ifinfo(index, up, up);
+    m.attr_str(IFLA_IFNAME, name);
+    m.begin_nest(IFLA_LINKINFO);
+    m.attr_str(IFLA_INFO_KIND, "bridge");
+    m.end_nest();
+    m
+}
+
+/// Makes the link with `index` a port of the bridge `master`, and sets it up.
+pub(crate) fn enslave_and_up(index: i32, name: &str, master: i32) -> Message {
+    let up = libc::IFF_UP as u32;
+    let mut m = Message::new(RTM_NEWLINK, 0, format!("add {name} to its bridge"));
+    m.ifinfo(index, up, up);
+    m.attr(IFLA_MASTER, &(master as u32).to_ne_bytes());
+    m
+}
+
+/// Adds a route to `destination/prefix` via `gateway`.
+pub(crate) fn add_route(
+    destination: std::net::IpAddr,
+    prefix: u8,
+    gateway: std::net::IpAddr,
+) -> Message {
+    let (family, dst) = family_and_octets(destination);
+    let (_, via) = family_and_octets(gateway);
+    let mut m = Message::new(
+        RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("add route to {destination}/{prefix} via {gateway}"),
+    );
+    let mut rtm = [0u8; 12];
+    rtm[0] = family;
+    rtm[1] = prefix;
+    rtm[4] = libc::RT_TABLE_MAIN;
+    rtm[5] = libc::RTPROT_BOOT;
+    rtm[6] = libc::RT_SCOPE_UNIVERSE;
+    rtm[7] = libc::RTN_UNICAST;
+    m.push(&rtm);
+    if prefix > 0 {
+        m.attr(RTA_DST, &dst);
+    }
+    m.attr(RTA_GATEWAY, &via);
+    m
+}
+
+fn tcmsg(m: &mut Message, index: i32) {
+    // struct tcmsg: family, pad[3], ifindex, handle, parent, info.
+    let mut tc = [0u8; 20];
+    tc[4..8].copy_from_slice(&index.to_ne_bytes());
+    tc[8..12].copy_from_slice(&0x0001_0000u32.to_ne_bytes());
+    tc[12..16].copy_from_slice(&TC_H_ROOT.to_ne_bytes());
+    m.push(&tc);
+}
+
+/// Replaces the root qdisc of the link with `index` by a token bucket
+/// filter: `rate` bytes per second, bursts of `burst` bytes, at most
+/// `limit` bytes queued.
+pub(crate) fn tbf(index: i32, name: &str, rate: u64, burst: u32, limit: u32) -> Message {
+    let mut m = Message::new(
+        RTM_NEWQDISC,
+        NLM_F_CREATE | 0x100, // NLM_F_REPLACE
+        format!("set a tbf qdisc ({rate} B/s) on {name}"),
+    );
+    tcmsg(&mut m, index);
+    m.attr_str(TCA_KIND, "tbf");
+    m.begin_nest(TCA_OPTIONS);
+    // struct tc_tbf_qopt: rate and peakrate (struct tc_ratespec: cell_log u8,
+    // linklayer u8, overhead u16, cell_align i16, mpu u16, rate u32), then
+    // limit, buffer, mtu. Linklayer ethernet needs no rate table.
+    let mut qopt = [0u8; 36];
+    qopt[1] = 1; // TC_LINKLAYER_ETHERNET
+    qopt[8..12].copy_from_slice(&(rate.min(u32::MAX as u64) as u32).to_ne_bytes());
+    qopt[24..28].copy_from_slice(&limit.to_ne_bytes());
+    m.attr(TCA_TBF_PARMS, &qopt);
+    m.attr(TCA_TBF_RATE64, &rate.to_ne_bytes());
+    m.attr(TCA_TBF_BURST, &burst.to_ne_bytes());
+    m.end_nest();
+    m
+}
+
+/// Replaces the root qdisc of the link with `index` by netem with these
+/// options (struct tc_netem_qopt: latency and jitter in microseconds here
+/// converted by the caller to ticks, limit, loss, gap, duplicate).
+pub(crate) fn netem(index: i32, name: &str, qopt: [u32; 6]) -> Message {
+    let mut m = Message::new(
+        RTM_NEWQDISC,
+        NLM_F_CREATE | 0x100,
+        format!("set a netem qdisc on {name}"),
+    );
+    tcmsg(&mut m, index);
+    m.attr_str(TCA_KIND, "netem");
+    // netem's options are the bare struct, not nested attributes.
+    let bytes: Vec<u8> = qopt.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    m.attr(TCA_OPTIONS, &bytes);
+    m
+}
+
+/// Deletes the root qdisc of the link with `index` (back to the default).
+pub(crate) fn delete_root_qdisc(index: i32, name: &str) -> Message {
+    let mut m = Message::new(RTM_DELQDISC, 0, format!("remove the qdisc of {name}"));
+    tcmsg(&mut m, index);
     m
 }
 

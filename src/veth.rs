@@ -14,7 +14,7 @@
 use crate::error::Error;
 use crate::netlink::{self, Netlink};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -198,7 +198,7 @@ impl VethSetup {
                 NS_INDEX,
                 &v.host_name,
                 v.host_index,
-                &self.host_ns,
+                self.host_ns.as_fd(),
                 v.mtu,
             ),
             netlink::add_address(NS_INDEX, IpAddr::V4(v.ns_ipv4), v.ipv4_prefix),

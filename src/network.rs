@@ -1,0 +1,752 @@
+//! Networks of namespaces inside one test: nodes, links, switches, routers,
+//! NAT, and links that are cut, slowed or made lossy.
+//!
+//! ```
+//! # if !netns_test::privileged() { return Ok(()); }
+//! use netns_test::Network;
+//!
+//! let net = Network::new()?;
+//! let client = net.node("client")?;
+//! let router = net.router("r1")?;
+//! let server = net.node("server")?;
+//! let inside = net.link(&client, &router)?;   // the client's default route goes via r1
+//! let outside = net.link(&router, &server)?;  // and so does the server's
+//! router.masquerade(&outside)?;               // NAT in r1's namespace only
+//! let address = server.addr_on(&outside);
+//! let listener = server.run(move || std::net::TcpListener::bind((address, 80)).unwrap());
+//! client.run(move || std::net::TcpStream::connect((address, 80)).unwrap());
+//! let (_, peer) = listener.accept().unwrap();
+//! assert_eq!(peer.ip(), std::net::IpAddr::V4(router.addr_on(&outside)));
+//! # drop(inside);
+//! # Ok::<(), netns_test::Error>(())
+//! ```
+//!
+//! A node is a [`NetNs`] held by file descriptors (no thread while idle) and
+//! one netlink socket opened inside it. Dropping the [`Network`] and its
+//! handles lets the kernel free every namespace, and with them every link:
+//! no per-link deletes.
+
+use crate::error::Error;
+use crate::namespace::NetNs;
+use crate::netlink::{self, Netlink};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Deref;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The IPv6 prefix of topology addresses (the pool's second half, apart
+/// from the host veth pairs' subnets).
+const IPV6_PREFIX: [u16; 3] = [0xfdc7, 0x3a59, 0x41e2];
+const LINK_SUBNETS_V6: u16 = 0x8000;
+const SWITCH_SUBNETS_V6: u16 = 0xc000;
+/// Links take /30s from 198.18.0.0/16, switches /24s from 198.19.0.0/16.
+const LINK_POOL_V4: u32 = u32::from_be_bytes([198, 18, 0, 0]);
+const SWITCH_POOL_V4: u32 = u32::from_be_bytes([198, 19, 0, 0]);
+const MAX_LINKS: u32 = 16384;
+const MAX_SWITCHES: u32 = 256;
+
+/// A set of namespaces wired together. Everything it made goes away when
+/// it and the handles to its nodes are dropped.
+#[derive(Default)]
+pub struct Network {
+    next_link: AtomicU32,
+    next_switch: AtomicU32,
+}
+
+impl Network {
+    /// An empty network. Works inside a `#[netns_test]` (also rootless) and
+    /// outside, as root.
+    pub fn new() -> Result<Network, Error> {
+        Ok(Network::default())
+    }
+
+    /// A new node: a namespace with `lo` up, its own `/sys` and `/etc/hosts`.
+    pub fn node(&self, name: &str) -> Result<Node, Error> {
+        Node::new(name, false)
+    }
+
+    /// A new node that forwards IPv4 and IPv6 between its links. Nodes linked
+    /// to it get their default routes via it, when they have none yet.
+    pub fn router(&self, name: &str) -> Result<Node, Error> {
+        let router = Node::new(name, true)?;
+        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            router
+                .sysctl(key, "1")
+                .map_err(|e| Error::new("turn forwarding on", e).in_node(name))?;
+        }
+        Ok(router)
+    }
+
+    /// A veth pair between `a` and `b`, up, with an IPv4 /30 and an IPv6 /64
+    /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`.
+    pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
+        let k = self.next_link.fetch_add(1, Ordering::Relaxed);
+        if k >= MAX_LINKS {
+            return Err(Error::new(
+                "link",
+                std::io::Error::other(format!("a network holds at most {MAX_LINKS} links")),
+            ));
+        }
+        let base = LINK_POOL_V4 + 4 * k;
+        let subnet = LINK_SUBNETS_V6 + k as u16;
+        let addresses = |host: u32| Addresses {
+            ipv4: Ipv4Addr::from(base + host),
+            ipv4_prefix: 30,
+            ipv6: v6(subnet, host as u16),
+            ipv6_prefix: 64,
+        };
+        let link = Link::create(a, Some(addresses(1)), b, Some(addresses(2)))?;
+        route_via_routers(&link)?;
+        Ok(link)
+    }
+
+    /// A switch: a bridge in a namespace of its own, with a /24 and a /64
+    /// for the nodes attached to it.
+    pub fn switch(&self, name: &str) -> Result<Switch, Error> {
+        let k = self.next_switch.fetch_add(1, Ordering::Relaxed);
+        if k >= MAX_SWITCHES {
+            return Err(Error::new(
+                "switch",
+                std::io::Error::other(format!("a network holds at most {MAX_SWITCHES} switches")),
+            ));
+        }
+        let node = Node::new(name, false)?;
+        let bridge = node.next_index();
+        node.netlink_run(vec![netlink::new_bridge("br0", bridge)])?;
+        Ok(Switch {
+            node,
+            bridge,
+            subnet: k,
+            next_host: AtomicU32::new(1),
+            members: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Attaches `node` to `switch` by a veth pair whose switch end is a
+    /// bridge port; the node's end gets the next address of the switch's
+    /// subnets. Returns the link, for [`Node::addr_on`] and link faults.
+    pub fn attach(&self, node: &Node, switch: &Switch) -> Result<Link, Error> {
+        let host = switch.next_host.fetch_add(1, Ordering::Relaxed);
+        if host > 254 {
+            return Err(Error::new(
+                "attach",
+                std::io::Error::other("a switch holds at most 254 nodes"),
+            ));
+        }
+        let addresses = Addresses {
+            ipv4: Ipv4Addr::from(SWITCH_POOL_V4 + (switch.subnet << 8) + host),
+            ipv4_prefix: 24,
+            ipv6: v6(SWITCH_SUBNETS_V6 + switch.subnet as u16, host as u16),
+            ipv6_prefix: 64,
+        };
+        let link = Link::create(node, Some(addresses.clone()), &switch.node, None)?;
+        let port = &link.inner.ends[1];
+        switch.node.netlink_run(vec![netlink::enslave_and_up(
+            port.index,
+            &port.name,
+            switch.bridge,
+        )])?;
+        let mut members = switch.members.lock().unwrap_or_else(|p| p.into_inner());
+        if node.router {
+            for (member, _) in members.iter().filter(|(m, _)| !m.router) {
+                member.default_via(&addresses)?;
+            }
+        } else if let Some((_, router)) = members.iter().find(|(m, _)| m.router) {
+            node.default_via(router)?;
+        }
+        members.push((node.clone(), addresses));
+        Ok(link)
+    }
+}
+
+fn v6(subnet: u16, host: u16) -> Ipv6Addr {
+    let [a, b, c] = IPV6_PREFIX;
+    Ipv6Addr::new(a, b, c, subnet, 0, 0, 0, host)
+}
+
+/// After linking a router and a node: the node's default routes via the router.
+fn route_via_routers(link: &Link) -> Result<(), Error> {
+    let [a, b] = &link.inner.ends;
+    for (this, other) in [(a, b), (b, a)] {
+        if other.node.router && !this.node.router {
+            let via = other.addresses.as_ref().expect("link ends have addresses");
+            this.node.default_via(via)?;
+        }
+    }
+    Ok(())
+}
+
+/// One end's addresses.
+#[derive(Clone, Debug)]
+struct Addresses {
+    ipv4: Ipv4Addr,
+    ipv4_prefix: u8,
+    ipv6: Ipv6Addr,
+    ipv6_prefix: u8,
+}
+
+/// A namespace in a [`Network`]. Derefs to [`NetNs`]: `run`, `spawn`,
+/// `command`, `sysctl`, `block_on`.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+    router: bool,
+}
+
+struct NodeInner {
+    name: String,
+    ns: NetNs,
+    netlink: Mutex<Netlink>,
+    next_index: AtomicI32,
+    default_v4: AtomicBool,
+    default_v6: AtomicBool,
+}
+
+impl Deref for Node {
+    type Target = NetNs;
+    fn deref(&self) -> &NetNs {
+        &self.inner.ns
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("ns", &self.inner.ns)
+            .field("router", &self.router)
+            .finish()
+    }
+}
+
+impl Node {
+    fn new(name: &str, router: bool) -> Result<Node, Error> {
+        let (ns, netlink) = NetNs::new_with(Netlink::open)?;
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                name: name.to_owned(),
+                ns,
+                netlink: Mutex::new(netlink),
+                next_index: AtomicI32::new(2),
+                default_v4: AtomicBool::new(false),
+                default_v6: AtomicBool::new(false),
+            }),
+            router,
+        })
+    }
+
+    /// The name given to [`Network::node`].
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Whether it forwards ([`Network::router`]).
+    pub fn is_router(&self) -> bool {
+        self.router
+    }
+
+    fn next_index(&self) -> i32 {
+        self.inner.next_index.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn netlink_run(&self, messages: Vec<netlink::Message>) -> Result<(), Error> {
+        self.inner
+            .netlink
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .run(messages)
+            .map_err(|e| e.in_node(&self.inner.name))
+    }
+
+    fn end_on<'l>(&self, link: &'l Link) -> &'l End {
+        link.inner
+            .ends
+            .iter()
+            .find(|end| Arc::ptr_eq(&end.node.inner, &self.inner))
+            .unwrap_or_else(|| panic!("node {} is not on this link", self.inner.name))
+    }
+
+    /// This node's IPv4 address on `link`.
+    ///
+    /// # Panics
+    /// When the node is not an addressed end of the link.
+    pub fn addr_on(&self, link: &Link) -> Ipv4Addr {
+        self.end_addresses(link).ipv4
+    }
+
+    /// This node's IPv6 address on `link`.
+    pub fn addr6_on(&self, link: &Link) -> Ipv6Addr {
+        self.end_addresses(link).ipv6
+    }
+
+    /// This node's interface name on `link`.
+    pub fn interface_on(&self, link: &Link) -> String {
+        self.end_on(link).name.clone()
+    }
+
+    fn end_addresses(&self, link: &Link) -> Addresses {
+        self.end_on(link).addresses.clone().unwrap_or_else(|| {
+            panic!(
+                "node {} has no address on this link (a switch port)",
+                self.inner.name
+            )
+        })
+    }
+
+    /// Adds a route to `destination` (`"198.18.4.0/30"`, `"fdc7::/16"`, or
+    /// `"default"` with a gateway of the family wanted) via `gateway`.
+    pub fn route(&self, destination: &str, gateway: IpAddr) -> Result<(), Error> {
+        let (network, prefix) = parse_destination(destination, gateway)?;
+        self.netlink_run(vec![netlink::add_route(network, prefix, gateway)])
+    }
+
+    /// Default routes via `via`'s addresses, for each family without one yet.
+    fn default_via(&self, via: &Addresses) -> Result<(), Error> {
+        let mut messages = Vec::new();
+        if !self.inner.default_v4.swap(true, Ordering::Relaxed) {
+            messages.push(netlink::add_route(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                0,
+                IpAddr::V4(via.ipv4),
+            ));
+        }
+        if !self.inner.default_v6.swap(true, Ordering::Relaxed) {
+            messages.push(netlink::add_route(
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                0,
+                IpAddr::V6(via.ipv6),
+            ));
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.netlink_run(messages)
+    }
+
+    /// Source NAT in this node's namespace: traffic leaving through
+    /// `outside` takes this node's address there (nftables `masquerade`,
+    /// IPv4 and IPv6). Needs the `nft` program (package nftables).
+    pub fn masquerade(&self, outside: &Link) -> Result<(), Error> {
+        let interface = &self.end_on(outside).name;
+        self.nft(&format!(
+            "table inet netns_test_nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat;\n    oifname \"{interface}\" masquerade\n  }}\n}}\n"
+        ))
+    }
+
+    /// Loads an nftables ruleset (`nft -f -`) in this node's namespace.
+    fn nft(&self, ruleset: &str) -> Result<(), Error> {
+        nft_installed()?;
+        let mut child = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::new("run nft", e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(ruleset.as_bytes());
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| Error::new("run nft", e))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                format!("nft -f - in node {}", self.inner.name),
+                std::io::Error::other(format!(
+                    "{}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )),
+            ))
+        }
+    }
+}
+
+fn nft_installed() -> Result<(), Error> {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let found = *FOUND.get_or_init(|| {
+        std::process::Command::new("nft")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(Error::new(
+            "find nft",
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "NAT and packet loss use nftables, and the `nft` program is not installed: \
+                 install the nftables package (`apt-get install nftables`)",
+            ),
+        ))
+    }
+}
+
+fn parse_destination(destination: &str, gateway: IpAddr) -> Result<(IpAddr, u8), Error> {
+    let invalid = || {
+        Error::new(
+            "route",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot parse destination {destination:?}: write \"198.18.4.0/30\", \"fdc7::/16\" or \"default\""
+                ),
+            ),
+        )
+    };
+    if destination == "default" {
+        return Ok(match gateway {
+            IpAddr::V4(_) => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            IpAddr::V6(_) => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        });
+    }
+    let (address, prefix) = destination.split_once('/').ok_or_else(invalid)?;
+    let address: IpAddr = address.parse().map_err(|_| invalid())?;
+    let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    if prefix > max || address.is_ipv4() != gateway.is_ipv4() {
+        return Err(invalid());
+    }
+    Ok((address, prefix))
+}
+
+/// A bridge in a namespace of its own. Attach nodes with [`Network::attach`].
+pub struct Switch {
+    node: Node,
+    bridge: i32,
+    subnet: u32,
+    next_host: AtomicU32,
+    /// The attached nodes and their addresses on the switch.
+    members: Mutex<Vec<(Node, Addresses)>>,
+}
+
+/// A veth pair between two nodes (or a node and a switch).
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<LinkInner>,
+}
+
+struct LinkInner {
+    ends: [End; 2],
+    /// Whether an nftables loss rule was loaded on the ends.
+    lossy: AtomicBool,
+}
+
+struct End {
+    node: Node,
+    index: i32,
+    name: String,
+    addresses: Option<Addresses>,
+}
+
+impl Link {
+    fn create(
+        a: &Node,
+        a_addresses: Option<Addresses>,
+        b: &Node,
+        b_addresses: Option<Addresses>,
+    ) -> Result<Link, Error> {
+        let (a_index, b_index) = (a.next_index(), b.next_index());
+        let (a_name, b_name) = (format!("eth{}", a_index - 2), format!("eth{}", b_index - 2));
+        let mut here = vec![netlink::new_veth(
+            &a_name,
+            a_index,
+            &b_name,
+            b_index,
+            b.as_fd(),
+            1500,
+        )];
+        here.extend(address_messages(a_index, &a_addresses));
+        a.netlink_run(here)?;
+        let mut there = vec![netlink::set_up(b_index, &b_name)];
+        there.extend(address_messages(b_index, &b_addresses));
+        b.netlink_run(there)?;
+        Ok(Link {
+            inner: Arc::new(LinkInner {
+                ends: [
+                    End {
+                        node: a.clone(),
+                        index: a_index,
+                        name: a_name,
+                        addresses: a_addresses,
+                    },
+                    End {
+                        node: b.clone(),
+                        index: b_index,
+                        name: b_name,
+                        addresses: b_addresses,
+                    },
+                ],
+                lossy: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Cuts the link: both ends down. Traffic over it stalls (TCP retries)
+    /// until [`Link::set_up`].
+    pub fn set_down(&self) -> Result<(), Error> {
+        for end in &self.inner.ends {
+            end.node
+                .netlink_run(vec![netlink::set_down(end.index, &end.name)])?;
+        }
+        Ok(())
+    }
+
+    /// Heals a cut link: both ends up (routes and addresses are kept).
+    pub fn set_up(&self) -> Result<(), Error> {
+        for end in &self.inner.ends {
+            end.node
+                .netlink_run(vec![netlink::set_up(end.index, &end.name)])?;
+        }
+        Ok(())
+    }
+
+    /// Impairs both directions of the link, replacing any earlier impairment;
+    /// `Impairment::new()` clears it. Rate: a tbf qdisc. Loss: an nftables
+    /// drop rule with `numgen random` (no netem needed). Delay, jitter,
+    /// reordering and duplication: netem, which some kernels lack; then this
+    /// returns an error of kind [`std::io::ErrorKind::Unsupported`].
+    pub fn impair(&self, impairment: Impairment) -> Result<(), Error> {
+        impairment.validate()?;
+        for end in &self.inner.ends {
+            // Back to the default qdisc; none set is fine.
+            let _ = end
+                .node
+                .netlink_run(vec![netlink::delete_root_qdisc(end.index, &end.name)]);
+            if impairment.needs_netem() {
+                end.node
+                    .netlink_run(vec![netlink::netem(
+                        end.index,
+                        &end.name,
+                        impairment.netem_options(),
+                    )])
+                    .map_err(netem_unsupported)?;
+            } else if let Some(kbit) = impairment.rate_kbit {
+                let rate = kbit * 1000 / 8;
+                // A burst of at least one full-size frame, and 10 ms worth.
+                let burst = (rate / 100).max(3000) as u32;
+                end.node.netlink_run(vec![netlink::tbf(
+                    end.index,
+                    &end.name,
+                    rate,
+                    burst,
+                    burst.saturating_mul(4),
+                )])?;
+            }
+            let table = format!("netns_test_loss_{}", end.name);
+            if self.inner.lossy.load(Ordering::Relaxed) {
+                end.node.nft(&format!("delete table inet {table}\n"))?;
+            }
+            if let Some(percent) = impairment.loss {
+                let per_million = (percent * 10_000.0).round() as u32;
+                end.node.nft(&format!(
+                    "table inet {table} {{\n  chain egress {{\n    type filter hook postrouting priority 0;\n    oifname \"{}\" numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n",
+                    end.name
+                ))?;
+            }
+        }
+        self.inner
+            .lossy
+            .store(impairment.loss.is_some(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn netem_unsupported(error: Error) -> Error {
+    if error.raw_os_error() == Some(nix::libc::ENOENT) {
+        Error::new(
+            "netem",
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this kernel lacks sch_netem (CONFIG_NET_SCH_NETEM): delay, jitter, reordering and duplication need it; \
+                 rate limits (tbf) and loss (nftables) work without it",
+            ),
+        )
+    } else {
+        error
+    }
+}
+
+fn address_messages(index: i32, addresses: &Option<Addresses>) -> Vec<netlink::Message> {
+    match addresses {
+        None => Vec::new(),
+        Some(a) => vec![
+            netlink::add_address(index, IpAddr::V4(a.ipv4), a.ipv4_prefix),
+            netlink::add_address(index, IpAddr::V6(a.ipv6), a.ipv6_prefix),
+        ],
+    }
+}
+
+/// How a link misbehaves: see [`Link::impair`].
+///
+/// ```
+/// use netns_test::Impairment;
+/// use std::time::Duration;
+/// let slow = Impairment::new().rate_kbit(1000);
+/// let lossy = Impairment::new().loss(5.0);
+/// let far = Impairment::new().delay(Duration::from_millis(50)).jitter(Duration::from_millis(5));
+/// # let _ = (slow, lossy, far);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Impairment {
+    rate_kbit: Option<u64>,
+    loss: Option<f64>,
+    delay: Option<Duration>,
+    jitter: Option<Duration>,
+    duplicate: Option<f64>,
+    reorder: Option<f64>,
+}
+
+impl Impairment {
+    /// No impairment: passing it to [`Link::impair`] clears the link's.
+    pub fn new() -> Impairment {
+        Impairment::default()
+    }
+    /// At most `kbit` kilobits per second in each direction (tbf).
+    pub fn rate_kbit(mut self, kbit: u64) -> Impairment {
+        self.rate_kbit = Some(kbit);
+        self
+    }
+    /// Drops this percentage of packets at random in each direction.
+    pub fn loss(mut self, percent: f64) -> Impairment {
+        self.loss = Some(percent);
+        self
+    }
+    /// Delays every packet (netem).
+    pub fn delay(mut self, delay: Duration) -> Impairment {
+        self.delay = Some(delay);
+        self
+    }
+    /// Varies the delay by up to this much (netem; needs a delay).
+    pub fn jitter(mut self, jitter: Duration) -> Impairment {
+        self.jitter = Some(jitter);
+        self
+    }
+    /// Duplicates this percentage of packets (netem).
+    pub fn duplicate(mut self, percent: f64) -> Impairment {
+        self.duplicate = Some(percent);
+        self
+    }
+    /// Sends this percentage of packets at once, ahead of the delayed rest
+    /// (netem; needs a delay).
+    pub fn reorder(mut self, percent: f64) -> Impairment {
+        self.reorder = Some(percent);
+        self
+    }
+
+    fn needs_netem(&self) -> bool {
+        self.delay.is_some()
+            || self.jitter.is_some()
+            || self.duplicate.is_some()
+            || self.reorder.is_some()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |why: &str| {
+            Err(Error::new(
+                "impair",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned()),
+            ))
+        };
+        for percent in [self.loss, self.duplicate, self.reorder]
+            .into_iter()
+            .flatten()
+        {
+            if !(0.0..=100.0).contains(&percent) {
+                return invalid("percentages are between 0 and 100");
+            }
+        }
+        if (self.jitter.is_some() || self.reorder.is_some()) && self.delay.is_none() {
+            return invalid("jitter and reorder need a delay");
+        }
+        if self.rate_kbit.is_some() && self.needs_netem() {
+            return invalid(
+                "a rate limit cannot be combined with delay, jitter, reorder or duplicate yet",
+            );
+        }
+        if self.rate_kbit == Some(0) {
+            return invalid("a rate of 0 kbit/s stops the link: use Link::set_down");
+        }
+        Ok(())
+    }
+
+    /// struct tc_netem_qopt: latency and jitter in psched ticks (64 ns),
+    /// limit in packets, loss, gap, duplicate (probabilities scaled to u32).
+    fn netem_options(&self) -> [u32; 6] {
+        let ticks = |d: Option<Duration>| {
+            (d.unwrap_or_default().as_nanos() / 64).min(u32::MAX as u128) as u32
+        };
+        let probability = |p: Option<f64>| ((p.unwrap_or(0.0) / 100.0) * u32::MAX as f64) as u32;
+        let gap = u32::from(self.reorder.is_some());
+        [
+            ticks(self.delay),
+            1000,
+            0,
+            gap,
+            probability(self.duplicate),
+            ticks(self.jitter),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse() {
+        let v4: IpAddr = "198.18.0.1".parse().unwrap();
+        assert_eq!(
+            parse_destination("198.18.4.0/30", v4).unwrap(),
+            ("198.18.4.0".parse().unwrap(), 30)
+        );
+        assert_eq!(parse_destination("default", v4).unwrap().1, 0);
+        assert!(
+            parse_destination("fdc7::/16", v4).is_err(),
+            "family mismatch"
+        );
+        assert!(parse_destination("198.18.4.0", v4).is_err());
+        assert!(parse_destination("198.18.4.0/33", v4).is_err());
+    }
+
+    #[test]
+    fn impairments_are_checked() {
+        assert!(Impairment::new().loss(101.0).validate().is_err());
+        assert!(
+            Impairment::new()
+                .jitter(Duration::from_millis(1))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Impairment::new()
+                .rate_kbit(10)
+                .delay(Duration::from_millis(1))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Impairment::new()
+                .rate_kbit(1000)
+                .loss(1.0)
+                .validate()
+                .is_ok()
+        );
+        let options = Impairment::new()
+            .delay(Duration::from_millis(50))
+            .jitter(Duration::from_millis(5))
+            .netem_options();
+        assert_eq!(options[0], 50_000_000 / 64);
+        assert_eq!(options[5], 5_000_000 / 64);
+    }
+}
