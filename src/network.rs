@@ -512,8 +512,10 @@ impl Link {
     }
 
     /// Impairs both directions of the link, replacing any earlier impairment;
-    /// `Impairment::new()` clears it. Rate: a tbf qdisc. Loss: an nftables
-    /// drop rule with `numgen random` (no netem needed). Delay, jitter,
+    /// `Impairment::new()` clears it. Rate: a tbf qdisc on each end. Loss: an
+    /// nftables drop rule with `numgen random` where packets arrive at each
+    /// end, so the sender sees no error, as with loss on a wire (no netem
+    /// needed; the `nft` program is). Delay, jitter,
     /// reordering and duplication: netem, which some kernels lack; then this
     /// returns an error of kind [`std::io::ErrorKind::Unsupported`].
     pub fn impair(&self, impairment: Impairment) -> Result<(), Error> {
@@ -550,7 +552,7 @@ impl Link {
             if let Some(percent) = impairment.loss {
                 let per_million = (percent * 10_000.0).round() as u32;
                 end.node.nft(&format!(
-                    "table inet {table} {{\n  chain egress {{\n    type filter hook postrouting priority 0;\n    oifname \"{}\" numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n",
+                    "table inet {table} {{\n  chain ingress {{\n    type filter hook prerouting priority 0;\n    iifname \"{}\" numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n",
                     end.name
                 ))?;
             }

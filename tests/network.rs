@@ -1,0 +1,391 @@
+//! Networks of namespaces inside one test: wiring, routing, NAT, faults.
+
+use netns_test::{Impairment, NetNs, Network, netns_test};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+fn serve_once(node: &netns_test::Node, address: IpAddr, port: u16) -> TcpListener {
+    node.run(move || TcpListener::bind((address, port)).unwrap())
+}
+
+fn connects(node: &netns_test::Node, address: IpAddr, port: u16) -> bool {
+    node.run(move || {
+        TcpStream::connect_timeout(&SocketAddr::new(address, port), Duration::from_secs(2)).is_ok()
+    })
+}
+
+#[netns_test]
+fn two_nodes_on_a_link_talk_over_ipv4_and_ipv6() {
+    let net = Network::new().unwrap();
+    let client = net.node("client").unwrap();
+    let server = net.node("server").unwrap();
+    let link = net.link(&client, &server).unwrap();
+    for address in [
+        IpAddr::V4(server.addr_on(&link)),
+        IpAddr::V6(server.addr6_on(&link)),
+    ] {
+        let listener = serve_once(&server, address, 80);
+        assert!(connects(&client, address, 80), "{address}");
+        let (_, peer) = listener.accept().unwrap();
+        let expected = match address {
+            IpAddr::V4(_) => IpAddr::V4(client.addr_on(&link)),
+            IpAddr::V6(_) => IpAddr::V6(client.addr6_on(&link)),
+        };
+        assert_eq!(peer.ip(), expected);
+    }
+    // Nodes are namespaces of their own, apart from the test's.
+    assert_ne!(*client, NetNs::current());
+    assert_ne!(*client, *server);
+    let names = client.run(|| {
+        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    });
+    assert_eq!(names, ["eth0", "lo"]);
+}
+
+#[netns_test]
+fn a_router_joins_two_links_with_default_routes() {
+    let net = Network::new().unwrap();
+    let client = net.node("client").unwrap();
+    let router = net.router("r1").unwrap();
+    let server = net.node("server").unwrap();
+    let _inside = net.link(&client, &router).unwrap();
+    let outside = net.link(&router, &server).unwrap();
+    for address in [
+        IpAddr::V4(server.addr_on(&outside)),
+        IpAddr::V6(server.addr6_on(&outside)),
+    ] {
+        let listener = serve_once(&server, address, 80);
+        assert!(connects(&client, address, 80), "{address} through r1");
+        listener.accept().unwrap();
+    }
+    let forwarding =
+        router.run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
+    assert_eq!(forwarding.trim(), "1");
+}
+
+#[netns_test]
+fn routes_can_be_added_by_hand() {
+    // a -- r1 -- r2 -- b: r1 and r2 need routes to the far links.
+    let net = Network::new().unwrap();
+    let a = net.node("a").unwrap();
+    let r1 = net.router("r1").unwrap();
+    let r2 = net.router("r2").unwrap();
+    let b = net.node("b").unwrap();
+    let a_r1 = net.link(&a, &r1).unwrap();
+    let r1_r2 = net.link(&r1, &r2).unwrap();
+    let r2_b = net.link(&r2, &b).unwrap();
+    let far = b.addr_on(&r2_b);
+    assert!(!connects(&a, IpAddr::V4(far), 80), "no route yet");
+    r1.route(
+        &format!("{}/30", network_of(far)),
+        IpAddr::V4(r2.addr_on(&r1_r2)),
+    )
+    .unwrap();
+    r2.route(
+        &format!("{}/30", network_of(a.addr_on(&a_r1))),
+        IpAddr::V4(r1.addr_on(&r1_r2)),
+    )
+    .unwrap();
+    let listener = serve_once(&b, IpAddr::V4(far), 80);
+    assert!(connects(&a, IpAddr::V4(far), 80));
+    listener.accept().unwrap();
+    let bad = r1.route("198.18.0.0", IpAddr::V4(far)).unwrap_err();
+    assert_eq!(bad.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+fn network_of(address: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) & !3)
+}
+
+#[netns_test]
+fn a_switch_connects_everyone_attached() {
+    let net = Network::new().unwrap();
+    let lan = net.switch("lan").unwrap();
+    let nodes: Vec<_> = (0..3)
+        .map(|i| net.node(&format!("n{i}")).unwrap())
+        .collect();
+    let links: Vec<_> = nodes.iter().map(|n| net.attach(n, &lan).unwrap()).collect();
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in nodes.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let address = IpAddr::V4(to.addr_on(&links[j]));
+            let listener = serve_once(to, address, 80);
+            assert!(connects(from, address, 80), "n{i} -> n{j}");
+            listener.accept().unwrap();
+        }
+    }
+    let v6 = IpAddr::V6(nodes[1].addr6_on(&links[1]));
+    let listener = serve_once(&nodes[1], v6, 80);
+    assert!(connects(&nodes[0], v6, 80));
+    listener.accept().unwrap();
+}
+
+#[netns_test]
+fn a_router_on_a_switch_becomes_the_members_default_route() {
+    let net = Network::new().unwrap();
+    let lan = net.switch("lan").unwrap();
+    let early = net.node("early").unwrap();
+    net.attach(&early, &lan).unwrap();
+    let router = net.router("gw").unwrap();
+    net.attach(&router, &lan).unwrap();
+    let late = net.node("late").unwrap();
+    net.attach(&late, &lan).unwrap();
+    let server = net.node("server").unwrap();
+    let uplink = net.link(&router, &server).unwrap();
+    let address = IpAddr::V4(server.addr_on(&uplink));
+    for member in [&early, &late] {
+        let listener = serve_once(&server, address, 80);
+        assert!(connects(member, address, 80), "{}", member.name());
+        listener.accept().unwrap();
+    }
+}
+
+#[netns_test]
+fn masquerade_hides_the_inside_behind_the_router() {
+    let net = Network::new().unwrap();
+    let client = net.node("client").unwrap();
+    let router = net.router("nat").unwrap();
+    let server = net.node("server").unwrap();
+    let inside = net.link(&client, &router).unwrap();
+    let outside = net.link(&router, &server).unwrap();
+    router.masquerade(&outside).unwrap();
+    let address = IpAddr::V4(server.addr_on(&outside));
+    let listener = serve_once(&server, address, 80);
+    assert!(connects(&client, address, 80));
+    let (_, peer) = listener.accept().unwrap();
+    assert_eq!(
+        peer.ip(),
+        IpAddr::V4(router.addr_on(&outside)),
+        "translated"
+    );
+    assert_ne!(peer.ip(), IpAddr::V4(client.addr_on(&inside)));
+}
+
+/// Sends `total` bytes from client to server and returns how long it took.
+fn transfer(
+    client: &netns_test::Node,
+    server: &netns_test::Node,
+    address: IpAddr,
+    total: usize,
+) -> (
+    std::thread::JoinHandle<usize>,
+    std::thread::JoinHandle<Duration>,
+) {
+    let listener = serve_once(server, address, 9000);
+    let receiver = server.spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = 0;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n,
+            }
+        }
+    });
+    let sender = client.spawn(move || {
+        let start = Instant::now();
+        let mut stream = TcpStream::connect((address, 9000)).unwrap();
+        let chunk = vec![7u8; 16384];
+        let mut sent = 0;
+        while sent < total {
+            stream.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        start.elapsed()
+    });
+    (receiver, sender)
+}
+
+#[netns_test]
+fn a_transfer_stalls_while_the_link_is_down_and_completes_after() {
+    let net = Network::new().unwrap();
+    let client = net.node("client").unwrap();
+    let server = net.node("server").unwrap();
+    let link = net.link(&client, &server).unwrap();
+    // Slow enough that the transfer is still running when the link goes down.
+    link.impair(Impairment::new().rate_kbit(8_000)).unwrap();
+    let total = 1_000_000;
+    let address = IpAddr::V4(server.addr_on(&link));
+    let (receiver, sender) = transfer(&client, &server, address, total);
+    std::thread::sleep(Duration::from_millis(300));
+    link.set_down().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !sender.is_finished(),
+        "the transfer went on over a cut link"
+    );
+    link.set_up().unwrap();
+    let took = sender.join().unwrap();
+    assert_eq!(receiver.join().unwrap(), total.div_ceil(16384) * 16384);
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+}
+
+#[netns_test]
+fn a_rate_limit_slows_a_real_transfer_to_about_the_rate() {
+    let net = Network::new().unwrap();
+    let client = net.node("client").unwrap();
+    let server = net.node("server").unwrap();
+    let link = net.link(&client, &server).unwrap();
+    let kbit = 16_000; // 2 MB/s
+    link.impair(Impairment::new().rate_kbit(kbit)).unwrap();
+    let total = 2_000_000;
+    let (receiver, sender) = transfer(&client, &server, IpAddr::V4(server.addr_on(&link)), total);
+    let took = sender.join().unwrap();
+    receiver.join().unwrap();
+    let rate = total as f64 * 8.0 / 1000.0 / took.as_secs_f64();
+    println!("measured {rate:.0} kbit/s for {kbit} kbit/s configured");
+    assert!(
+        rate > kbit as f64 * 0.5 && rate < kbit as f64 * 1.5,
+        "{rate:.0} kbit/s for {kbit} configured"
+    );
+    // Cleared, the same transfer is much faster.
+    link.impair(Impairment::new()).unwrap();
+    let (receiver, sender) = transfer(&client, &server, IpAddr::V4(server.addr_on(&link)), total);
+    let fast = sender.join().unwrap();
+    receiver.join().unwrap();
+    assert!(fast * 3 < took, "{fast:?} vs {took:?}");
+}
+
+#[netns_test]
+fn random_loss_drops_about_the_configured_share() {
+    let net = Network::new().unwrap();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    link.impair(Impairment::new().loss(30.0)).unwrap();
+    let to = SocketAddr::new(IpAddr::V4(b.addr_on(&link)), 5000);
+    // Counts datagrams until 300 ms pass without one.
+    let count = move || {
+        let receiver = b.run(move || UdpSocket::bind(to).unwrap());
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4];
+            let mut received = 0;
+            while receiver.recv(&mut buf).is_ok() {
+                received += 1;
+            }
+            received
+        })
+    };
+    let send = |how_many: u32| {
+        a.run(move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for i in 0..how_many {
+                socket.send_to(&i.to_be_bytes(), to).unwrap();
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    let sent = 4000;
+    let counter = count();
+    send(sent);
+    let received = counter.join().unwrap();
+    let loss = 1.0 - received as f64 / sent as f64;
+    println!(
+        "lost {:.1}% of {sent} datagrams (30% configured)",
+        loss * 100.0
+    );
+    assert!((0.2..0.4).contains(&loss), "loss {loss}");
+    // Cleared: nothing is lost.
+    link.impair(Impairment::new()).unwrap();
+    let counter = count();
+    send(500);
+    assert_eq!(counter.join().unwrap(), 500);
+}
+
+#[netns_test]
+fn netem_delay_works_or_says_the_kernel_lacks_it() {
+    let net = Network::new().unwrap();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    match link.impair(Impairment::new().delay(Duration::from_millis(50))) {
+        Err(error) if error.kind() == std::io::ErrorKind::Unsupported => {
+            assert!(error.to_string().contains("sch_netem"), "{error}");
+            println!("skipped: kernel lacks sch_netem ({error})");
+        }
+        Err(error) => panic!("{error}"),
+        Ok(()) => {
+            let address = IpAddr::V4(b.addr_on(&link));
+            let listener = serve_once(&b, address, 80);
+            let start = Instant::now();
+            assert!(connects(&a, address, 80));
+            let handshake = start.elapsed();
+            listener.accept().unwrap();
+            // SYN and SYN-ACK each wait 50 ms.
+            assert!(handshake >= Duration::from_millis(100), "{handshake:?}");
+            println!("ran: handshake took {handshake:?} with 50 ms each way");
+        }
+    }
+}
+
+#[netns_test]
+fn async_code_runs_in_a_node() {
+    let net = Network::new().unwrap();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    let address = SocketAddr::new(IpAddr::V4(b.addr_on(&link)), 80);
+    let server = b.spawn_async(async move {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut word = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut word)
+            .await
+            .unwrap();
+        word
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    a.block_on(async move {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"hello")
+            .await
+            .unwrap();
+    });
+    assert_eq!(server.join().unwrap(), "hello");
+}
+
+#[test]
+fn networks_work_outside_a_test_namespace_and_build_in_parallel() {
+    if !netns_test::privileged() {
+        println!("skipped: standalone networks need root");
+        return;
+    }
+    let builders: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let net = Network::new().unwrap();
+                let nodes: Vec<_> = (0..5)
+                    .map(|i| net.node(&format!("n{i}")).unwrap())
+                    .collect();
+                let links: Vec<_> = nodes
+                    .windows(2)
+                    .map(|pair| net.link(&pair[0], &pair[1]).unwrap())
+                    .collect();
+                let address = IpAddr::V4(nodes[1].addr_on(&links[0]));
+                let listener = serve_once(&nodes[1], address, 80);
+                assert!(connects(&nodes[0], address, 80));
+                listener.accept().unwrap();
+            })
+        })
+        .collect();
+    for builder in builders {
+        builder.join().unwrap();
+    }
+}
