@@ -1,8 +1,11 @@
 //! Networks of namespaces inside one test: wiring, routing, NAT, faults.
 
+mod common;
+
 use netns_test::{Impairment, NetNs, Network, netns_test};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 fn serve_once(node: &netns_test::Node, address: IpAddr, port: u16) -> TcpListener {
@@ -388,4 +391,33 @@ fn networks_work_outside_a_test_namespace_and_build_in_parallel() {
     for builder in builders {
         builder.join().unwrap();
     }
+}
+
+/// Every topology test again, as uid 65534 in rootless mode (when root).
+#[test]
+fn topologies_work_rootless() {
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
+        return; // the copy running as an ordinary user
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!(
+            "skipped: switching to an ordinary user needs root (this run is rootless already)"
+        );
+        return;
+    }
+    let copy = common::Copy::new();
+    let output = common::retry_busy(|| {
+        copy.command(&[
+            "--skip",
+            "topologies_work_rootless",
+            "--skip",
+            "networks_work_outside",
+        ])
+        .uid(common::NOBODY)
+        .gid(common::NOBODY)
+        .output()
+    });
+    let text = common::text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("11 passed"), "{text}");
 }

@@ -3,11 +3,12 @@
 //! 65534, or as root with a user-namespace limit of 0, and check what they
 //! report. Fixtures are `#[ignore]`d and inert unless `NETNS_TEST_FIXTURES=1`.
 
+mod common;
+
+use common::{Copy, NOBODY, retry_busy, text};
 use netns_test::{NetNs, netns_test};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
-
-const NOBODY: u32 = 65534;
 
 fn armed() -> bool {
     std::env::var_os("NETNS_TEST_FIXTURES").is_some()
@@ -20,58 +21,6 @@ fn interfaces() -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// This binary, copied into a directory any user can read, removed on drop.
-struct Copy {
-    dir: tempfile::TempDir,
-}
-
-impl Copy {
-    fn new() -> Copy {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new()
-            .prefix("netns-test-rootless-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(std::env::current_exe().unwrap(), dir.path().join("tests")).unwrap();
-        Copy { dir }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(self.dir.path().join("tests"));
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NETNS_TEST_FIXTURES", "1")
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("NETNS_TEST_MODE")
-            .env_remove("NETNS_TEST_UNSUPPORTED");
-        command
-    }
-}
-
-/// Runs `spawn` again while the copy is busy: another test thread may have
-/// forked while the copy was open for writing, holding it until its exec.
-fn retry_busy<T>(mut spawn: impl FnMut() -> std::io::Result<T>) -> T {
-    for _ in 0..100 {
-        match spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.unwrap(),
-        }
-    }
-    panic!("the copied test binary stayed busy");
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Runs fixtures as an ordinary user; `None` when this process cannot switch users.
