@@ -213,6 +213,26 @@ fn host_is_left_as_it_was() {
         let ns = NetNs::new().unwrap();
         ns.run(|| std::net::TcpListener::bind("127.0.0.1:80").unwrap());
     }
+    // Topologies, with NAT rules and impairments, some dropped by a panic.
+    for round in 0..6 {
+        let built = std::panic::catch_unwind(move || {
+            let net = netns_test::Network::new().unwrap();
+            let a = net.node("a").unwrap();
+            let r = net.router("r").unwrap();
+            let b = net.node("b").unwrap();
+            let lan = net.switch("lan").unwrap();
+            net.attach(&a, &lan).unwrap();
+            net.attach(&r, &lan).unwrap();
+            let out = net.link(&r, &b).unwrap();
+            r.masquerade(&out).unwrap();
+            out.impair(netns_test::Impairment::new().rate_kbit(1000).loss(1.0))
+                .unwrap();
+            if round % 2 == 0 {
+                panic!("a deliberate panic");
+            }
+        });
+        assert_eq!(built.is_err(), round % 2 == 0);
+    }
     // Veth tests: 500, some panicking, 4 timing out (their threads sleep on).
     let veth_panics: usize = (0..4)
         .map(|_| {
