@@ -53,8 +53,10 @@
 
 #![warn(missing_docs)]
 
+mod capture;
 mod error;
 mod isolation;
+mod keep;
 mod mounts;
 mod namespace;
 mod netlink;
@@ -63,6 +65,7 @@ mod privilege;
 mod rootless;
 mod runner;
 mod sys;
+mod trace;
 mod veth;
 
 pub use error::Error;
@@ -81,7 +84,9 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
+    pub use crate::keep::{Kept, list as kept_list, remove as remove_kept};
     pub use crate::runner::*;
+    pub use crate::veth::remove_stale as remove_stale_veths;
     pub use crate::veth::{AddressPair, VethSpec};
     pub use std::net::{Ipv4Addr, Ipv6Addr};
 }

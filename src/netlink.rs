@@ -179,6 +179,14 @@ pub(crate) fn set_down(index: i32, name: &str) -> Message {
     m
 }
 
+/// Renames the link with `index` (it must be down).
+pub(crate) fn rename(index: i32, from: &str, to: &str) -> Message {
+    let mut m = Message::new(RTM_NEWLINK, 0, format!("rename {from} to {to}"));
+    m.ifinfo(index, 0, 0);
+    m.attr_str(IFLA_IFNAME, to);
+    m
+}
+
 /// Creates a bridge `name` with `index`, up.
 pub(crate) fn new_bridge(name: &str, index: i32) -> Message {
     let up = libc::IFF_UP as u32;

@@ -67,21 +67,32 @@ pub(crate) fn is_child() -> bool {
 pub trait TestReturn: Termination {
     /// The value of a passing test.
     fn passed() -> Self;
+    /// Whether this value fails the test (keep and capture policies ask).
+    fn is_failure(&self) -> bool;
 }
 
 impl TestReturn for () {
     fn passed() {}
+    fn is_failure(&self) -> bool {
+        false
+    }
 }
 
 impl<T: TestReturn, E: std::fmt::Debug> TestReturn for Result<T, E> {
     fn passed() -> Self {
         Ok(T::passed())
     }
+    fn is_failure(&self) -> bool {
+        self.as_ref().map_or(true, T::is_failure)
+    }
 }
 
 impl TestReturn for ExitCode {
     fn passed() -> Self {
         ExitCode::SUCCESS
+    }
+    fn is_failure(&self) -> bool {
+        *self != ExitCode::SUCCESS
     }
 }
 

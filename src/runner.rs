@@ -5,9 +5,11 @@
 //! Not a public API: the macro and this module change together (the runtime
 //! crate pins the macro crate's exact version).
 
+use crate::capture::Capture;
 use crate::isolation::{self, Home};
-use crate::namespace::Registration;
+use crate::namespace::{NetNs, Registration};
 use crate::rootless::{self, ChildResult, Mode};
+use crate::trace;
 use crate::veth::{self, VethSetup, VethSpec};
 
 pub use crate::rootless::TestReturn;
@@ -48,6 +50,39 @@ pub struct TestSpec {
     pub started: AtomicBool,
     /// `#[netns_test(veth)]`: a veth pair to the host.
     pub veth: Option<VethSpec>,
+    /// `#[netns_test(keep = "..")]`; `NETNS_TEST_KEEP` when absent.
+    pub keep: Option<Policy>,
+    /// `#[netns_test(capture)]`; `NETNS_TEST_CAPTURE` when absent.
+    pub capture: Option<Policy>,
+}
+
+/// For which tests to keep namespaces or captures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Failed tests only.
+    Failed,
+    /// Every test.
+    All,
+}
+
+impl Policy {
+    /// The attribute's choice, else the environment variable's
+    /// (`failed` or `all`; anything else is ignored with a warning).
+    fn resolve(attribute: Option<Policy>, variable: &str) -> Option<Policy> {
+        attribute.or_else(|| match std::env::var(variable).as_deref() {
+            Err(_) | Ok("") | Ok("never") => None,
+            Ok("failed") => Some(Policy::Failed),
+            Ok("all") => Some(Policy::All),
+            Ok(other) => {
+                eprintln!("netns-test: ignoring {variable}={other:?}: use failed or all");
+                None
+            }
+        })
+    }
+
+    fn applies(self, failed: bool) -> bool {
+        self == Policy::All || failed
+    }
 }
 
 /// Why a test could not run its body.
@@ -122,9 +157,14 @@ fn setup_failure(spec: &TestSpec, error: crate::Error) -> Failure {
 /// Dropping it (also while unwinding) moves the thread back, unless it is
 /// the harness's own thread for this test, which ends with the test.
 struct Inside {
+    test: &'static str,
+    /// Whether the body returned a failure (a panic is seen while unwinding).
+    failed: bool,
+    keep: Option<Policy>,
+    capture: Option<(Policy, Capture)>,
     _registration: Registration,
     /// The veth lease and host-side socket, held until the test ends.
-    _veth: Option<VethSetup>,
+    veth: Option<VethSetup>,
     home: Option<Home>,
 }
 
@@ -132,20 +172,38 @@ impl Inside {
     fn enter(spec: &TestSpec, prepared: Prepared) -> Result<Inside, Failure> {
         let Prepared { mut veth } = prepared;
         let mut setup = || -> Result<Inside, crate::Error> {
+            let trace = trace::Steps::new(spec.name);
             let home = if on_own_harness_thread(spec) {
                 None
             } else {
                 Some(Home::here()?)
             };
             isolation::isolate_this_thread()?;
+            trace.step("new network and mount namespace, lo up, accept_dad=0");
+            let capture = match Policy::resolve(spec.capture, "NETNS_TEST_CAPTURE") {
+                None => None,
+                Some(policy) => {
+                    let path = crate::capture::directory_for(libtest_name(spec)).join("test.pcap");
+                    let capture = Capture::start(path)?;
+                    trace.step("capture started");
+                    Some((policy, capture))
+                }
+            };
             if let Some(veth) = &mut veth {
                 veth.create()?;
+                trace.step("veth pair created");
             }
-            Ok(Inside {
+            let inside = Inside {
+                test: spec.name,
+                failed: false,
+                keep: Policy::resolve(spec.keep, "NETNS_TEST_KEEP"),
+                capture,
                 _registration: Registration::this_thread(veth.as_ref().map(|v| v.veth().clone()))?,
-                _veth: veth.take(),
+                veth: veth.take(),
                 home,
-            })
+            };
+            trace.step("registered");
+            Ok(inside)
         };
         setup().map_err(|error| setup_failure(spec, error))
     }
@@ -153,6 +211,47 @@ impl Inside {
 
 impl Drop for Inside {
     fn drop(&mut self) {
+        let trace = trace::Steps::new(self.test);
+        let failed = self.failed || std::thread::panicking();
+        if failed {
+            if let Ok(id) = crate::sys::thread_ns_id(crate::sys::NsKind::Net) {
+                eprintln!(
+                    "netns-test: test `{}` ran in network namespace net:[{}]",
+                    self.test, id.ino
+                );
+            }
+        }
+        if let Some((policy, capture)) = self.capture.take() {
+            let path = capture.finish();
+            if policy.applies(failed) {
+                eprintln!("netns-test: packets captured in {}", path.display());
+            } else {
+                let _ = std::fs::remove_file(&path);
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            trace.step("capture stopped");
+        }
+        if self.keep.is_some_and(|p| p.applies(failed)) {
+            let veth = self.veth.as_ref().map(|v| v.veth().clone());
+            let kept = NetNs::try_current()
+                .ok_or_else(|| {
+                    crate::Error::new(
+                        "find the test's namespace",
+                        std::io::ErrorKind::NotFound.into(),
+                    )
+                })
+                .and_then(|ns| crate::keep::keep(&ns, self.test, None, veth.as_ref()));
+            match kept {
+                Ok(message) => eprintln!("{message}"),
+                Err(error) => eprintln!(
+                    "netns-test: cannot keep the namespace of `{}`: {error}",
+                    self.test
+                ),
+            }
+            trace.step("namespace kept");
+        }
         // Leaving the mount namespace fails with EINVAL while threads that the
         // test spawned still share this thread's filesystem context; the
         // thread then stays in it, which is harmless for a test harness
@@ -248,23 +347,25 @@ pub fn run_sync<T: TestReturn>(spec: &TestSpec, body: impl FnOnce() -> T) -> Out
     }
 }
 
-fn run_sync_here<T>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
+fn run_sync_here<T: TestReturn>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
     match Prepared::new(spec) {
         Ok(prepared) => run_sync_prepared(spec, prepared, body),
         Err(failure) => Outcome(Err(failure)),
     }
 }
 
-fn run_sync_prepared<T>(
+fn run_sync_prepared<T: TestReturn>(
     spec: &TestSpec,
     prepared: Prepared,
     body: impl FnOnce() -> T,
 ) -> Outcome<T> {
-    let _inside = match Inside::enter(spec, prepared) {
+    let mut inside = match Inside::enter(spec, prepared) {
         Ok(inside) => inside,
         Err(failure) => return Outcome(Err(failure)),
     };
-    Outcome(Ok(body()))
+    let value = body();
+    inside.failed = value.is_failure();
+    Outcome(Ok(value))
 }
 
 /// Runs an async test body in a fresh namespace on the calling thread, on a
@@ -285,6 +386,7 @@ where
 
 fn run_async_here<T, F, Fut>(spec: &TestSpec, body: F) -> Outcome<T>
 where
+    T: TestReturn,
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
@@ -296,10 +398,11 @@ where
 
 fn run_async_prepared<T, F, Fut>(spec: &TestSpec, prepared: Prepared, body: F) -> Outcome<T>
 where
+    T: TestReturn,
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    let _inside = match Inside::enter(spec, prepared) {
+    let mut inside = match Inside::enter(spec, prepared) {
         Ok(inside) => inside,
         Err(failure) => return Outcome(Err(failure)),
     };
@@ -307,7 +410,10 @@ where
         Ok(runtime) => runtime,
         Err(failure) => return Outcome(Err(failure)),
     };
-    Outcome(Ok(runtime.block_on(body())))
+    let value = runtime.block_on(body());
+    drop(runtime);
+    inside.failed = value.is_failure();
+    Outcome(Ok(value))
 }
 
 fn build_runtime(spec: &TestSpec) -> Result<tokio::runtime::Runtime, Failure> {

@@ -110,6 +110,12 @@ pub(crate) fn mount_propagation(target: &Path, flags: MsFlags) -> Result<()> {
         .map_err(|e| Error::at("mount(MS_SLAVE)", target, io_error(e)))
 }
 
+/// Detaches the mount at `target` and everything below it (`MNT_DETACH`).
+pub(crate) fn detach_mount(target: &Path) -> Result<()> {
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::at("umount2(MNT_DETACH)", target, io_error(e)))
+}
+
 /// Mounts a new sysfs instance on `target`; it shows the calling thread's network namespace.
 pub(crate) fn mount_sysfs(target: &Path) -> Result<()> {
     nix::mount::mount(

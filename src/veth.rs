@@ -102,6 +102,10 @@ impl Veth {
     pub fn mtu(&self) -> u32 {
         self.mtu
     }
+
+    pub(crate) fn host_index(&self) -> i32 {
+        self.host_index
+    }
 }
 
 /// An address pair given by the user, for the macro's expansion.
@@ -328,6 +332,21 @@ fn lease_a_slot() -> Result<Lease, Error> {
 
 /// Leases `slot` if no one holds it and its host-side interface is gone.
 fn try_lease(slot: u32) -> Result<Option<Lease>, Error> {
+    let Some(lease) = bind_lease(slot)? else {
+        return Ok(None);
+    };
+    let name = host_name(slot);
+    match nix::net::if_::if_nametoindex(name.as_str()) {
+        Err(_) => Ok(Some(lease)),
+        Ok(index) => {
+            delete_stale_in_background(lease, name, index as i32);
+            Ok(None)
+        }
+    }
+}
+
+/// Binds the slot's lease socket, or `None` when someone holds it.
+fn bind_lease(slot: u32) -> Result<Option<Lease>, Error> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
     let socket = socket(
         AddressFamily::Unix,
@@ -340,22 +359,45 @@ fn try_lease(slot: u32) -> Result<Option<Lease>, Error> {
     let address = UnixAddr::new_abstract(name.as_bytes())
         .map_err(|e| Error::new("abstract socket name", e.into()))?;
     match bind(socket.as_raw_fd(), &address) {
-        Ok(()) => {}
-        Err(nix::errno::Errno::EADDRINUSE) => return Ok(None),
-        Err(e) => return Err(Error::new(format!("bind lease socket @{name}"), e.into())),
+        Ok(()) => Ok(Some(Lease {
+            slot,
+            _socket: socket,
+        })),
+        Err(nix::errno::Errno::EADDRINUSE) => Ok(None),
+        Err(e) => Err(Error::new(format!("bind lease socket @{name}"), e.into())),
     }
-    let lease = Lease {
-        slot,
-        _socket: socket,
+}
+
+/// Deletes every host-side veth whose slot no one holds (its owner died while
+/// something kept its namespace alive) and returns their names. Safe while
+/// tests run: a live test holds its slot's lease.
+pub fn remove_stale() -> Result<Vec<String>, Error> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return Ok(removed);
     };
-    let name = host_name(slot);
-    match nix::net::if_::if_nametoindex(name.as_str()) {
-        Err(_) => Ok(Some(lease)),
-        Ok(index) => {
-            delete_stale_in_background(lease, name, index as i32);
-            Ok(None)
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(slot) = name
+            .strip_prefix(HOST_NAME_PREFIX)
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|s| *s < SLOTS)
+        else {
+            continue;
+        };
+        let Some(lease) = bind_lease(slot)? else {
+            continue; // a live test's
+        };
+        if let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) {
+            match Netlink::open()?.run(vec![netlink::delete_link(index as i32, &name)]) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => {}
+                other => other?,
+            }
+            removed.push(name);
         }
+        drop(lease);
     }
+    Ok(removed)
 }
 
 /// The slot's host-side interface exists although its lease was free: the

@@ -215,6 +215,17 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
             }))
         }
     };
+    let policy = |p: Option<crate::options::Policy>| match p {
+        None => quote!(::core::option::Option::None),
+        Some(crate::options::Policy::Failed) => {
+            quote!(::core::option::Option::Some(#krate::__private::Policy::Failed))
+        }
+        Some(crate::options::Policy::All) => {
+            quote!(::core::option::Option::Some(#krate::__private::Policy::All))
+        }
+    };
+    let keep = policy(options.keep);
+    let capture = policy(options.capture);
     let entry = match (is_async, options.timeout.is_some()) {
         (false, false) => quote!(run_sync),
         (false, true) => quote!(run_sync_with_timeout),
@@ -249,6 +260,8 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
                 added_test_attribute: #add_test_attribute,
                 started: #krate::__private::AtomicBool::new(false),
                 veth: #veth,
+                keep: #keep,
+                capture: #capture,
             };
             #asyncness fn __netns_test_body() #output #body
             #call

@@ -10,7 +10,22 @@ use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, Meta, Token};
 
 /// The keys `#[netns_test(...)]` accepts, in the order the error message lists them.
-pub const VALID_KEYS: &[&str] = &["veth", "flavor", "worker_threads", "timeout", "crate"];
+pub const VALID_KEYS: &[&str] = &[
+    "veth",
+    "flavor",
+    "worker_threads",
+    "timeout",
+    "keep",
+    "capture",
+    "crate",
+];
+
+/// When to keep a test's namespaces, or its packet captures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Failed,
+    All,
+}
 
 /// The keys `veth(...)` accepts.
 pub const VALID_VETH_KEYS: &[&str] = &["mtu", "ipv4", "host_ipv4", "ipv6", "host_ipv6"];
@@ -65,6 +80,8 @@ pub struct Options {
     pub flavor: Option<(Flavor, Span)>,
     pub worker_threads: Option<(usize, Span)>,
     pub timeout: Option<Timeout>,
+    pub keep: Option<Policy>,
+    pub capture: Option<Policy>,
     pub krate: syn::Path,
 }
 
@@ -78,6 +95,8 @@ impl Options {
             flavor: None,
             worker_threads: None,
             timeout: None,
+            keep: None,
+            capture: None,
             krate: syn::parse_quote!(::netns_test),
         };
         let mut seen: Vec<String> = Vec::new();
@@ -119,6 +138,10 @@ impl Options {
                 continue;
             }
             seen.push(key.clone());
+            if key == "capture" && matches!(meta, Meta::Path(_)) {
+                options.capture = Some(Policy::Failed);
+                continue;
+            }
             if key == "veth" {
                 match parse_veth(&meta) {
                     Ok(veth) => options.veth = Some(veth),
@@ -144,6 +167,8 @@ impl Options {
                     .map(|n| options.worker_threads = Some((n, key_path.span()))),
                 "timeout" => parse_timeout_lit(value).map(|t| options.timeout = Some(t)),
                 "crate" => parse_crate(value).map(|p| options.krate = p),
+                "keep" => parse_policy(value, "keep").map(|p| options.keep = Some(p)),
+                "capture" => parse_policy(value, "capture").map(|p| options.capture = Some(p)),
                 _ => unreachable!("key checked against VALID_KEYS"),
             };
             if let Err(error) = result {
@@ -328,8 +353,22 @@ fn address_pair<A: std::str::FromStr + Copy + PartialEq + std::fmt::Display>(
     })
 }
 
+fn parse_policy(value: &Expr, key: &str) -> syn::Result<Policy> {
+    let lit = string_literal(value, key)?;
+    match lit.value().as_str() {
+        "failed" => Ok(Policy::Failed),
+        "all" => Ok(Policy::All),
+        other => Err(syn::Error::new(
+            lit.span(),
+            format!("`{key}` is \"failed\" or \"all\", not \"{other}\""),
+        )),
+    }
+}
+
 fn example_for(key: &str) -> &'static str {
     match key {
+        "keep" => "`keep = \"failed\"` or `keep = \"all\"`",
+        "capture" => "`capture`, `capture = \"failed\"` or `capture = \"all\"`",
         "flavor" => "`flavor = \"current_thread\"` or `flavor = \"multi_thread\"`",
         "worker_threads" => "`worker_threads = 2`",
         "timeout" => "`timeout = \"10s\"`",

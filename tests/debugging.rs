@@ -1,0 +1,343 @@
+//! Reproducing bugs: keeping a failed test's namespaces, `netns-test
+//! list/gc`, packet captures, step traces. Fixtures are `#[ignore]`d and
+//! inert unless `NETNS_TEST_FIXTURES=1`; the drivers re-run this binary.
+
+use netns_test::{NetNs, netns_test};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The drivers share /run/netns and the netns-test binary's view of it.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn armed() -> bool {
+    std::env::var_os("NETNS_TEST_FIXTURES").is_some()
+}
+
+fn run_fixture(name: &str, env: &[(&str, &str)]) -> (Output, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--ignored", "--exact", name, "--test-threads=1"])
+        .env("NETNS_TEST_FIXTURES", "1")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("NETNS_TEST_KEEP")
+        .env_remove("NETNS_TEST_CAPTURE")
+        .env_remove("NETNS_TEST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
+}
+
+fn netns_test_tool(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_netns-test"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "netns-test {args:?}: {text}");
+    text
+}
+
+fn ip(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The name a kept namespace got, from the failure message.
+fn kept_name(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ip netns exec "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kept namespace in:\n{text}"))
+        .to_owned()
+}
+
+fn root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        println!("skipped: keeping namespaces needs root");
+    }
+    root
+}
+
+#[netns_test(keep = "failed", veth)]
+#[ignore = "fixture"]
+fn fixture_fails_and_is_kept() {
+    if armed() {
+        std::fs::write("/etc/hosts", "198.18.0.1 kept\n").unwrap();
+        panic!("failing on purpose");
+    }
+}
+
+#[netns_test(keep = "failed")]
+#[ignore = "fixture"]
+fn fixture_passes_with_keep_failed() {}
+
+#[test]
+fn a_failed_test_is_kept_listed_enterable_and_collected() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (output, text) = run_fixture("fixture_fails_and_is_kept", &[]);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("failing on purpose"), "{text}");
+    assert!(text.contains("ran in network namespace net:["), "{text}");
+    let name = kept_name(&text);
+    assert!(name.starts_with("fixture_fails_and_is_kept-"), "{name}");
+    assert!(
+        text.contains(&format!("nsenter --net=/run/netns/{name}")),
+        "{text}"
+    );
+    // Listed by ip and by netns-test, enterable, with its veth.
+    assert!(ip(&["netns", "list"]).contains(&name));
+    let listed = netns_test_tool(&["list"]);
+    assert!(
+        listed.contains(&name) && listed.contains("fixture_fails_and_is_kept"),
+        "{listed}"
+    );
+    let links = ip(&["-n", &name, "-o", "link"]);
+    assert!(links.contains("lo:") && links.contains("veth0@"), "{links}");
+    let kept_veth = ip(&["-o", "link"])
+        .lines()
+        .find(|l| l.contains("ntkeep"))
+        .map(str::to_owned);
+    assert!(
+        kept_veth.is_some(),
+        "the kept test's host-side veth is renamed ntkeep<slot>"
+    );
+    // gc removes it, and a second gc is a no-op.
+    let removed = netns_test_tool(&["gc", &name]);
+    assert!(removed.contains(&format!("removed {name}")), "{removed}");
+    assert!(!ip(&["netns", "list"]).contains(&name));
+    assert!(!Path::new("/run/netns").join(&name).exists());
+    netns_test_tool(&["gc", &name]);
+    assert!(!netns_test_tool(&["list"]).contains(&name));
+    // With the namespace gone, the kernel removes the renamed veth.
+    let gone = (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !ip(&["-o", "link"]).contains("ntkeep")
+    });
+    assert!(gone, "the kept veth outlived gc");
+}
+
+#[test]
+fn a_passing_test_is_not_kept() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (output, text) = run_fixture("fixture_passes_with_keep_failed", &[]);
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains("kept the network namespace"), "{text}");
+    assert!(!netns_test_tool(&["list"]).contains("fixture_passes_with_keep_failed"));
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_fails_plainly() {
+    if armed() {
+        panic!("failing on purpose");
+    }
+}
+
+#[test]
+fn netns_test_keep_all_keeps_from_the_environment() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, text) = run_fixture("fixture_fails_plainly", &[("NETNS_TEST_KEEP", "all")]);
+    let name = kept_name(&text);
+    assert!(netns_test_tool(&["list"]).contains(&name));
+    // gc with no name removes every kept namespace.
+    netns_test_tool(&["gc"]);
+    assert!(!netns_test_tool(&["list"]).contains(&name));
+    let (_, plain) = run_fixture("fixture_fails_plainly", &[]);
+    assert!(!plain.contains("kept the network namespace"), "{plain}");
+}
+
+fn capture_path(test: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+    target.join("netns-test").join(test).join("test.pcap")
+}
+
+#[netns_test(capture = "all")]
+#[ignore = "fixture"]
+fn fixture_captures_a_connection() {
+    let listener = TcpListener::bind("127.0.0.1:4321").unwrap();
+    let mut client = TcpStream::connect("127.0.0.1:4321").unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).unwrap();
+}
+
+/// TCP flags of the IPv4/TCP packets between port 4321 and others, in order.
+fn tcp_flags_on_port(pcap: &[u8], port: u16) -> Vec<(u16, u16, u8)> {
+    assert_eq!(
+        u32::from_ne_bytes(pcap[0..4].try_into().unwrap()),
+        0xa1b2_c3d4,
+        "pcap magic"
+    );
+    assert_eq!(
+        u32::from_ne_bytes(pcap[20..24].try_into().unwrap()),
+        1,
+        "linktype ethernet"
+    );
+    let mut packets = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let kept = u32::from_ne_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + 16..at + 16 + kept];
+        at += 16 + kept;
+        // Ethernet, IPv4, TCP.
+        if frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 6 {
+            continue;
+        }
+        let ip_header = ((frame[14] & 0x0f) as usize) * 4;
+        let tcp = &frame[14 + ip_header..];
+        let source = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let destination = u16::from_be_bytes([tcp[2], tcp[3]]);
+        if source == port || destination == port {
+            packets.push((source, destination, tcp[13]));
+        }
+    }
+    packets
+}
+
+#[test]
+fn a_capture_holds_the_tcp_handshake() {
+    let path = capture_path("fixture_captures_a_connection");
+    let _ = std::fs::remove_file(&path);
+    let (output, text) = run_fixture("fixture_captures_a_connection", &[]);
+    assert!(output.status.success(), "{text}");
+    let pcap = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+    let packets = tcp_flags_on_port(&pcap, 4321);
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let syn = packets.iter().position(|p| p.1 == 4321 && p.2 == SYN);
+    let syn_ack = packets.iter().position(|p| p.0 == 4321 && p.2 == SYN | ACK);
+    let ack = packets.iter().position(|p| p.1 == 4321 && p.2 == ACK);
+    assert!(
+        matches!((syn, syn_ack, ack), (Some(a), Some(b), Some(c)) if a < b && b < c),
+        "no handshake in {packets:?}"
+    );
+    // Each packet once, though loopback shows it leaving and arriving.
+    assert_eq!(
+        packets.iter().filter(|p| p.2 == SYN).count(),
+        1,
+        "{packets:?}"
+    );
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[netns_test(capture)]
+#[ignore = "fixture"]
+fn fixture_captures_only_if_failed() {
+    let _listener = TcpListener::bind("127.0.0.1:4322").unwrap();
+    TcpStream::connect("127.0.0.1:4322").unwrap();
+    if armed() && std::env::var_os("FAIL").is_some() {
+        panic!("failing on purpose");
+    }
+}
+
+#[test]
+fn captures_are_kept_for_failed_tests_only_by_default() {
+    let path = capture_path("fixture_captures_only_if_failed");
+    let _ = std::fs::remove_file(&path);
+    let (output, text) = run_fixture("fixture_captures_only_if_failed", &[]);
+    assert!(output.status.success(), "{text}");
+    assert!(!path.exists(), "a passing test's capture was kept");
+    let (output, text) = run_fixture("fixture_captures_only_if_failed", &[("FAIL", "1")]);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("packets captured in {}", path.display())),
+        "{text}"
+    );
+    assert!(!tcp_flags_on_port(&std::fs::read(&path).unwrap(), 4322).is_empty());
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[netns_test(veth)]
+#[ignore = "fixture"]
+fn fixture_traced() {
+    assert!(NetNs::current().veth().is_some());
+}
+
+#[test]
+fn netns_test_log_debug_traces_each_step_with_its_duration() {
+    let (output, text) = run_fixture(
+        "fixture_traced",
+        &[("NETNS_TEST_LOG", "debug"), ("NETNS_TEST_CAPTURE", "all")],
+    );
+    let _ = std::fs::remove_dir_all(capture_path("fixture_traced").parent().unwrap());
+    let text = if output.status.success() {
+        // Passing tests' output is captured: run again with --nocapture.
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "fixture_traced", "--nocapture"])
+            .env("NETNS_TEST_LOG", "debug")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    } else {
+        text
+    };
+    for step in [
+        "new network and mount namespace, lo up, accept_dad=0",
+        "veth pair created",
+        "registered",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("netns-test[") && l.contains(step))
+            .unwrap_or_else(|| panic!("no {step:?} in:\n{text}"));
+        assert!(line.ends_with(" ms"), "{line}");
+    }
+}
+
+#[test]
+fn gc_removes_stale_host_veths_and_keeps_live_ones() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // A host-side veth of a slot no one holds, as a dead owner leaves it.
+    let stale = "ntveth32766";
+    let made = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            stale,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ntveth32766p",
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let removed = netns_test_tool(&["gc"]);
+    assert!(
+        removed.contains(&format!("removed stale host-side veth {stale}")),
+        "{removed}"
+    );
+    assert!(!ip(&["-o", "link"]).contains(stale));
+    let again = netns_test_tool(&["gc"]);
+    assert!(!again.contains("removed"), "{again}");
+}
