@@ -56,6 +56,29 @@ struct Registered {
     /// The handle, once a thread asked for it.
     handle: Weak<Inner>,
     veth: Option<Veth>,
+    /// What a running test tracks beyond its own namespace.
+    test: Option<Arc<TestState>>,
+}
+
+/// A running test's topology nodes, for its keep and capture policies.
+#[derive(Default)]
+pub(crate) struct TestState {
+    /// Where the nodes' captures go, when the test captures.
+    pub(crate) capture_dir: Option<PathBuf>,
+    pub(crate) nodes: Mutex<Vec<TrackedNode>>,
+}
+
+/// A topology node made while a test ran.
+pub(crate) struct TrackedNode {
+    pub(crate) name: String,
+    pub(crate) ns: NetNs,
+    pub(crate) capture: Option<crate::capture::Capture>,
+}
+
+/// The state of the test whose namespace the calling thread is in, if any.
+pub(crate) fn current_test_state() -> Option<Arc<TestState>> {
+    let id = sys::thread_ns_id(NsKind::Net).ok()?;
+    lock_registry().get(&id)?.test.clone()
 }
 
 /// The namespaces netns-test made and that are still in use, by the identity
@@ -86,10 +109,14 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Registers the calling thread's network namespace and its veth pair.
-    pub(crate) fn this_thread(veth: Option<Veth>) -> Result<Registration, Error> {
+    pub(crate) fn this_thread(
+        veth: Option<Veth>,
+        test: Arc<TestState>,
+    ) -> Result<Registration, Error> {
         let id = sys::thread_ns_id(NsKind::Net)?;
         let handle = Weak::new();
-        lock_registry().insert(id, Registered { handle, veth });
+        let test = Some(test);
+        lock_registry().insert(id, Registered { handle, veth, test });
         Ok(Registration { id })
     }
 }
@@ -123,7 +150,14 @@ impl NetNs {
                     crate::isolation::isolate_this_thread()?;
                     let ns = NetNs::open_this_thread(true, None)?;
                     let handle = Arc::downgrade(&ns.inner);
-                    lock_registry().insert(ns.inner.id, Registered { handle, veth: None });
+                    lock_registry().insert(
+                        ns.inner.id,
+                        Registered {
+                            handle,
+                            veth: None,
+                            test: None,
+                        },
+                    );
                     Ok((ns, inside()?))
                 })
                 .map_err(|e| Error::new("spawn a thread for a new namespace", e))?

@@ -224,7 +224,25 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     fn new(name: &str, router: bool) -> Result<Node, Error> {
-        let (ns, netlink) = NetNs::new_with(Netlink::open)?;
+        // Made in a test: its keep and capture policies cover the node too.
+        let test = crate::namespace::current_test_state();
+        let capture_to = test
+            .as_ref()
+            .and_then(|t| t.capture_dir.as_ref())
+            .map(|dir| dir.join(format!("{}.pcap", file_safe(name))));
+        let (ns, (netlink, capture)) = NetNs::new_with(|| {
+            let capture = capture_to.map(crate::capture::Capture::start).transpose()?;
+            Ok((Netlink::open()?, capture))
+        })?;
+        if let Some(test) = &test {
+            test.nodes.lock().unwrap_or_else(|p| p.into_inner()).push(
+                crate::namespace::TrackedNode {
+                    name: name.to_owned(),
+                    ns: ns.clone(),
+                    capture,
+                },
+            );
+        }
         Ok(Node {
             inner: Arc::new(NodeInner {
                 name: name.to_owned(),
@@ -366,6 +384,18 @@ impl Node {
             ))
         }
     }
+}
+
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn nft_installed() -> Result<(), Error> {

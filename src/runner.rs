@@ -7,10 +7,12 @@
 
 use crate::capture::Capture;
 use crate::isolation::{self, Home};
-use crate::namespace::{NetNs, Registration};
+use crate::namespace::{NetNs, Registration, TestState};
 use crate::rootless::{self, ChildResult, Mode};
 use crate::trace;
 use crate::veth::{self, VethSetup, VethSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use crate::rootless::TestReturn;
 use std::future::Future;
@@ -162,6 +164,8 @@ struct Inside {
     failed: bool,
     keep: Option<Policy>,
     capture: Option<(Policy, Capture)>,
+    /// The test's topology nodes.
+    state: Arc<TestState>,
     _registration: Registration,
     /// The veth lease and host-side socket, held until the test ends.
     veth: Option<VethSetup>,
@@ -180,15 +184,21 @@ impl Inside {
             };
             isolation::isolate_this_thread()?;
             trace.step("new network and mount namespace, lo up, accept_dad=0");
-            let capture = match Policy::resolve(spec.capture, "NETNS_TEST_CAPTURE") {
-                None => None,
-                Some(policy) => {
-                    let path = crate::capture::directory_for(libtest_name(spec)).join("test.pcap");
-                    let capture = Capture::start(path)?;
+            let capture_policy = Policy::resolve(spec.capture, "NETNS_TEST_CAPTURE");
+            let capture_dir =
+                capture_policy.map(|_| crate::capture::directory_for(libtest_name(spec)));
+            let capture = match (capture_policy, &capture_dir) {
+                (Some(policy), Some(dir)) => {
+                    let capture = Capture::start(dir.join("test.pcap"))?;
                     trace.step("capture started");
                     Some((policy, capture))
                 }
+                _ => None,
             };
+            let state = Arc::new(TestState {
+                capture_dir,
+                nodes: Default::default(),
+            });
             if let Some(veth) = &mut veth {
                 veth.create()?;
                 trace.step("veth pair created");
@@ -198,7 +208,11 @@ impl Inside {
                 failed: false,
                 keep: Policy::resolve(spec.keep, "NETNS_TEST_KEEP"),
                 capture,
-                _registration: Registration::this_thread(veth.as_ref().map(|v| v.veth().clone()))?,
+                _registration: Registration::this_thread(
+                    veth.as_ref().map(|v| v.veth().clone()),
+                    Arc::clone(&state),
+                )?,
+                state,
                 veth: veth.take(),
                 home,
             };
@@ -221,21 +235,21 @@ impl Drop for Inside {
                 );
             }
         }
+        let mut nodes =
+            std::mem::take(&mut *self.state.nodes.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some((policy, capture)) = self.capture.take() {
-            let path = capture.finish();
-            if policy.applies(failed) {
-                eprintln!("netns-test: packets captured in {}", path.display());
-            } else {
-                let _ = std::fs::remove_file(&path);
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::remove_dir(dir);
-                }
-            }
-            trace.step("capture stopped");
+            let mut files = vec![capture.finish()];
+            files.extend(
+                nodes
+                    .iter_mut()
+                    .filter_map(|n| n.capture.take().map(Capture::finish)),
+            );
+            report_captures(policy.applies(failed), &files);
+            trace.step("captures stopped");
         }
         if self.keep.is_some_and(|p| p.applies(failed)) {
             let veth = self.veth.as_ref().map(|v| v.veth().clone());
-            let kept = NetNs::try_current()
+            let own = NetNs::try_current()
                 .ok_or_else(|| {
                     crate::Error::new(
                         "find the test's namespace",
@@ -243,15 +257,27 @@ impl Drop for Inside {
                     )
                 })
                 .and_then(|ns| crate::keep::keep(&ns, self.test, None, veth.as_ref()));
-            match kept {
-                Ok(message) => eprintln!("{message}"),
-                Err(error) => eprintln!(
-                    "netns-test: cannot keep the namespace of `{}`: {error}",
-                    self.test
-                ),
+            let mut results = vec![own];
+            for node in &nodes {
+                results.push(crate::keep::keep(
+                    &node.ns,
+                    self.test,
+                    Some(&node.name),
+                    None,
+                ));
             }
-            trace.step("namespace kept");
+            for result in results {
+                match result {
+                    Ok(message) => eprintln!("{message}"),
+                    Err(error) => eprintln!(
+                        "netns-test: cannot keep a namespace of `{}`: {error}",
+                        self.test
+                    ),
+                }
+            }
+            trace.step("namespaces kept");
         }
+        drop(nodes);
         // Leaving the mount namespace fails with EINVAL while threads that the
         // test spawned still share this thread's filesystem context; the
         // thread then stays in it, which is harmless for a test harness
@@ -263,6 +289,22 @@ impl Drop for Inside {
                     "netns-test: cannot move the test thread back to its namespaces: {error}"
                 );
             }
+        }
+    }
+}
+
+/// Prints where the captures are, or removes them (and their directory).
+fn report_captures(keep: bool, files: &[PathBuf]) {
+    for file in files {
+        if keep {
+            eprintln!("netns-test: packets captured in {}", file.display());
+        } else {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    if !keep {
+        if let Some(dir) = files.first().and_then(|f| f.parent()) {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

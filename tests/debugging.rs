@@ -341,3 +341,67 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
     let again = netns_test_tool(&["gc"]);
     assert!(!again.contains("removed"), "{again}");
 }
+
+#[netns_test(keep = "failed", capture)]
+#[ignore = "fixture"]
+fn fixture_topology_fails() {
+    let net = netns_test::Network::new().unwrap();
+    let client = net.node("client").unwrap();
+    let server = net.node("server").unwrap();
+    let link = net.link(&client, &server).unwrap();
+    let address = server.addr_on(&link);
+    let listener = server.run(move || TcpListener::bind((address, 4323)).unwrap());
+    client.run(move || TcpStream::connect((address, 4323)).unwrap());
+    listener.accept().unwrap();
+    if armed() {
+        panic!("failing on purpose");
+    }
+}
+
+#[test]
+fn a_failed_tests_topology_is_kept_and_captured_too() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = capture_path("fixture_topology_fails")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (output, text) = run_fixture("fixture_topology_fails", &[]);
+    assert!(!output.status.success(), "{text}");
+    let kept: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ip netns exec "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(kept.len(), 3, "the test's namespace and two nodes: {text}");
+    let listed = ip(&["netns", "list"]);
+    for name in &kept {
+        assert!(listed.contains(name), "{name} not in {listed}");
+    }
+    let client = kept
+        .iter()
+        .find(|n| n.contains("-client-"))
+        .expect("client kept");
+    let links = ip(&["-n", client, "-o", "addr"]);
+    assert!(
+        links.contains("eth0") && links.contains("198.18.0.1/30"),
+        "{links}"
+    );
+    // The server's capture holds the connection's handshake.
+    let server_pcap = std::fs::read(dir.join("server.pcap")).unwrap();
+    let packets = tcp_flags_on_port(&server_pcap, 4323);
+    assert!(
+        packets.iter().any(|p| p.1 == 4323 && p.2 == 0x02),
+        "no SYN in {packets:?}"
+    );
+    assert!(dir.join("test.pcap").exists() && dir.join("client.pcap").exists());
+    for name in &kept {
+        netns_test_tool(&["gc", name]);
+    }
+    assert!(netns_test_tool(&["list"]).contains("no kept namespaces"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
