@@ -30,6 +30,8 @@
 //! | argument | meaning |
 //! |---|---|
 //! | `veth`, `veth(mtu = 9000, ipv4 = "198.51.100.2/24", host_ipv4 = "198.51.100.1/24", ipv6 = .., host_ipv6 = ..)` | a veth pair to the host: see [`Veth`] |
+//! | `keep = "failed"` or `"all"` | keep the test's namespaces for inspection (`NETNS_TEST_KEEP`); `netns-test list`/`gc` |
+//! | `capture`, `capture = "all"` | record packets to `target/netns-test/<test>/*.pcap` (`NETNS_TEST_CAPTURE`) |
 //! | `timeout = "10s"` | fail the test after this long (`ms`, `s`, `m`, `h`; `"1m30s"`) |
 //! | `flavor = "multi_thread"` | tokio runtime of an `async fn` test (default `"current_thread"`) |
 //! | `worker_threads = 2` | worker threads of the `multi_thread` runtime |

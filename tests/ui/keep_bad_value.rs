@@ -1,0 +1,3 @@
+#[netns_test::netns_test(keep = "sometimes")]
+fn t() {}
+fn main() {}
