@@ -600,7 +600,9 @@ mod tests {
             "{unknown}"
         );
         assert!(
-            unknown.contains("`flavor`, `worker_threads`, `timeout`, `crate`"),
+            unknown.contains(
+                "`veth`, `flavor`, `worker_threads`, `timeout`, `keep`, `capture`, `crate`"
+            ),
             "{unknown}"
         );
         let twice = error(quote!(timeout = "1s", timeout = "2s"));
