@@ -12,7 +12,7 @@ use crate::rootless::{self, ChildResult, Mode};
 use crate::trace;
 use crate::veth::{self, VethSetup, VethSpec};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use crate::rootless::TestReturn;
 use std::future::Future;
@@ -70,8 +70,16 @@ pub enum Policy {
 impl Policy {
     /// The attribute's choice, else the environment variable's
     /// (`failed` or `all`; anything else is ignored with a warning).
-    fn resolve(attribute: Option<Policy>, variable: &str) -> Option<Policy> {
-        attribute.or_else(|| match std::env::var(variable).as_deref() {
+    fn resolve(attribute: Option<Policy>, variable: &'static str) -> Option<Policy> {
+        attribute.or_else(|| Policy::from_environment(variable))
+    }
+
+    /// The variable's policy, read once per process (off the per-test path).
+    fn from_environment(variable: &'static str) -> Option<Policy> {
+        static KEEP: OnceLock<Option<Policy>> = OnceLock::new();
+        static CAPTURE: OnceLock<Option<Policy>> = OnceLock::new();
+        let cell = if variable == "NETNS_TEST_KEEP" { &KEEP } else { &CAPTURE };
+        *cell.get_or_init(|| match std::env::var(variable).as_deref() {
             Err(_) | Ok("") | Ok("never") => None,
             Ok("failed") => Some(Policy::Failed),
             Ok("all") => Some(Policy::All),
