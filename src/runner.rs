@@ -78,7 +78,11 @@ impl Policy {
     fn from_environment(variable: &'static str) -> Option<Policy> {
         static KEEP: OnceLock<Option<Policy>> = OnceLock::new();
         static CAPTURE: OnceLock<Option<Policy>> = OnceLock::new();
-        let cell = if variable == "NETNS_TEST_KEEP" { &KEEP } else { &CAPTURE };
+        let cell = if variable == "NETNS_TEST_KEEP" {
+            &KEEP
+        } else {
+            &CAPTURE
+        };
         *cell.get_or_init(|| match std::env::var(variable).as_deref() {
             Err(_) | Ok("") | Ok("never") => None,
             Ok("failed") => Some(Policy::Failed),

@@ -2,6 +2,8 @@
 //! list/gc`, packet captures, step traces. Fixtures are `#[ignore]`d and
 //! inert unless `NETNS_TEST_FIXTURES=1`; the drivers re-run this binary.
 
+mod common;
+
 use netns_test::{NetNs, netns_test};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,11 +31,7 @@ fn run_fixture(name: &str, env: &[(&str, &str)]) -> (Output, String) {
         command.env(key, value);
     }
     let output = command.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = common::text(&output);
     (output, text)
 }
 
@@ -42,11 +40,7 @@ fn netns_test_tool(args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = common::text(&output);
     assert!(output.status.success(), "netns-test {args:?}: {text}");
     text
 }

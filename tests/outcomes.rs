@@ -2,6 +2,8 @@
 //! `NETNS_TEST_FIXTURES=1`; the driver tests re-run this binary on one
 //! fixture and check its exit status and output.
 
+mod common;
+
 use netns_test::netns_test;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
@@ -41,11 +43,7 @@ fn run_fixture(name: &str, drop_caps: bool) -> (Output, String) {
         }
     }
     let output = command.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = common::text(&output);
     (output, text)
 }
 

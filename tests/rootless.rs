@@ -5,22 +5,13 @@
 
 mod common;
 
-use common::{Copy, NOBODY, retry_busy, text};
+use common::{Copy, NOBODY, interfaces, retry_busy, text};
 use netns_test::{NetNs, netns_test};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 fn armed() -> bool {
     std::env::var_os("NETNS_TEST_FIXTURES").is_some()
-}
-
-fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Runs fixtures as an ordinary user; `None` when this process cannot switch users.

@@ -1,5 +1,8 @@
 //! `#[netns_test(veth)]`: a veth pair to the host, with unique addresses.
 
+mod common;
+
+use common::interfaces;
 use netns_test::{NetNs, netns_test};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -60,15 +63,6 @@ fn ip(args: &[&str]) -> String {
         .unwrap();
     assert!(out.status.success(), "ip {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }
 
 #[netns_test(veth)]

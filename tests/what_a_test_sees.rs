@@ -1,18 +1,12 @@
 //! What the body of a `#[netns_test]`, its threads, tokio workers and child
 //! processes see, and what `NetNs` does.
 
+mod common;
+
+use common::interfaces;
 use netns_test::{NetNs, netns_test};
 use std::net::{Ipv6Addr, TcpListener, UdpSocket};
 use std::process::Command;
-
-fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
 
 fn thread_netns() -> String {
     std::fs::read_link("/proc/thread-self/ns/net")

@@ -3,6 +3,16 @@
 
 use std::process::{Command, Output};
 
+/// The interfaces the calling thread's `/sys/class/net` shows, sorted.
+pub fn interfaces() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The uid and gid the rootless drivers run as.
 pub const NOBODY: u32 = 65534;
 
