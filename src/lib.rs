@@ -25,6 +25,12 @@
 //! 5. with `#[netns_test(veth)]`, a veth pair to the host with unique
 //!    addresses and default routes: [`NetNs::veth`].
 //!
+//! [`Network`] wires more namespaces together inside a test (links,
+//! switches, routers, NAT, cut or impaired links). Without CAP_SYS_ADMIN,
+//! each test runs in a user namespace of its own (rootless mode); failed
+//! tests' namespaces can be kept and their packets captured (`keep`,
+//! `capture`, the `netns-test` binary). The README has the details.
+//!
 //! # Arguments
 //!
 //! | argument | meaning |
