@@ -97,7 +97,17 @@ fn the_test_side_has_addresses_and_default_routes() {
         addresses.contains(&format!("{}/64", veth.ns_ipv6())),
         "{addresses}"
     );
-    assert!(!addresses.contains("tentative"), "{addresses}");
+    // Ours are added with IFA_F_NODAD: never tentative. (The kernel's own
+    // link-local address may be, for the instant before its DAD work item
+    // runs, even with accept_dad = 0.)
+    let ours = addresses
+        .lines()
+        .find(|l| l.contains(&veth.ns_ipv6().to_string()))
+        .unwrap();
+    assert!(
+        !ours.contains("tentative") && ours.contains("nodad"),
+        "{ours}"
+    );
     let mtu = std::fs::read_to_string("/sys/class/net/veth0/mtu").unwrap();
     assert_eq!(mtu.trim(), "1500");
     // The host's end is up, in the host, with its addresses.
