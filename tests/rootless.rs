@@ -303,3 +303,89 @@ fn a_killed_test_process_leaves_no_process() {
     }
     assert_eq!(count(), 0, "a process outlived the killed test process");
 }
+
+#[netns_test(keep = "failed")]
+#[ignore = "fixture"]
+fn fixture_kept_rootless() {
+    let net = netns_test::Network::new().unwrap();
+    let node = net.node("peer").unwrap();
+    let link = net.link(&node, &node_for_link(&net)).unwrap();
+    let _ = link;
+    if armed() {
+        panic!("failing on purpose, rootless");
+    }
+}
+
+fn node_for_link(net: &netns_test::Network) -> netns_test::Node {
+    net.node("other").unwrap()
+}
+
+#[test]
+fn a_failed_rootless_test_is_kept_by_a_holder_until_gc() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    let tool = copy.dir.path().join("netns-test");
+    std::fs::copy(env!("CARGO_BIN_EXE_netns-test"), &tool).unwrap();
+    let as_nobody = |program: &std::path::Path, args: &[&str]| {
+        let output = retry_busy(|| {
+            Command::new(program)
+                .args(args)
+                .current_dir(copy.dir.path())
+                .env_remove("XDG_RUNTIME_DIR")
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .output()
+        });
+        text(&output)
+    };
+    let output = retry_busy(|| {
+        copy.command(&["--ignored", "--exact", "fixture_kept_rootless"])
+            .env_remove("XDG_RUNTIME_DIR")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+    });
+    let report = text(&output);
+    assert!(!output.status.success(), "{report}");
+    assert!(report.contains("held by process"), "{report}");
+    let enter = report
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("nsenter -t ") && l.contains(" -n -m "))
+        .unwrap_or_else(|| panic!("no nsenter line in {report}"))
+        .to_owned();
+    let pid: i32 = enter.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Entered as the same ordinary user: the test's namespace, lo only.
+    let args: Vec<&str> = enter
+        .trim_end_matches(" bash")
+        .split_whitespace()
+        .skip(1)
+        .collect();
+    let mut inside = args.clone();
+    inside.extend(["cat", "/proc/net/dev"]);
+    let devices = as_nobody(std::path::Path::new("nsenter"), &inside);
+    assert!(
+        devices.contains("lo:") && !devices.contains("eth0"),
+        "{devices}"
+    );
+    // The two nodes are kept as well, entered by their descriptor.
+    let node_lines = report
+        .lines()
+        .filter(|l| l.contains("--net=/proc/"))
+        .count();
+    assert_eq!(node_lines, 2, "{report}");
+    let listed = as_nobody(&tool, &["list"]);
+    assert!(listed.contains("fixture_kept_rootless"), "{listed}");
+    as_nobody(&tool, &["gc"]);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(gone, "the holder {pid} outlived gc");
+    assert!(as_nobody(&tool, &["list"]).contains("no kept namespaces"));
+    assert!(!std::path::Path::new("/tmp/netns-test-65534").exists());
+}
