@@ -146,6 +146,8 @@ fn netns_tests_run_for_an_ordinary_user() {
         "fixture_hangs",
         "--skip",
         "fixture_sleeps",
+        "--skip",
+        "fixture_kept",
     ]) else {
         return;
     };
