@@ -365,6 +365,18 @@ fn route(spec: &TestSpec) -> Result<Route, Failure> {
     }
 }
 
+/// Runs the test where [`route`] says. `run(timed)` runs it in this
+/// process; `timed` is false in a rootless test's child, whose parent
+/// enforces the timeout by killing it.
+fn routed<T: TestReturn>(spec: &TestSpec, run: impl FnOnce(bool) -> Outcome<T>) -> Outcome<T> {
+    match route(spec) {
+        Err(failure) => Outcome(Err(failure)),
+        Ok(Route::Here) => run(true),
+        Ok(Route::AsChild) => rootless::run_as_child(|| run(false).into_result()),
+        Ok(Route::InChild) => in_child(spec),
+    }
+}
+
 /// Rootless mode, in the parent: the test's outcome from its child process.
 fn in_child<T: TestReturn>(spec: &TestSpec) -> Outcome<T> {
     let unsupported = |reason: String| {
@@ -393,12 +405,7 @@ fn in_child<T: TestReturn>(spec: &TestSpec) -> Outcome<T> {
 /// Runs a sync test body in a fresh namespace: on the calling thread, or in
 /// rootless mode in a child process.
 pub fn run_sync<T: TestReturn>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
-    match route(spec) {
-        Err(failure) => Outcome(Err(failure)),
-        Ok(Route::Here) => run_sync_here(spec, body),
-        Ok(Route::AsChild) => rootless::run_as_child(|| run_sync_here(spec, body).into_result()),
-        Ok(Route::InChild) => in_child(spec),
-    }
+    routed(spec, |_| run_sync_here(spec, body))
 }
 
 fn run_sync_here<T: TestReturn>(spec: &TestSpec, body: impl FnOnce() -> T) -> Outcome<T> {
@@ -430,12 +437,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    match route(spec) {
-        Err(failure) => Outcome(Err(failure)),
-        Ok(Route::Here) => run_async_here(spec, body),
-        Ok(Route::AsChild) => rootless::run_as_child(|| run_async_here(spec, body).into_result()),
-        Ok(Route::InChild) => in_child(spec),
-    }
+    routed(spec, |_| run_async_here(spec, body))
 }
 
 fn run_async_here<T, F, Fut>(spec: &TestSpec, body: F) -> Outcome<T>
@@ -492,15 +494,14 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: TestReturn + Send + 'static,
 {
-    match route(spec) {
-        Err(failure) => return Outcome(Err(failure)),
-        Ok(Route::Here) => {}
-        // The parent enforces the timeout by killing the child.
-        Ok(Route::AsChild) => rootless::run_as_child(|| run_sync_here(spec, body).into_result()),
-        Ok(Route::InChild) => return in_child(spec),
-    }
-    with_timeout(spec, move |prepared| {
-        run_sync_prepared(spec, prepared, body)
+    routed(spec, move |timed| {
+        if timed {
+            with_timeout(spec, move |prepared| {
+                run_sync_prepared(spec, prepared, body)
+            })
+        } else {
+            run_sync_here(spec, body)
+        }
     })
 }
 
@@ -511,14 +512,14 @@ where
     Fut: Future<Output = T>,
     T: TestReturn + Send + 'static,
 {
-    match route(spec) {
-        Err(failure) => return Outcome(Err(failure)),
-        Ok(Route::Here) => {}
-        Ok(Route::AsChild) => rootless::run_as_child(|| run_async_here(spec, body).into_result()),
-        Ok(Route::InChild) => return in_child(spec),
-    }
-    with_timeout(spec, move |prepared| {
-        run_async_prepared(spec, prepared, body)
+    routed(spec, move |timed| {
+        if timed {
+            with_timeout(spec, move |prepared| {
+                run_async_prepared(spec, prepared, body)
+            })
+        } else {
+            run_async_here(spec, body)
+        }
     })
 }
 

@@ -40,15 +40,7 @@ fn two_nodes_on_a_link_talk_over_ipv4_and_ipv6() {
     // Nodes are namespaces of their own, apart from the test's.
     assert_ne!(*client, NetNs::current());
     assert_ne!(*client, *server);
-    let names = client.run(|| {
-        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    });
-    assert_eq!(names, ["eth0", "lo"]);
+    assert_eq!(client.run(common::interfaces), ["eth0", "lo"]);
 }
 
 #[netns_test]

@@ -309,17 +309,14 @@ fn a_killed_test_process_leaves_no_process() {
 #[netns_test(keep = "failed")]
 #[ignore = "fixture"]
 fn fixture_kept_rootless() {
+    // Two topology nodes, kept along with the test's own namespace.
     let net = netns_test::Network::new().unwrap();
-    let node = net.node("peer").unwrap();
-    let link = net.link(&node, &node_for_link(&net)).unwrap();
-    let _ = link;
+    let peer = net.node("peer").unwrap();
+    let other = net.node("other").unwrap();
+    net.link(&peer, &other).unwrap();
     if armed() {
         panic!("failing on purpose, rootless");
     }
-}
-
-fn node_for_link(net: &netns_test::Network) -> netns_test::Node {
-    net.node("other").unwrap()
 }
 
 #[test]
