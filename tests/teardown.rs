@@ -163,7 +163,9 @@ fn fixture_veth_maybe_panics() {
     }
 }
 
-#[netns_test(veth, timeout = "100ms")]
+// 500 ms: long enough for the body to start (and record its veth) on a
+// loaded machine, far shorter than its 3 s sleep.
+#[netns_test(veth, timeout = "500ms")]
 #[test]
 #[ignore = "run by host_is_left_as_it_was"]
 fn fixture_veth_times_out() {
