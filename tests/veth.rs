@@ -251,7 +251,9 @@ fn parallel_tests_get_distinct_pairs() {
 
 static HUNG: std::sync::Mutex<Option<netns_test::Veth>> = std::sync::Mutex::new(None);
 
-#[netns_test(veth, timeout = "300ms")]
+// Long enough for setup to finish (and the veth to exist) on a loaded
+// machine before the timeout deletes the pair.
+#[netns_test(veth, timeout = "2s")]
 #[test]
 #[ignore = "called by a_timed_out_test_loses_its_pair_at_once"]
 fn fixture_hangs_with_a_veth() {
@@ -264,7 +266,7 @@ fn a_timed_out_test_loses_its_pair_at_once() {
     let timed_out = std::thread::spawn(fixture_hangs_with_a_veth).join();
     let message = timed_out.unwrap_err();
     let message = message.downcast_ref::<String>().unwrap();
-    assert!(message.contains("timed out after 300 ms"), "{message}");
+    assert!(message.contains("timed out after 2 s"), "{message}");
     let veth = HUNG.lock().unwrap().clone().expect("the body ran");
     // The body still sleeps in its namespace; the host side is gone already.
     let exists = std::path::Path::new("/sys/class/net").join(veth.host_name());
