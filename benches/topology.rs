@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 fn line(nodes: usize) -> (usize, Duration, Duration) {
     let start = Instant::now();
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let nodes: Vec<_> = (0..nodes)
         .map(|i| net.node(&format!("n{i}")).unwrap())
         .collect();
@@ -33,7 +33,7 @@ fn line(nodes: usize) -> (usize, Duration, Duration) {
 
 fn star(leaves: usize) -> (usize, Duration, Duration) {
     let start = Instant::now();
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let hub = net.router("hub").unwrap();
     let leaves: Vec<_> = (0..leaves)
         .map(|i| net.node(&format!("leaf{i}")).unwrap())

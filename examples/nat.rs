@@ -10,7 +10,7 @@ use netns_test::Network;
 use std::net::{TcpListener, TcpStream};
 
 fn main() -> Result<(), netns_test::Error> {
-    let net = Network::new()?;
+    let net = Network::new();
     let client = net.node("client")?;
     let router = net.router("nat")?;
     let server = net.node("server")?;
@@ -18,21 +18,25 @@ fn main() -> Result<(), netns_test::Error> {
     let outside = net.link(&router, &server)?;
     router.masquerade(&outside)?;
 
-    let address = server.addr_on(&outside);
-    let listener = server.run(move || TcpListener::bind((address, 80)).unwrap());
-    client.run(move || TcpStream::connect((address, 80)).unwrap());
+    let address = server.ipv4_on(&outside);
+    let listener = server
+        .netns()
+        .run(move || TcpListener::bind((address, 80)).unwrap());
+    client
+        .netns()
+        .run(move || TcpStream::connect((address, 80)).unwrap());
     let (_, peer) = listener.accept().expect("accept");
-    println!("client   {} (inside)", client.addr_on(&inside));
+    println!("client   {} (inside)", client.ipv4_on(&inside));
     println!(
         "router   {} (inside), {} (outside)",
-        router.addr_on(&inside),
-        router.addr_on(&outside)
+        router.ipv4_on(&inside),
+        router.ipv4_on(&outside)
     );
     println!(
         "server   {} sees the connection from {}",
         address,
         peer.ip()
     );
-    assert_eq!(peer.ip(), router.addr_on(&outside));
+    assert_eq!(peer.ip(), router.ipv4_on(&outside));
     Ok(())
 }

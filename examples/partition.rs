@@ -11,22 +11,24 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), netns_test::Error> {
-    let net = Network::new()?;
+    let net = Network::new();
     let client = net.node("client")?;
     let server = net.node("server")?;
     let link = net.link(&client, &server)?;
     // 4 Mbit/s, so that the transfer lasts a few seconds.
     link.impair(Impairment::new().rate_kbit(4000))?;
-    let address = server.addr_on(&link);
-    let listener = server.run(move || TcpListener::bind((address, 9000)).unwrap());
-    let receiver = server.spawn(move || {
+    let address = server.ipv4_on(&link);
+    let listener = server
+        .netns()
+        .run(move || TcpListener::bind((address, 9000)).unwrap());
+    let receiver = server.netns().spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let mut sink = Vec::new();
         stream.read_to_end(&mut sink).unwrap();
         sink.len()
     });
     let start = Instant::now();
-    let sender = client.spawn(move || {
+    let sender = client.netns().spawn(move || {
         let mut stream = TcpStream::connect((address, 9000)).unwrap();
         let chunk = vec![0u8; 64 * 1024];
         for i in 1..=24 {

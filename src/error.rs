@@ -16,6 +16,9 @@ pub struct Error {
     path: Option<PathBuf>,
     source: io::Error,
     hint: Option<String>,
+    /// The environment forbids this (a kernel setting, a security policy):
+    /// `NETNS_TEST_UNSUPPORTED=skip` may turn it into a skipped test.
+    refusal: bool,
 }
 
 impl Error {
@@ -25,7 +28,38 @@ impl Error {
             path: None,
             source,
             hint: None,
+            refusal: false,
         }
+    }
+
+    /// An error of `kind` that netns-test itself detected, explained by `message`.
+    pub(crate) fn detected(
+        operation: impl Into<Cow<'static, str>>,
+        kind: io::ErrorKind,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::new(operation, io::Error::new(kind, message.into()))
+    }
+
+    /// A value the caller gave that is out of range: an
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) error naming it.
+    pub(crate) fn invalid_input(
+        operation: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::detected(operation, io::ErrorKind::InvalidInput, message)
+    }
+
+    /// Marks the error as the environment's refusal (see [`Error::is_refusal`]).
+    pub(crate) fn refused(mut self) -> Error {
+        self.refusal = true;
+        self
+    }
+
+    /// Whether the environment forbids the operation (a kernel setting or a
+    /// security policy), rather than something going wrong.
+    pub(crate) fn is_refusal(&self) -> bool {
+        self.refusal
     }
 
     pub(crate) fn at(

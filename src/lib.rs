@@ -61,25 +61,32 @@
 
 #![warn(missing_docs)]
 
-mod capture;
+// The layers, from the bottom: what every layer may use (`error`,
+// `settings`, `pool`), the platform (`os`), the public handles (`veth`,
+// `netns`, `network`), the debugging aids (`debug`), what the attribute
+// calls (`run`). A module uses only those below it; `tests/layers.rs`
+// checks that.
 mod error;
-mod isolation;
-mod keep;
-mod mounts;
-mod namespace;
-mod netlink;
+mod pool;
+mod settings;
+
+mod os;
+
+mod netns;
 mod network;
-mod privilege;
-mod rootless;
-mod runner;
-mod sys;
-mod trace;
 mod veth;
 
+mod debug;
+
+mod run;
+
+#[doc(hidden)]
+pub mod admin;
+
 pub use error::Error;
-pub use namespace::NetNs;
+pub use netns::NetNs;
 pub use network::{Impairment, Link, Network, Node, Switch};
-pub use privilege::privileged;
+pub use os::privilege::privileged;
 pub use veth::Veth;
 
 /// Runs a test in a fresh network namespace. See the [crate documentation](crate).
@@ -89,12 +96,15 @@ pub use netns_test_macros::netns_test;
 /// `#[netns_test::test]`, like `#[tokio::test]`.
 pub use netns_test_macros::netns_test as test;
 
+/// The contract between the attribute's expansion and the runtime: not a
+/// public API, and it changes with the macro crate, whose exact version
+/// this crate pins.
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
-    pub use crate::keep::{Kept, list as kept_list, remove as remove_kept};
-    pub use crate::runner::*;
-    pub use crate::veth::remove_stale as remove_stale_veths;
+    pub use crate::run::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on, run};
+    pub use crate::settings::Policy;
     pub use crate::veth::{AddressPair, VethSpec};
     pub use std::net::{Ipv4Addr, Ipv6Addr};
+    pub use std::sync::atomic::AtomicBool;
 }

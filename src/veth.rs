@@ -12,14 +12,13 @@
 //! interface is deleted in the background.
 
 use crate::error::Error;
-use crate::netlink::{self, Netlink};
+use crate::os::netlink::{self, Netlink};
+use crate::pool::{self, VETH_SLOTS as SLOTS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The number of slots: 198.18.0.0/15 holds 32768 /30 subnets.
-const SLOTS: u32 = 32768;
 /// Host-side interface names: this prefix and the slot number (≤ 11 bytes).
 pub(crate) const HOST_NAME_PREFIX: &str = "ntveth";
 /// The test-side interface's name.
@@ -29,10 +28,6 @@ const NS_INDEX: i32 = 2;
 /// Host-side interface indexes: this base plus the slot, far above the
 /// indexes the kernel hands out in order.
 const HOST_INDEX_BASE: i32 = 0x4e00_0000;
-/// The IPv4 pool, 198.18.0.0/15 (RFC 2544, reserved for benchmarking).
-const IPV4_POOL: u32 = u32::from_be_bytes([198, 18, 0, 0]);
-/// The IPv6 pool: a fixed random 48-bit ULA prefix (RFC 4193), fdc7:3a59:41e2::/48.
-const IPV6_POOL: [u16; 3] = [0xfdc7, 0x3a59, 0x41e2];
 
 /// The veth pair of a `#[netns_test(veth)]` test: names and addresses of
 /// both ends. Get it with [`NetNs::veth`](crate::NetNs::veth).
@@ -151,20 +146,15 @@ impl VethSetup {
         refuse_subnets_the_host_uses(spec)?;
         let lease = lease_a_slot()?;
         let slot = lease.slot;
-        let base = IPV4_POOL + slot * 4;
+        let (pool_host_ipv4, pool_host_ipv6) = pool::veth_end(slot, 1);
+        let (pool_ns_ipv4, pool_ns_ipv6) = pool::veth_end(slot, 2);
         let (ns_ipv4, host_ipv4, ipv4_prefix) = match spec.ipv4 {
             Some(pair) => (pair.ns, pair.host, pair.prefix),
-            None => (Ipv4Addr::from(base + 2), Ipv4Addr::from(base + 1), 30),
+            None => (pool_ns_ipv4, pool_host_ipv4, 30),
         };
-        let subnet = slot as u16;
-        let [a, b, c] = IPV6_POOL;
         let (ns_ipv6, host_ipv6, ipv6_prefix) = match spec.ipv6 {
             Some(pair) => (pair.ns, pair.host, pair.prefix),
-            None => (
-                Ipv6Addr::new(a, b, c, subnet, 0, 0, 0, 2),
-                Ipv6Addr::new(a, b, c, subnet, 0, 0, 0, 1),
-                64,
-            ),
+            None => (pool_ns_ipv6, pool_host_ipv6, 64),
         };
         Ok(VethSetup {
             veth: Veth {
@@ -180,7 +170,7 @@ impl VethSetup {
                 mtu: spec.mtu,
             },
             host_netlink: Netlink::open()?,
-            host_ns: crate::sys::open_thread_ns(crate::sys::NsKind::Net)?,
+            host_ns: crate::os::sys::open_thread_ns(crate::os::sys::NsKind::Net)?,
             _lease: lease,
         })
     }
@@ -259,15 +249,13 @@ fn refuse_subnets_the_host_uses(spec: &VethSpec) -> Result<(), Error> {
             _ => continue,
         };
         if let Some(subnet) = user_subnet_containing(spec, ip) {
-            return Err(Error::new(
+            return Err(Error::detected(
                 "check the veth addresses",
-                std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!(
-                        "the subnet {subnet} overlaps the host's own address {ip} on {}: \
-                         pick a subnet the host does not use (or leave the addresses out for a unique one)",
-                        interface.interface_name
-                    ),
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "the subnet {subnet} overlaps the host's own address {ip} on {}: \
+                     pick a subnet the host does not use (or leave the addresses out for a unique one)",
+                    interface.interface_name
                 ),
             ));
         }
@@ -324,9 +312,10 @@ fn lease_a_slot() -> Result<Lease, Error> {
             return Ok(lease);
         }
     }
-    Err(Error::new(
+    Err(Error::detected(
         "lease a veth slot",
-        std::io::Error::other(format!("all {SLOTS} slots are in use")),
+        std::io::ErrorKind::Other,
+        format!("all {SLOTS} slots are in use"),
     ))
 }
 
@@ -423,8 +412,6 @@ mod tests {
     fn slots_map_to_distinct_names_and_subnets() {
         assert_eq!(host_name(0), "ntveth0");
         assert!(host_name(SLOTS - 1).len() <= 15);
-        let last = Ipv4Addr::from(IPV4_POOL + (SLOTS - 1) * 4 + 2);
-        assert_eq!(last, Ipv4Addr::new(198, 19, 255, 254));
         assert!((0..1000).map(|_| next_slot()).all(|s| s < SLOTS));
     }
 

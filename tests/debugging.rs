@@ -341,13 +341,17 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
 #[netns_test(keep = "failed", capture)]
 #[ignore = "fixture"]
 fn fixture_topology_fails() {
-    let net = netns_test::Network::new().unwrap();
+    let net = netns_test::Network::new();
     let client = net.node("client").unwrap();
     let server = net.node("server").unwrap();
     let link = net.link(&client, &server).unwrap();
-    let address = server.addr_on(&link);
-    let listener = server.run(move || TcpListener::bind((address, 4323)).unwrap());
-    client.run(move || TcpStream::connect((address, 4323)).unwrap());
+    let address = server.ipv4_on(&link);
+    let listener = server
+        .netns()
+        .run(move || TcpListener::bind((address, 4323)).unwrap());
+    client
+        .netns()
+        .run(move || TcpStream::connect((address, 4323)).unwrap());
     listener.accept().unwrap();
     if armed() {
         panic!("failing on purpose");

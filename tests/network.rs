@@ -9,65 +9,67 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 fn serve_once(node: &netns_test::Node, address: IpAddr, port: u16) -> TcpListener {
-    node.run(move || TcpListener::bind((address, port)).unwrap())
+    node.netns()
+        .run(move || TcpListener::bind((address, port)).unwrap())
 }
 
 fn connects(node: &netns_test::Node, address: IpAddr, port: u16) -> bool {
-    node.run(move || {
+    node.netns().run(move || {
         TcpStream::connect_timeout(&SocketAddr::new(address, port), Duration::from_secs(2)).is_ok()
     })
 }
 
 #[netns_test]
 fn two_nodes_on_a_link_talk_over_ipv4_and_ipv6() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let client = net.node("client").unwrap();
     let server = net.node("server").unwrap();
     let link = net.link(&client, &server).unwrap();
     for address in [
-        IpAddr::V4(server.addr_on(&link)),
-        IpAddr::V6(server.addr6_on(&link)),
+        IpAddr::V4(server.ipv4_on(&link)),
+        IpAddr::V6(server.ipv6_on(&link)),
     ] {
         let listener = serve_once(&server, address, 80);
         assert!(connects(&client, address, 80), "{address}");
         let (_, peer) = listener.accept().unwrap();
         let expected = match address {
-            IpAddr::V4(_) => IpAddr::V4(client.addr_on(&link)),
-            IpAddr::V6(_) => IpAddr::V6(client.addr6_on(&link)),
+            IpAddr::V4(_) => IpAddr::V4(client.ipv4_on(&link)),
+            IpAddr::V6(_) => IpAddr::V6(client.ipv6_on(&link)),
         };
         assert_eq!(peer.ip(), expected);
     }
     // Nodes are namespaces of their own, apart from the test's.
-    assert_ne!(*client, NetNs::current());
-    assert_ne!(*client, *server);
-    assert_eq!(client.run(common::interfaces), ["eth0", "lo"]);
+    assert_ne!(*client.netns(), NetNs::current());
+    assert_ne!(client.netns(), server.netns());
+    assert_eq!(client.netns().run(common::interfaces), ["eth0", "lo"]);
 }
 
 #[netns_test]
 fn a_router_joins_two_links_with_default_routes() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let client = net.node("client").unwrap();
     let router = net.router("r1").unwrap();
     let server = net.node("server").unwrap();
     let _inside = net.link(&client, &router).unwrap();
     let outside = net.link(&router, &server).unwrap();
     for address in [
-        IpAddr::V4(server.addr_on(&outside)),
-        IpAddr::V6(server.addr6_on(&outside)),
+        IpAddr::V4(server.ipv4_on(&outside)),
+        IpAddr::V6(server.ipv6_on(&outside)),
     ] {
         let listener = serve_once(&server, address, 80);
         assert!(connects(&client, address, 80), "{address} through r1");
         listener.accept().unwrap();
     }
-    let forwarding =
-        router.run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
+    let forwarding = router
+        .netns()
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
     assert_eq!(forwarding.trim(), "1");
 }
 
 #[netns_test]
 fn routes_can_be_added_by_hand() {
     // a -- r1 -- r2 -- b: r1 and r2 need routes to the far links.
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let a = net.node("a").unwrap();
     let r1 = net.router("r1").unwrap();
     let r2 = net.router("r2").unwrap();
@@ -75,16 +77,16 @@ fn routes_can_be_added_by_hand() {
     let a_r1 = net.link(&a, &r1).unwrap();
     let r1_r2 = net.link(&r1, &r2).unwrap();
     let r2_b = net.link(&r2, &b).unwrap();
-    let far = b.addr_on(&r2_b);
+    let far = b.ipv4_on(&r2_b);
     assert!(!connects(&a, IpAddr::V4(far), 80), "no route yet");
     r1.route(
         &format!("{}/30", network_of(far)),
-        IpAddr::V4(r2.addr_on(&r1_r2)),
+        IpAddr::V4(r2.ipv4_on(&r1_r2)),
     )
     .unwrap();
     r2.route(
-        &format!("{}/30", network_of(a.addr_on(&a_r1))),
-        IpAddr::V4(r1.addr_on(&r1_r2)),
+        &format!("{}/30", network_of(a.ipv4_on(&a_r1))),
+        IpAddr::V4(r1.ipv4_on(&r1_r2)),
     )
     .unwrap();
     let listener = serve_once(&b, IpAddr::V4(far), 80);
@@ -100,7 +102,7 @@ fn network_of(address: Ipv4Addr) -> Ipv4Addr {
 
 #[netns_test]
 fn a_switch_connects_everyone_attached() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let lan = net.switch("lan").unwrap();
     let nodes: Vec<_> = (0..3)
         .map(|i| net.node(&format!("n{i}")).unwrap())
@@ -111,13 +113,13 @@ fn a_switch_connects_everyone_attached() {
             if i == j {
                 continue;
             }
-            let address = IpAddr::V4(to.addr_on(&links[j]));
+            let address = IpAddr::V4(to.ipv4_on(&links[j]));
             let listener = serve_once(to, address, 80);
             assert!(connects(from, address, 80), "n{i} -> n{j}");
             listener.accept().unwrap();
         }
     }
-    let v6 = IpAddr::V6(nodes[1].addr6_on(&links[1]));
+    let v6 = IpAddr::V6(nodes[1].ipv6_on(&links[1]));
     let listener = serve_once(&nodes[1], v6, 80);
     assert!(connects(&nodes[0], v6, 80));
     listener.accept().unwrap();
@@ -125,7 +127,7 @@ fn a_switch_connects_everyone_attached() {
 
 #[netns_test]
 fn a_router_on_a_switch_becomes_the_members_default_route() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let lan = net.switch("lan").unwrap();
     let early = net.node("early").unwrap();
     net.attach(&early, &lan).unwrap();
@@ -135,7 +137,7 @@ fn a_router_on_a_switch_becomes_the_members_default_route() {
     net.attach(&late, &lan).unwrap();
     let server = net.node("server").unwrap();
     let uplink = net.link(&router, &server).unwrap();
-    let address = IpAddr::V4(server.addr_on(&uplink));
+    let address = IpAddr::V4(server.ipv4_on(&uplink));
     for member in [&early, &late] {
         let listener = serve_once(&server, address, 80);
         assert!(connects(member, address, 80), "{}", member.name());
@@ -145,23 +147,23 @@ fn a_router_on_a_switch_becomes_the_members_default_route() {
 
 #[netns_test]
 fn masquerade_hides_the_inside_behind_the_router() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let client = net.node("client").unwrap();
     let router = net.router("nat").unwrap();
     let server = net.node("server").unwrap();
     let inside = net.link(&client, &router).unwrap();
     let outside = net.link(&router, &server).unwrap();
     router.masquerade(&outside).unwrap();
-    let address = IpAddr::V4(server.addr_on(&outside));
+    let address = IpAddr::V4(server.ipv4_on(&outside));
     let listener = serve_once(&server, address, 80);
     assert!(connects(&client, address, 80));
     let (_, peer) = listener.accept().unwrap();
     assert_eq!(
         peer.ip(),
-        IpAddr::V4(router.addr_on(&outside)),
+        IpAddr::V4(router.ipv4_on(&outside)),
         "translated"
     );
-    assert_ne!(peer.ip(), IpAddr::V4(client.addr_on(&inside)));
+    assert_ne!(peer.ip(), IpAddr::V4(client.ipv4_on(&inside)));
 }
 
 /// Sends `total` bytes from client to server and returns how long it took.
@@ -175,7 +177,7 @@ fn transfer(
     std::thread::JoinHandle<Duration>,
 ) {
     let listener = serve_once(server, address, 9000);
-    let receiver = server.spawn(move || {
+    let receiver = server.netns().spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 65536];
         let mut got = 0;
@@ -186,7 +188,7 @@ fn transfer(
             }
         }
     });
-    let sender = client.spawn(move || {
+    let sender = client.netns().spawn(move || {
         let start = Instant::now();
         let mut stream = TcpStream::connect((address, 9000)).unwrap();
         let chunk = vec![7u8; 16384];
@@ -205,14 +207,14 @@ fn transfer(
 
 #[netns_test]
 fn a_transfer_stalls_while_the_link_is_down_and_completes_after() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let client = net.node("client").unwrap();
     let server = net.node("server").unwrap();
     let link = net.link(&client, &server).unwrap();
     // Slow enough that the transfer is still running when the link goes down.
     link.impair(Impairment::new().rate_kbit(8_000)).unwrap();
     let total = 1_000_000;
-    let address = IpAddr::V4(server.addr_on(&link));
+    let address = IpAddr::V4(server.ipv4_on(&link));
     let (receiver, sender) = transfer(&client, &server, address, total);
     std::thread::sleep(Duration::from_millis(300));
     link.set_down().unwrap();
@@ -229,14 +231,14 @@ fn a_transfer_stalls_while_the_link_is_down_and_completes_after() {
 
 #[netns_test]
 fn a_rate_limit_slows_a_real_transfer_to_about_the_rate() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let client = net.node("client").unwrap();
     let server = net.node("server").unwrap();
     let link = net.link(&client, &server).unwrap();
     let kbit = 16_000; // 2 MB/s
     link.impair(Impairment::new().rate_kbit(kbit)).unwrap();
     let total = 2_000_000;
-    let (receiver, sender) = transfer(&client, &server, IpAddr::V4(server.addr_on(&link)), total);
+    let (receiver, sender) = transfer(&client, &server, IpAddr::V4(server.ipv4_on(&link)), total);
     let took = sender.join().unwrap();
     receiver.join().unwrap();
     let rate = total as f64 * 8.0 / 1000.0 / took.as_secs_f64();
@@ -247,7 +249,7 @@ fn a_rate_limit_slows_a_real_transfer_to_about_the_rate() {
     );
     // Cleared, the same transfer is much faster.
     link.impair(Impairment::new()).unwrap();
-    let (receiver, sender) = transfer(&client, &server, IpAddr::V4(server.addr_on(&link)), total);
+    let (receiver, sender) = transfer(&client, &server, IpAddr::V4(server.ipv4_on(&link)), total);
     let fast = sender.join().unwrap();
     receiver.join().unwrap();
     assert!(fast * 3 < took, "{fast:?} vs {took:?}");
@@ -255,15 +257,15 @@ fn a_rate_limit_slows_a_real_transfer_to_about_the_rate() {
 
 #[netns_test]
 fn random_loss_drops_about_the_configured_share() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let a = net.node("a").unwrap();
     let b = net.node("b").unwrap();
     let link = net.link(&a, &b).unwrap();
     link.impair(Impairment::new().loss(30.0)).unwrap();
-    let to = SocketAddr::new(IpAddr::V4(b.addr_on(&link)), 5000);
+    let to = SocketAddr::new(IpAddr::V4(b.ipv4_on(&link)), 5000);
     // Counts datagrams until 300 ms pass without one.
     let count = move || {
-        let receiver = b.run(move || UdpSocket::bind(to).unwrap());
+        let receiver = b.netns().run(move || UdpSocket::bind(to).unwrap());
         receiver
             .set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -277,7 +279,7 @@ fn random_loss_drops_about_the_configured_share() {
         })
     };
     let send = |how_many: u32| {
-        a.run(move || {
+        a.netns().run(move || {
             let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
             for i in 0..how_many {
                 socket.send_to(&i.to_be_bytes(), to).unwrap();
@@ -306,7 +308,7 @@ fn random_loss_drops_about_the_configured_share() {
 
 #[netns_test]
 fn netem_delay_works_or_says_the_kernel_lacks_it() {
-    let net = Network::new().unwrap();
+    let net = Network::new();
     let a = net.node("a").unwrap();
     let b = net.node("b").unwrap();
     let link = net.link(&a, &b).unwrap();
@@ -317,7 +319,7 @@ fn netem_delay_works_or_says_the_kernel_lacks_it() {
         }
         Err(error) => panic!("{error}"),
         Ok(()) => {
-            let address = IpAddr::V4(b.addr_on(&link));
+            let address = IpAddr::V4(b.ipv4_on(&link));
             let listener = serve_once(&b, address, 80);
             let start = Instant::now();
             assert!(connects(&a, address, 80));
@@ -331,29 +333,34 @@ fn netem_delay_works_or_says_the_kernel_lacks_it() {
 }
 
 #[netns_test]
-fn async_code_runs_in_a_node() {
-    let net = Network::new().unwrap();
+async fn async_code_runs_in_a_node() {
+    let net = Network::new();
     let a = net.node("a").unwrap();
     let b = net.node("b").unwrap();
     let link = net.link(&a, &b).unwrap();
-    let address = SocketAddr::new(IpAddr::V4(b.addr_on(&link)), 80);
-    let server = b.spawn_async(async move {
+    let address = SocketAddr::new(IpAddr::V4(b.ipv4_on(&link)), 80);
+    // A tokio task inside b, awaited from the test's own runtime.
+    let (ready, listening) = tokio::sync::oneshot::channel();
+    let server = b.netns().spawn_async(async move {
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        ready.send(()).unwrap();
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut word = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut word)
             .await
             .unwrap();
-        word
+        (word, common::interfaces())
     });
-    std::thread::sleep(Duration::from_millis(50));
-    a.block_on(async move {
+    listening.await.unwrap();
+    a.netns().block_on(async move {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut stream, b"hello")
             .await
             .unwrap();
     });
-    assert_eq!(server.join().unwrap(), "hello");
+    let (word, seen_from_the_task) = server.await.unwrap();
+    assert_eq!(word, "hello");
+    assert_eq!(seen_from_the_task, ["eth0", "lo"]);
 }
 
 #[test]
@@ -365,7 +372,7 @@ fn networks_work_outside_a_test_namespace_and_build_in_parallel() {
     let builders: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(|| {
-                let net = Network::new().unwrap();
+                let net = Network::new();
                 let nodes: Vec<_> = (0..5)
                     .map(|i| net.node(&format!("n{i}")).unwrap())
                     .collect();
@@ -373,7 +380,7 @@ fn networks_work_outside_a_test_namespace_and_build_in_parallel() {
                     .windows(2)
                     .map(|pair| net.link(&pair[0], &pair[1]).unwrap())
                     .collect();
-                let address = IpAddr::V4(nodes[1].addr_on(&links[0]));
+                let address = IpAddr::V4(nodes[1].ipv4_on(&links[0]));
                 let listener = serve_once(&nodes[1], address, 80);
                 assert!(connects(&nodes[0], address, 80));
                 listener.accept().unwrap();

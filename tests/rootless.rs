@@ -310,7 +310,7 @@ fn a_killed_test_process_leaves_no_process() {
 #[ignore = "fixture"]
 fn fixture_kept_rootless() {
     // Two topology nodes, kept along with the test's own namespace.
-    let net = netns_test::Network::new().unwrap();
+    let net = netns_test::Network::new();
     let peer = net.node("peer").unwrap();
     let other = net.node("other").unwrap();
     net.link(&peer, &other).unwrap();

@@ -218,7 +218,7 @@ fn host_is_left_as_it_was() {
     // Topologies, with NAT rules and impairments, some dropped by a panic.
     for round in 0..6 {
         let built = std::panic::catch_unwind(move || {
-            let net = netns_test::Network::new().unwrap();
+            let net = netns_test::Network::new();
             let a = net.node("a").unwrap();
             let r = net.router("r").unwrap();
             let b = net.node("b").unwrap();

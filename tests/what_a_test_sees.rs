@@ -249,7 +249,7 @@ fn command_enters_network_mounts_and_working_directory() {
 fn path_works_with_nsenter() {
     let ns = NetNs::new().unwrap();
     let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path().display()))
+        .arg(format!("--net={}", ns.net_path().display()))
         .args(["readlink", "/proc/self/ns/net"])
         .output()
         .unwrap();

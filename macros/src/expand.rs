@@ -6,13 +6,17 @@
 //! thread is in a fresh network namespace:
 //!
 //! ```text
+//! #[attributes as written]
 //! #[::core::prelude::v1::test]          // only when no test attribute is present
 //! fn name() -> R {
 //!     static __NETNS_TEST: TestSpec = TestSpec { .. };
 //!     fn __netns_test_body() -> R { <body> }
-//!     ::netns_test::__private::run_sync(&__NETNS_TEST, __netns_test_body).finish()
+//!     ::netns_test::__private::run(&__NETNS_TEST, __netns_test_body).finish()
 //! }
 //! ```
+//!
+//! An `async fn` body becomes `async fn __netns_test_async() -> R { <body> }`
+//! and `__netns_test_body` calls `block_on(&__NETNS_TEST, __netns_test_async())`.
 
 use crate::options::{Flavor, Options};
 use proc_macro2::TokenStream;
@@ -226,31 +230,45 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
     };
     let keep = policy(options.keep);
     let capture = policy(options.capture);
-    let entry = match (is_async, options.timeout.is_some()) {
-        (false, false) => quote!(run_sync),
-        (false, true) => quote!(run_sync_with_timeout),
-        (true, false) => quote!(run_async),
-        (true, true) => quote!(run_async_with_timeout),
-    };
     let finish = if should_panic {
         quote!(finish_should_panic)
     } else {
         quote!(finish)
     };
-    let asyncness = &sig.asyncness;
+    // Added last, as tokio-macros does, so that the attributes above see it.
     let test_attribute = if add_test_attribute {
         quote!(#[::core::prelude::v1::test])
     } else {
         quote!()
     };
-    // Spanned on the signature so that type errors (a non-Send return type with
-    // a timeout, say) point at the test function.
+    // syn puts a body's inner attributes (`#![allow(..)]` as its first
+    // line) with the function's; they go back into the body.
+    let (inner_attrs, outer_attrs): (Vec<&Attribute>, Vec<&Attribute>) = attrs
+        .iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
+    let stmts = &body.stmts;
+    // An async body becomes a sync one that runs it on the test's runtime:
+    // one entry point, instantiated once per return type.
+    let body_fn = if is_async {
+        quote! {
+            async fn __netns_test_async() #output { #(#inner_attrs)* #(#stmts)* }
+            fn __netns_test_body() #output {
+                #krate::__private::block_on(&__NETNS_TEST, __netns_test_async())
+            }
+        }
+    } else {
+        quote! {
+            fn __netns_test_body() #output { #(#inner_attrs)* #(#stmts)* }
+        }
+    };
+    // Spanned on the signature so that type errors (an unsupported return
+    // type, say) point at the test function.
     let call = quote_spanned! {sig.span()=>
-        #krate::__private::#entry(&__NETNS_TEST, __netns_test_body).#finish()
+        #krate::__private::run(&__NETNS_TEST, __netns_test_body).#finish()
     };
     Ok(quote! {
+        #(#outer_attrs)*
         #test_attribute
-        #(#attrs)*
         #vis #outer_sig {
             static __NETNS_TEST: #krate::__private::TestSpec = #krate::__private::TestSpec {
                 name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
@@ -263,7 +281,7 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
                 keep: #keep,
                 capture: #capture,
             };
-            #asyncness fn __netns_test_body() #output #body
+            #body_fn
             #call
         }
     })
@@ -336,7 +354,42 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("fn t () -> Result < () , String >"), "{out}");
-        assert!(out.contains("run_sync (& __NETNS_TEST , __netns_test_body) . finish ()"));
+        assert!(out.contains("run (& __NETNS_TEST , __netns_test_body) . finish ()"));
+    }
+
+    #[test]
+    fn inner_attributes_stay_in_the_body() {
+        let out = expanded(
+            quote!(),
+            quote!(
+                /// Doc.
+                fn t() {
+                    #![allow(unused_variables)]
+                    let x = 1;
+                }
+            ),
+        );
+        let outer = out.find("fn t ()").unwrap();
+        let inner = out.find("# ! [allow (unused_variables)]").expect(&out);
+        let body = out.find("fn __netns_test_body ()").unwrap();
+        assert!(body < inner, "{out}");
+        assert!(out.find("# [doc").unwrap() < outer, "{out}");
+    }
+
+    #[test]
+    fn the_added_test_attribute_comes_last() {
+        let out = expanded(
+            quote!(),
+            quote!(
+                #[ignore]
+                #[should_panic]
+                fn t() {}
+            ),
+        );
+        let test = out.find("# [:: core :: prelude :: v1 :: test]").unwrap();
+        assert!(out.find("# [ignore]").unwrap() < test, "{out}");
+        assert!(out.find("# [should_panic]").unwrap() < test, "{out}");
+        assert!(test < out.find("fn t ()").unwrap(), "{out}");
     }
 
     #[test]
@@ -348,7 +401,9 @@ mod tests {
             ),
         );
         assert!(
-            a.contains("run_async (") && a.contains("async fn __netns_test_body"),
+            a.contains("async fn __netns_test_async ()")
+                && a.contains("block_on (& __NETNS_TEST , __netns_test_async ())")
+                && a.contains("run (& __NETNS_TEST , __netns_test_body)"),
             "{a}"
         );
         assert!(a.contains("fn t ()") && !a.contains("async fn t"), "{a}");
@@ -359,7 +414,7 @@ mod tests {
             ),
         );
         assert!(
-            t.contains("run_sync_with_timeout") && t.contains("millis : 60000u64"),
+            t.contains("run (& __NETNS_TEST") && t.contains("millis : 60000u64"),
             "{t}"
         );
         let at = expanded(
@@ -368,7 +423,7 @@ mod tests {
                 async fn t() {}
             ),
         );
-        assert!(at.contains("run_async_with_timeout") && at.contains("Flavor :: MultiThread"));
+        assert!(at.contains("block_on (") && at.contains("Flavor :: MultiThread"));
         assert!(at.contains("worker_threads : :: core :: option :: Option :: Some (2usize)"));
         let sp = expanded(
             quote!(),

@@ -8,7 +8,7 @@
 //! cargo run --bin netns-test -- gc NAME       # one kept namespace
 //! ```
 
-use netns_test::__private::{kept_list, remove_kept, remove_stale_veths};
+use netns_test::admin::{kept as kept_list, remove_kept, remove_stale_veths};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,18 +1,7 @@
 //! `NETNS_TEST_LOG=debug`: each setup and teardown step of each test, with
 //! its duration, on stderr (captured with the test's output).
 
-use std::sync::OnceLock;
 use std::time::Instant;
-
-fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        matches!(
-            std::env::var("NETNS_TEST_LOG").as_deref(),
-            Ok("debug") | Ok("trace")
-        )
-    })
-}
 
 /// Times consecutive steps of one test; free when tracing is off.
 pub(crate) struct Steps {
@@ -24,7 +13,7 @@ impl Steps {
     pub(crate) fn new(test: &'static str) -> Steps {
         Steps {
             test,
-            last: enabled().then(|| std::cell::Cell::new(Instant::now())),
+            last: crate::settings::trace().then(|| std::cell::Cell::new(Instant::now())),
         }
     }
 

@@ -210,6 +210,14 @@ pub(crate) fn write_existing(path: &Path, value: &[u8]) -> io::Result<()> {
         .write_all(value)
 }
 
+/// A sysctl's value, trimmed, from `/proc/sys/<key>` (`key` in the path form,
+/// `user/max_user_namespaces`); `None` when it cannot be read.
+pub(crate) fn read_sysctl(key: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/proc/sys").join(key))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
 /// The effective capability set of the calling thread, from `/proc/thread-self/status`.
 pub(crate) fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;

@@ -2,7 +2,7 @@
 //! that goes with it), held by file descriptors.
 
 use crate::error::Error;
-use crate::sys::{self, NsId, NsKind};
+use crate::os::sys::{self, NsId, NsKind};
 use crate::veth::Veth;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -10,6 +10,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -49,6 +50,16 @@ struct Inner {
     /// [`NetNs::new`]; a test's registration lives as long as the test.
     owns_registration: bool,
     veth: Option<Veth>,
+    /// The runtime of [`NetNs::spawn_async`], started on first use. A
+    /// panic cannot leave it half made, so handles stay unwind-safe.
+    runtime: AssertUnwindSafe<OnceLock<RuntimeThread>>,
+}
+
+/// A current-thread tokio runtime driven by a thread inside the namespace,
+/// until its handle is dropped.
+struct RuntimeThread {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A namespace netns-test made, as the registry knows it.
@@ -56,29 +67,24 @@ struct Registered {
     /// The handle, once a thread asked for it.
     handle: Weak<Inner>,
     veth: Option<Veth>,
-    /// What a running test tracks beyond its own namespace.
-    test: Option<Arc<TestState>>,
+    /// The running test whose namespace this is, told of the namespaces made
+    /// from it.
+    observer: Option<Arc<dyn Observer>>,
 }
 
-/// A running test's topology nodes, for its keep and capture policies.
-#[derive(Default)]
-pub(crate) struct TestState {
-    /// Where the nodes' captures go, when the test captures.
-    pub(crate) capture_dir: Option<PathBuf>,
-    pub(crate) nodes: Mutex<Vec<TrackedNode>>,
+/// What a running test wants to know about the namespaces made while it
+/// runs (a [`Network`](crate::Network)'s nodes): its keep and capture
+/// policies cover them too.
+pub(crate) trait Observer: Send + Sync {
+    /// `ns`, named `name`, was made from the test's namespace. Called on the
+    /// new namespace's setup thread, which is inside it.
+    fn made(&self, name: &str, ns: &NetNs) -> Result<(), Error>;
 }
 
-/// A topology node made while a test ran.
-pub(crate) struct TrackedNode {
-    pub(crate) name: String,
-    pub(crate) ns: NetNs,
-    pub(crate) capture: Option<crate::capture::Capture>,
-}
-
-/// The state of the test whose namespace the calling thread is in, if any.
-pub(crate) fn current_test_state() -> Option<Arc<TestState>> {
+/// The observer of the test whose namespace the calling thread is in, if any.
+pub(crate) fn current_observer() -> Option<Arc<dyn Observer>> {
     let id = sys::thread_ns_id(NsKind::Net).ok()?;
-    lock_registry().get(&id)?.test.clone()
+    lock_registry().get(&id)?.observer.clone()
 }
 
 /// The namespaces netns-test made and that are still in use, by the identity
@@ -111,12 +117,19 @@ impl Registration {
     /// Registers the calling thread's network namespace and its veth pair.
     pub(crate) fn this_thread(
         veth: Option<Veth>,
-        test: Arc<TestState>,
+        observer: Arc<dyn Observer>,
     ) -> Result<Registration, Error> {
         let id = sys::thread_ns_id(NsKind::Net)?;
         let handle = Weak::new();
-        let test = Some(test);
-        lock_registry().insert(id, Registered { handle, veth, test });
+        let observer = Some(observer);
+        lock_registry().insert(
+            id,
+            Registered {
+                handle,
+                veth,
+                observer,
+            },
+        );
         Ok(Registration { id })
     }
 }
@@ -135,19 +148,19 @@ impl NetNs {
     /// duplicate address detection is off. It needs CAP_SYS_ADMIN; the error
     /// says what is missing.
     pub fn new() -> Result<NetNs, Error> {
-        NetNs::new_with(|| Ok(())).map(|(ns, ())| ns)
+        NetNs::new_with(|_| Ok(())).map(|(ns, ())| ns)
     }
 
     /// [`NetNs::new`], also running `inside` on the new namespace's setup
     /// thread (to open a netlink socket there, say).
     pub(crate) fn new_with<T: Send>(
-        inside: impl FnOnce() -> Result<T, Error> + Send,
+        inside: impl FnOnce(&NetNs) -> Result<T, Error> + Send,
     ) -> Result<(NetNs, T), Error> {
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("netns-test-new".into())
                 .spawn_scoped(scope, || {
-                    crate::isolation::isolate_this_thread()?;
+                    crate::os::isolation::isolate_this_thread()?;
                     let ns = NetNs::open_this_thread(true, None)?;
                     let handle = Arc::downgrade(&ns.inner);
                     lock_registry().insert(
@@ -155,10 +168,11 @@ impl NetNs {
                         Registered {
                             handle,
                             veth: None,
-                            test: None,
+                            observer: None,
                         },
                     );
-                    Ok((ns, inside()?))
+                    let made = inside(&ns)?;
+                    Ok((ns, made))
                 })
                 .map_err(|e| Error::new("spawn a thread for a new namespace", e))?
                 .join()
@@ -168,6 +182,9 @@ impl NetNs {
 
     /// Runs `future` to completion on a new thread inside this namespace, on a
     /// current-thread tokio runtime built there (so its sockets are inside).
+    /// Each call starts a thread and a runtime (about 0.1 ms); the future
+    /// may borrow from the caller. From async code, prefer
+    /// [`NetNs::spawn_async`] and `.await` its handle.
     ///
     /// ```
     /// # if !netns_test::privileged() { return; }
@@ -186,14 +203,58 @@ impl NetNs {
         self.run(|| current_thread_runtime().block_on(future))
     }
 
-    /// Starts `future` on a new thread inside this namespace, like
-    /// [`NetNs::block_on`] without waiting for it.
-    pub fn spawn_async<F>(&self, future: F) -> JoinHandle<F::Output>
+    /// Spawns `future` as a tokio task inside this namespace and returns its
+    /// [`tokio::task::JoinHandle`], to `.await` from any runtime (or to
+    /// `abort`).
+    ///
+    /// The namespace has one runtime for this, a current-thread runtime
+    /// driven by a thread inside it, started on the first call and stopped
+    /// (its tasks cancelled) when the last handle to the namespace is
+    /// dropped.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return; }
+    /// let ns = netns_test::NetNs::new().unwrap();
+    /// let server = ns.spawn_async(async {
+    ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:80").await.unwrap();
+    ///     listener.local_addr().unwrap().port()
+    /// });
+    /// let port = tokio::runtime::Runtime::new().unwrap().block_on(server).unwrap();
+    /// assert_eq!(port, 80);
+    /// ```
+    pub fn spawn_async<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn(|| current_thread_runtime().block_on(future))
+        self.inner
+            .runtime
+            .get_or_init(|| self.start_runtime_thread())
+            .handle
+            .spawn(future)
+    }
+
+    fn start_runtime_thread(&self) -> RuntimeThread {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let entry = self.entry();
+        std::thread::Builder::new()
+            .name(format!("netns-{}-tokio", self.inner.id.ino))
+            .spawn(move || {
+                entry.enter_this_thread();
+                drop(entry);
+                let runtime = current_thread_runtime();
+                let _ = sender.send(runtime.handle().clone());
+                let _ = runtime.block_on(stopped);
+            })
+            .expect("netns-test: cannot spawn a thread");
+        let handle = receiver
+            .recv()
+            .expect("netns-test: the runtime thread of a namespace ended at its start");
+        RuntimeThread {
+            handle,
+            _stop: stop,
+        }
     }
 
     /// The namespace of the calling thread, when netns-test made it.
@@ -266,6 +327,7 @@ impl NetNs {
                 id,
                 owns_registration,
                 veth,
+                runtime: AssertUnwindSafe(OnceLock::new()),
             }),
         })
     }
@@ -412,12 +474,13 @@ impl NetNs {
 
     /// A path to this network namespace that other processes can open while
     /// this handle lives, e.g. `nsenter --net=PATH`.
-    pub fn path(&self) -> PathBuf {
+    pub fn net_path(&self) -> PathBuf {
         fd_path(&self.inner.net)
     }
 
-    /// A path to this namespace's mount namespace, e.g. `nsenter --mount=PATH`.
-    pub fn mount_ns_path(&self) -> PathBuf {
+    /// A path to this namespace's mount namespace (its own `/sys` and
+    /// `/etc/hosts`) while this handle lives, e.g. `nsenter --mount=PATH`.
+    pub fn mount_path(&self) -> PathBuf {
         fd_path(&self.inner.mnt)
     }
 
@@ -439,7 +502,7 @@ impl fmt::Debug for NetNs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NetNs")
             .field("net", &format_args!("net:[{}]", self.inner.id.ino))
-            .field("path", &self.path())
+            .field("net_path", &self.net_path())
             .finish()
     }
 }
@@ -480,7 +543,7 @@ impl Entry {
         let entered = sys::unshare(nix::sched::CloneFlags::CLONE_FS, "unshare(CLONE_FS)")
             .and_then(|()| sys::setns_net_and_mount(inner.net.as_fd(), inner.mnt.as_fd()));
         if let Err(error) = entered {
-            let rootless = if crate::rootless::is_child() {
+            let rootless = if crate::settings::in_rootless_child() {
                 " (this test runs rootless, in a user namespace, which holds no privilege over the host's namespaces)"
             } else {
                 ""

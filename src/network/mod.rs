@@ -5,18 +5,18 @@
 //! # if !netns_test::privileged() { return Ok(()); }
 //! use netns_test::Network;
 //!
-//! let net = Network::new()?;
+//! let net = Network::new();
 //! let client = net.node("client")?;
 //! let router = net.router("r1")?;
 //! let server = net.node("server")?;
 //! let inside = net.link(&client, &router)?;   // the client's default route goes via r1
 //! let outside = net.link(&router, &server)?;  // and so does the server's
 //! router.masquerade(&outside)?;               // NAT in r1's namespace only
-//! let address = server.addr_on(&outside);
-//! let listener = server.run(move || std::net::TcpListener::bind((address, 80)).unwrap());
-//! client.run(move || std::net::TcpStream::connect((address, 80)).unwrap());
+//! let address = server.ipv4_on(&outside);
+//! let listener = server.netns().run(move || std::net::TcpListener::bind((address, 80)).unwrap());
+//! client.netns().run(move || std::net::TcpStream::connect((address, 80)).unwrap());
 //! let (_, peer) = listener.accept().unwrap();
-//! assert_eq!(peer.ip(), std::net::IpAddr::V4(router.addr_on(&outside)));
+//! assert_eq!(peer.ip(), std::net::IpAddr::V4(router.ipv4_on(&outside)));
 //! # drop(inside);
 //! # Ok::<(), netns_test::Error>(())
 //! ```
@@ -26,27 +26,19 @@
 //! handles lets the kernel free every namespace, and with them every link:
 //! no per-link deletes.
 
+mod impairment;
+
+pub use impairment::Impairment;
+
 use crate::error::Error;
-use crate::namespace::NetNs;
-use crate::netlink::{self, Netlink};
+use crate::netns::NetNs;
+use crate::os::netlink::{self, Netlink};
+use crate::pool::{self, MAX_LINKS, MAX_SWITCHES};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::ops::Deref;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// The IPv6 prefix of topology addresses (the pool's second half, apart
-/// from the host veth pairs' subnets).
-const IPV6_PREFIX: [u16; 3] = [0xfdc7, 0x3a59, 0x41e2];
-const LINK_SUBNETS_V6: u16 = 0x8000;
-const SWITCH_SUBNETS_V6: u16 = 0xc000;
-/// Links take /30s from 198.18.0.0/16, switches /24s from 198.19.0.0/16.
-const LINK_POOL_V4: u32 = u32::from_be_bytes([198, 18, 0, 0]);
-const SWITCH_POOL_V4: u32 = u32::from_be_bytes([198, 19, 0, 0]);
-const MAX_LINKS: u32 = 16384;
-const MAX_SWITCHES: u32 = 256;
 
 /// A set of namespaces wired together. Everything it made goes away when
 /// it and the handles to its nodes are dropped.
@@ -59,8 +51,8 @@ pub struct Network {
 impl Network {
     /// An empty network. Works inside a `#[netns_test]` (also rootless) and
     /// outside, as root.
-    pub fn new() -> Result<Network, Error> {
-        Ok(Network::default())
+    pub fn new() -> Network {
+        Network::default()
     }
 
     /// A new node: a namespace with `lo` up, its own `/sys` and `/etc/hosts`.
@@ -74,6 +66,7 @@ impl Network {
         let router = Node::new(name, true)?;
         for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
             router
+                .netns()
                 .sysctl(key, "1")
                 .map_err(|e| Error::new("turn forwarding on", e).in_node(name))?;
         }
@@ -85,18 +78,20 @@ impl Network {
     pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
         let k = self.next_link.fetch_add(1, Ordering::Relaxed);
         if k >= MAX_LINKS {
-            return Err(Error::new(
+            return Err(Error::detected(
                 "link",
-                std::io::Error::other(format!("a network holds at most {MAX_LINKS} links")),
+                std::io::ErrorKind::Other,
+                format!("a network holds at most {MAX_LINKS} links"),
             ));
         }
-        let base = LINK_POOL_V4 + 4 * k;
-        let subnet = LINK_SUBNETS_V6 + k as u16;
-        let addresses = |host: u32| Addresses {
-            ipv4: Ipv4Addr::from(base + host),
-            ipv4_prefix: 30,
-            ipv6: v6(subnet, host as u16),
-            ipv6_prefix: 64,
+        let addresses = |host: u8| {
+            let (ipv4, ipv6) = pool::link_end(k, host);
+            Addresses {
+                ipv4,
+                ipv4_prefix: 30,
+                ipv6,
+                ipv6_prefix: 64,
+            }
         };
         let link = Link::create(a, Some(addresses(1)), b, Some(addresses(2)))?;
         route_via_routers(&link)?;
@@ -108,9 +103,10 @@ impl Network {
     pub fn switch(&self, name: &str) -> Result<Switch, Error> {
         let k = self.next_switch.fetch_add(1, Ordering::Relaxed);
         if k >= MAX_SWITCHES {
-            return Err(Error::new(
+            return Err(Error::detected(
                 "switch",
-                std::io::Error::other(format!("a network holds at most {MAX_SWITCHES} switches")),
+                std::io::ErrorKind::Other,
+                format!("a network holds at most {MAX_SWITCHES} switches"),
             ));
         }
         let node = Node::new(name, false)?;
@@ -127,19 +123,21 @@ impl Network {
 
     /// Attaches `node` to `switch` by a veth pair whose switch end is a
     /// bridge port; the node's end gets the next address of the switch's
-    /// subnets. Returns the link, for [`Node::addr_on`] and link faults.
+    /// subnets. Returns the link, for [`Node::ipv4_on`] and link faults.
     pub fn attach(&self, node: &Node, switch: &Switch) -> Result<Link, Error> {
         let host = switch.next_host.fetch_add(1, Ordering::Relaxed);
         if host > 254 {
-            return Err(Error::new(
+            return Err(Error::detected(
                 "attach",
-                std::io::Error::other("a switch holds at most 254 nodes"),
+                std::io::ErrorKind::Other,
+                "a switch holds at most 254 nodes",
             ));
         }
+        let (ipv4, ipv6) = pool::switch_member(switch.subnet, host);
         let addresses = Addresses {
-            ipv4: Ipv4Addr::from(SWITCH_POOL_V4 + (switch.subnet << 8) + host),
+            ipv4,
             ipv4_prefix: 24,
-            ipv6: v6(SWITCH_SUBNETS_V6 + switch.subnet as u16, host as u16),
+            ipv6,
             ipv6_prefix: 64,
         };
         let link = Link::create(node, Some(addresses.clone()), &switch.node, None)?;
@@ -160,11 +158,6 @@ impl Network {
         members.push((node.clone(), addresses));
         Ok(link)
     }
-}
-
-fn v6(subnet: u16, host: u16) -> Ipv6Addr {
-    let [a, b, c] = IPV6_PREFIX;
-    Ipv6Addr::new(a, b, c, subnet, 0, 0, 0, host)
 }
 
 /// After linking a router and a node: the node's default routes via the router.
@@ -188,8 +181,8 @@ struct Addresses {
     ipv6_prefix: u8,
 }
 
-/// A namespace in a [`Network`]. Derefs to [`NetNs`]: `run`, `spawn`,
-/// `command`, `sysctl`, `block_on`.
+/// A namespace in a [`Network`]: run code in it through [`Node::netns`]
+/// (`run`, `spawn`, `command`, `sysctl`, `block_on`, `spawn_async`).
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,
@@ -205,13 +198,6 @@ struct NodeInner {
     default_v6: AtomicBool,
 }
 
-impl Deref for Node {
-    type Target = NetNs;
-    fn deref(&self) -> &NetNs {
-        &self.inner.ns
-    }
-}
-
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
@@ -225,24 +211,13 @@ impl std::fmt::Debug for Node {
 impl Node {
     fn new(name: &str, router: bool) -> Result<Node, Error> {
         // Made in a test: its keep and capture policies cover the node too.
-        let test = crate::namespace::current_test_state();
-        let capture_to = test
-            .as_ref()
-            .and_then(|t| t.capture_dir.as_ref())
-            .map(|dir| dir.join(format!("{}.pcap", file_safe(name))));
-        let (ns, (netlink, capture)) = NetNs::new_with(|| {
-            let capture = capture_to.map(crate::capture::Capture::start).transpose()?;
-            Ok((Netlink::open()?, capture))
+        let observer = crate::netns::current_observer();
+        let (ns, netlink) = NetNs::new_with(|ns| {
+            if let Some(observer) = &observer {
+                observer.made(name, ns)?;
+            }
+            Netlink::open()
         })?;
-        if let Some(test) = &test {
-            test.nodes.lock().unwrap_or_else(|p| p.into_inner()).push(
-                crate::namespace::TrackedNode {
-                    name: name.to_owned(),
-                    ns: ns.clone(),
-                    capture,
-                },
-            );
-        }
         Ok(Node {
             inner: Arc::new(NodeInner {
                 name: name.to_owned(),
@@ -254,6 +229,20 @@ impl Node {
             }),
             router,
         })
+    }
+
+    /// The node's namespace: run code, threads and commands in it.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// let net = netns_test::Network::new();
+    /// let a = net.node("a")?;
+    /// let devices = a.netns().run(|| std::fs::read_to_string("/proc/net/dev")).unwrap();
+    /// assert!(devices.contains("lo:"));
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn netns(&self) -> &NetNs {
+        &self.inner.ns
     }
 
     /// The name given to [`Network::node`].
@@ -291,12 +280,15 @@ impl Node {
     ///
     /// # Panics
     /// When the node is not an addressed end of the link.
-    pub fn addr_on(&self, link: &Link) -> Ipv4Addr {
+    pub fn ipv4_on(&self, link: &Link) -> Ipv4Addr {
         self.end_addresses(link).ipv4
     }
 
     /// This node's IPv6 address on `link`.
-    pub fn addr6_on(&self, link: &Link) -> Ipv6Addr {
+    ///
+    /// # Panics
+    /// When the node is not an addressed end of the link.
+    pub fn ipv6_on(&self, link: &Link) -> Ipv6Addr {
         self.end_addresses(link).ipv6
     }
 
@@ -358,6 +350,7 @@ impl Node {
     fn nft(&self, ruleset: &str) -> Result<(), Error> {
         nft_installed()?;
         let mut child = self
+            .netns()
             .command("nft")
             .args(["-f", "-"])
             .stdin(std::process::Stdio::piped())
@@ -374,28 +367,17 @@ impl Node {
         if output.status.success() {
             Ok(())
         } else {
-            Err(Error::new(
+            Err(Error::detected(
                 format!("nft -f - in node {}", self.inner.name),
-                std::io::Error::other(format!(
+                std::io::ErrorKind::Other,
+                format!(
                     "{}: {}",
                     output.status,
                     String::from_utf8_lossy(&output.stderr).trim()
-                )),
+                ),
             ))
         }
     }
-}
-
-fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn nft_installed() -> Result<(), Error> {
@@ -411,26 +393,21 @@ fn nft_installed() -> Result<(), Error> {
     if found {
         Ok(())
     } else {
-        Err(Error::new(
+        Err(Error::detected(
             "find nft",
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "NAT and packet loss use nftables, and the `nft` program is not installed: \
-                 install the nftables package (`apt-get install nftables`)",
-            ),
+            std::io::ErrorKind::NotFound,
+            "NAT and packet loss use nftables, and the `nft` program is not installed: \
+             install the nftables package (`apt-get install nftables`)",
         ))
     }
 }
 
 fn parse_destination(destination: &str, gateway: IpAddr) -> Result<(IpAddr, u8), Error> {
     let invalid = || {
-        Error::new(
+        Error::invalid_input(
             "route",
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "cannot parse destination {destination:?}: write \"198.18.4.0/30\", \"fdc7::/16\" or \"default\""
-                ),
+            format!(
+                "cannot parse destination {destination:?}: write \"198.18.4.0/30\", \"fdc7::/16\" or \"default\""
             ),
         )
     };
@@ -493,7 +470,7 @@ impl Link {
             a_index,
             &b_name,
             b_index,
-            b.as_fd(),
+            b.netns().as_fd(),
             1500,
         )];
         here.extend(address_messages(a_index, &a_addresses));
@@ -596,13 +573,11 @@ impl Link {
 
 fn netem_unsupported(error: Error) -> Error {
     if error.raw_os_error() == Some(nix::libc::ENOENT) {
-        Error::new(
+        Error::detected(
             "netem",
-            std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "this kernel lacks sch_netem (CONFIG_NET_SCH_NETEM): delay, jitter, reordering and duplication need it; \
-                 rate limits (tbf) and loss (nftables) work without it",
-            ),
+            std::io::ErrorKind::Unsupported,
+            "this kernel lacks sch_netem (CONFIG_NET_SCH_NETEM): delay, jitter, reordering and duplication need it; \
+             rate limits (tbf) and loss (nftables) work without it",
         )
     } else {
         error
@@ -616,118 +591,6 @@ fn address_messages(index: i32, addresses: &Option<Addresses>) -> Vec<netlink::M
             netlink::add_address(index, IpAddr::V4(a.ipv4), a.ipv4_prefix),
             netlink::add_address(index, IpAddr::V6(a.ipv6), a.ipv6_prefix),
         ],
-    }
-}
-
-/// How a link misbehaves: see [`Link::impair`].
-///
-/// ```
-/// use netns_test::Impairment;
-/// use std::time::Duration;
-/// let slow = Impairment::new().rate_kbit(1000);
-/// let lossy = Impairment::new().loss(5.0);
-/// let far = Impairment::new().delay(Duration::from_millis(50)).jitter(Duration::from_millis(5));
-/// # let _ = (slow, lossy, far);
-/// ```
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Impairment {
-    rate_kbit: Option<u64>,
-    loss: Option<f64>,
-    delay: Option<Duration>,
-    jitter: Option<Duration>,
-    duplicate: Option<f64>,
-    reorder: Option<f64>,
-}
-
-impl Impairment {
-    /// No impairment: passing it to [`Link::impair`] clears the link's.
-    pub fn new() -> Impairment {
-        Impairment::default()
-    }
-    /// At most `kbit` kilobits per second in each direction (tbf).
-    pub fn rate_kbit(mut self, kbit: u64) -> Impairment {
-        self.rate_kbit = Some(kbit);
-        self
-    }
-    /// Drops this percentage of packets at random in each direction.
-    pub fn loss(mut self, percent: f64) -> Impairment {
-        self.loss = Some(percent);
-        self
-    }
-    /// Delays every packet (netem).
-    pub fn delay(mut self, delay: Duration) -> Impairment {
-        self.delay = Some(delay);
-        self
-    }
-    /// Varies the delay by up to this much (netem; needs a delay).
-    pub fn jitter(mut self, jitter: Duration) -> Impairment {
-        self.jitter = Some(jitter);
-        self
-    }
-    /// Duplicates this percentage of packets (netem).
-    pub fn duplicate(mut self, percent: f64) -> Impairment {
-        self.duplicate = Some(percent);
-        self
-    }
-    /// Sends this percentage of packets at once, ahead of the delayed rest
-    /// (netem; needs a delay).
-    pub fn reorder(mut self, percent: f64) -> Impairment {
-        self.reorder = Some(percent);
-        self
-    }
-
-    fn needs_netem(&self) -> bool {
-        self.delay.is_some()
-            || self.jitter.is_some()
-            || self.duplicate.is_some()
-            || self.reorder.is_some()
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        let invalid = |why: &str| {
-            Err(Error::new(
-                "impair",
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned()),
-            ))
-        };
-        for percent in [self.loss, self.duplicate, self.reorder]
-            .into_iter()
-            .flatten()
-        {
-            if !(0.0..=100.0).contains(&percent) {
-                return invalid("percentages are between 0 and 100");
-            }
-        }
-        if (self.jitter.is_some() || self.reorder.is_some()) && self.delay.is_none() {
-            return invalid("jitter and reorder need a delay");
-        }
-        if self.rate_kbit.is_some() && self.needs_netem() {
-            return invalid(
-                "a rate limit cannot be combined with delay, jitter, reorder or duplicate yet",
-            );
-        }
-        if self.rate_kbit == Some(0) {
-            return invalid("a rate of 0 kbit/s stops the link: use Link::set_down");
-        }
-        Ok(())
-    }
-
-    /// struct tc_netem_qopt: latency and jitter in psched ticks (64 ns),
-    /// limit in packets, loss, gap, duplicate (probabilities scaled to u32).
-    fn netem_options(&self) -> [u32; 6] {
-        let ticks = |d: Option<Duration>| {
-            (d.unwrap_or_default().as_nanos() / 64).min(u32::MAX as u128) as u32
-        };
-        let probability = |p: Option<f64>| ((p.unwrap_or(0.0) / 100.0) * u32::MAX as f64) as u32;
-        let gap = u32::from(self.reorder.is_some());
-        [
-            ticks(self.delay),
-            1000,
-            0,
-            gap,
-            probability(self.duplicate),
-            ticks(self.jitter),
-        ]
     }
 }
 
@@ -749,36 +612,5 @@ mod tests {
         );
         assert!(parse_destination("198.18.4.0", v4).is_err());
         assert!(parse_destination("198.18.4.0/33", v4).is_err());
-    }
-
-    #[test]
-    fn impairments_are_checked() {
-        assert!(Impairment::new().loss(101.0).validate().is_err());
-        assert!(
-            Impairment::new()
-                .jitter(Duration::from_millis(1))
-                .validate()
-                .is_err()
-        );
-        assert!(
-            Impairment::new()
-                .rate_kbit(10)
-                .delay(Duration::from_millis(1))
-                .validate()
-                .is_err()
-        );
-        assert!(
-            Impairment::new()
-                .rate_kbit(1000)
-                .loss(1.0)
-                .validate()
-                .is_ok()
-        );
-        let options = Impairment::new()
-            .delay(Duration::from_millis(50))
-            .jitter(Duration::from_millis(5))
-            .netem_options();
-        assert_eq!(options[0], 50_000_000 / 64);
-        assert_eq!(options[5], 5_000_000 / 64);
     }
 }

@@ -6,9 +6,9 @@
 //! frees them when the last thread and file descriptor let go.
 
 use crate::error::Error;
-use crate::mounts;
-use crate::privilege;
-use crate::sys::{self, NsKind};
+use crate::os::mounts;
+use crate::os::privilege;
+use crate::os::sys::{self, NsKind};
 use nix::sched::CloneFlags;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -52,10 +52,9 @@ fn disable_duplicate_address_detection() -> Result<(), Error> {
 fn new_namespaces_may_start_with_dad_on() -> bool {
     static ANSWER: OnceLock<bool> = OnceLock::new();
     *ANSWER.get_or_init(|| {
-        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
         all_accept_dad_may_be_inherited(
-            read("/proc/sys/net/core/devconf_inherit_init_net").as_deref(),
-            read("/proc/sys/net/ipv6/conf/all/accept_dad").as_deref(),
+            sys::read_sysctl("net/core/devconf_inherit_init_net").as_deref(),
+            sys::read_sysctl("net/ipv6/conf/all/accept_dad").as_deref(),
         )
     })
 }

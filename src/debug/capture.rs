@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A capture stops writing packets past this size.
 const MAX_BYTES: u64 = 64 << 20;
@@ -180,9 +179,7 @@ fn pcap_file_header() -> Vec<u8> {
 }
 
 fn pcap_record_header(kept: usize, original: usize) -> [u8; 16] {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::os::unix_time();
     let mut record = [0u8; 16];
     record[0..4].copy_from_slice(&(now.as_secs() as u32).to_ne_bytes());
     record[4..8].copy_from_slice(&now.subsec_micros().to_ne_bytes());
@@ -204,17 +201,7 @@ pub(crate) fn directory_for(test_name: &str) -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("target"));
-    let safe: String = test_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    target.join("netns-test").join(safe)
+    target.join("netns-test").join(super::file_safe(test_name))
 }
 
 #[cfg(test)]

@@ -8,12 +8,13 @@
 //! can be handed out again.
 
 use crate::error::Error;
-use crate::namespace::NetNs;
-use crate::netlink::{self, Netlink};
+use crate::netns::NetNs;
+use crate::os::netlink::{self, Netlink};
+use crate::os::{sys, unix_time};
+use crate::settings;
 use crate::veth::Veth;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const NETNS_DIR: &str = "/run/netns";
 const NOTES_DIR: &str = "/run/netns-test/kept";
@@ -31,20 +32,8 @@ pub struct Kept {
 
 /// The name a namespace of `test` is kept under.
 fn kept_name(test: &str, node: Option<&str>, inode: u64) -> String {
-    let short: String = test
-        .rsplit("::")
-        .next()
-        .unwrap_or(test)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
+    let last = test.rsplit("::").next().unwrap_or(test);
+    let short: String = super::file_safe(last).chars().take(40).collect();
     match node {
         Some(node) => format!("{short}-{node}-{inode}"),
         None => format!("{short}-{inode}"),
@@ -60,17 +49,11 @@ pub(crate) fn keep(
     veth: Option<&Veth>,
 ) -> Result<String, Error> {
     let name = kept_name(test, node, ns.inode());
-    if crate::rootless::is_child() {
+    if settings::in_rootless_child() {
         return keep_rootless(ns, test, node, &name);
     }
-    let source = ns.path();
-    let note = format!(
-        "test={test}\nsince={}\n",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    );
+    let source = ns.net_path();
+    let note = format!("test={test}\nsince={}\n", unix_time().as_secs());
     let target = Path::new(NETNS_DIR).join(&name);
     let veth = veth.cloned();
     // The bind mount must be made in the host's mount namespace.
@@ -80,7 +63,7 @@ pub(crate) fn keep(
         std::fs::create_dir_all(NOTES_DIR)
             .map_err(|e| Error::at("create", Path::new(NOTES_DIR), e))?;
         std::fs::File::create(&target).map_err(|e| Error::at("create", &target, e))?;
-        if let Err(error) = crate::sys::bind_mount(&source, &target) {
+        if let Err(error) = sys::bind_mount(&source, &target) {
             let _ = std::fs::remove_file(&target);
             return Err(error);
         }
@@ -111,10 +94,7 @@ fn keep_rootless(ns: &NetNs, test: &str, node: Option<&str>, name: &str) -> Resu
     let fd = ns.as_fd().as_raw_fd();
     let note = format!(
         "test={test}\nsince={}\npid={holder}\nstart={}\nfd={fd}\n",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        unix_time().as_secs(),
         process_start(holder).unwrap_or_default()
     );
     let note_path = dir.join(name);
@@ -260,12 +240,9 @@ fn notes() -> Vec<(String, PathBuf, String)> {
 /// Removing one that is not there is not an error.
 pub fn remove(name: &str) -> Result<(), Error> {
     if name.contains('/') || name.starts_with('.') {
-        return Err(Error::new(
+        return Err(Error::invalid_input(
             "gc",
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{name:?} is not a kept namespace's name"),
-            ),
+            format!("{name:?} is not a kept namespace's name"),
         ));
     }
     if let Some((_, path, note)) = notes()
@@ -275,7 +252,7 @@ pub fn remove(name: &str) -> Result<(), Error> {
         return remove_held(&path, &note);
     }
     let target: PathBuf = Path::new(NETNS_DIR).join(name);
-    match crate::sys::detach_mount(&target) {
+    match sys::detach_mount(&target) {
         Err(e)
             if matches!(
                 e.raw_os_error(),

@@ -2,7 +2,7 @@
 //! namespace and a private copy of `/etc/hosts`, as `ip netns exec` gives.
 
 use crate::error::Error;
-use crate::sys;
+use crate::os::sys;
 use nix::mount::MsFlags;
 use std::path::Path;
 use std::sync::OnceLock;

@@ -1,0 +1,17 @@
+//! The platform layer: system calls, netlink, mounts, privileges, and the
+//! texts that explain a refusal. Everything above it is written against
+//! this module; nothing here knows about tests or topologies.
+
+pub(crate) mod isolation;
+pub(crate) mod mounts;
+pub(crate) mod netlink;
+pub(crate) mod privilege;
+pub(crate) mod sys;
+pub(crate) mod userns;
+
+/// The time since the Unix epoch (zero if the clock is before it).
+pub(crate) fn unix_time() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}

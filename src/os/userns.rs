@@ -1,0 +1,67 @@
+//! Entering a new user namespace from a freshly forked, single-threaded
+//! child: `unshare(CLONE_NEWUSER)` fails with EINVAL in a multi-threaded
+//! process, and a test binary always is one.
+
+use nix::libc;
+
+/// The user and group maps of a child's user namespace: uid and gid 0
+/// inside are the real user and group outside.
+pub(crate) struct IdMaps {
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+    /// The process that starts the child, which must not outlive it.
+    parent: libc::pid_t,
+}
+
+impl IdMaps {
+    /// Maps for a child of the calling process, prepared before the fork.
+    pub(crate) fn for_this_process() -> IdMaps {
+        IdMaps {
+            uid_map: format!("0 {} 1\n", nix::unistd::geteuid()).into_bytes(),
+            gid_map: format!("0 {} 1\n", nix::unistd::getegid()).into_bytes(),
+            parent: std::process::id() as libc::pid_t,
+        }
+    }
+
+    /// In the forked child: dies with the parent, enters a new user
+    /// namespace and writes the maps. Async-signal-safe: system calls on
+    /// buffers prepared before the fork, no allocation, no lock.
+    pub(crate) fn enter_new_user_namespace(&self) -> std::io::Result<()> {
+        // Killed with the thread that started it: a SIGKILLed test process
+        // leaves no test running. If the parent is already gone, stop here.
+        // SAFETY: prctl and getppid take plain integers.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != self.parent {
+                libc::_exit(1);
+            }
+        }
+        // SAFETY: unshare takes flags only; the child has one thread.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        write_proc_file(c"/proc/self/setgroups", b"deny")?;
+        write_proc_file(c"/proc/self/uid_map", &self.uid_map)?;
+        write_proc_file(c"/proc/self/gid_map", &self.gid_map)
+    }
+}
+
+/// Writes `data` to a `/proc` file with open/write/close only.
+fn write_proc_file(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: writes our buffer to the fd we opened.
+    let written = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: closes the fd we opened.
+    unsafe { libc::close(fd) };
+    if written < 0 {
+        return Err(error);
+    }
+    Ok(())
+}

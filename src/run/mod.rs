@@ -1,0 +1,143 @@
+//! What `#[netns_test]` expands to: one call, [`run`], generic over the
+//! test's return type only, then `.finish()`. An async test is a sync body
+//! that calls [`block_on`].
+//!
+//! Not a public API: the macro and this module change together (the runtime
+//! crate pins the macro crate's exact version).
+
+mod outcome;
+mod rootless;
+mod spec;
+mod test_ns;
+mod timeout;
+
+pub use outcome::{Outcome, TestReturn};
+pub use spec::{Flavor, TestSpec, Timeout};
+
+use crate::settings::{self, ModeSetting};
+use outcome::{Ended, FailureKind};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use test_ns::{HostSide, TestNamespace};
+
+/// Runs the test `spec` with the body `body` in fresh namespaces: on the
+/// calling thread (as root), on a thread of its own (with a timeout), or in
+/// a child process in a user namespace (rootless).
+pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Outcome<T> {
+    match route(spec) {
+        Err(ended) => Outcome::ended(spec.name, ended),
+        Ok(Route::ThisProcess) => run_in_this_process(spec, body),
+        Ok(Route::ChildProcess) => Outcome::ended(spec.name, rootless::run_in_child_process(spec)),
+        Ok(Route::ReportToParent) => rootless::report_to_parent(|| {
+            // The parent enforces the timeout, by killing this process.
+            HostSide::prepare(spec)
+                .and_then(|host| run_in_namespace(spec, host, body))
+                .map_or_else(|ended| ended, Ended::of_value)
+        }),
+    }
+}
+
+/// Runs an async test's future on the tokio runtime its attribute asks for,
+/// built on the calling thread, which is in the test's namespace: its
+/// worker threads start there too.
+pub fn block_on<F: Future>(spec: &TestSpec, future: F) -> F::Output {
+    let mut builder = match spec.flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(threads) = spec.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.enable_all().build().unwrap_or_else(|e| {
+        panic!(
+            "netns-test: cannot build the tokio runtime of test `{}`: {e}",
+            spec.name
+        )
+    });
+    runtime.block_on(future)
+}
+
+/// Where a test runs.
+enum Route {
+    /// In this process: on the calling thread, or on a thread of its own
+    /// for a timeout (root mode, or this is a rootless test's child).
+    ThisProcess,
+    /// Rootless mode, in the test's process: start a child process for it.
+    ChildProcess,
+    /// This process is the child process started for this rootless test:
+    /// run it and report to the parent.
+    ReportToParent,
+}
+
+fn route(spec: &TestSpec) -> Result<Route, Ended> {
+    match settings::rootless_child_of() {
+        Some(test) if test == spec.name => return Ok(Route::ReportToParent),
+        Some(_) => return Ok(Route::ThisProcess),
+        None => {}
+    }
+    let rootless = match settings::mode() {
+        Ok(ModeSetting::Auto) => !crate::privileged(),
+        Ok(ModeSetting::Root) => false,
+        Ok(ModeSetting::Rootless) => true,
+        Err(message) => return Err(Ended::failed(FailureKind::Setup, message.to_owned())),
+    };
+    if !rootless {
+        return Ok(Route::ThisProcess);
+    }
+    if spec.veth.is_some() {
+        return Err(Ended::failed(
+            FailureKind::Setup,
+            format!(
+                "netns-test: test `{}` asks for a veth pair to the host, which needs real root (CAP_NET_ADMIN in the \
+                 host's network namespace); this process runs netns tests rootless, in user namespaces. Run it with \
+                 sudo, or link namespaces to each other inside the test instead of to the host.",
+                spec.name
+            ),
+        ));
+    }
+    Ok(Route::ChildProcess)
+}
+
+/// Root mode, or a rootless test's child: the test runs in this process.
+fn run_in_this_process<T: TestReturn + 'static>(
+    spec: &'static TestSpec,
+    body: fn() -> T,
+) -> Outcome<T> {
+    let host = match HostSide::prepare(spec) {
+        Ok(host) => host,
+        Err(ended) => return Outcome::ended(spec.name, ended),
+    };
+    if spec.timeout.is_none() {
+        return match run_in_namespace(spec, host, body) {
+            Ok(value) => Outcome::value(spec.name, value),
+            Err(ended) => Outcome::ended(spec.name, ended),
+        };
+    }
+    // The value is reported on the test's own thread; only its meaning
+    // comes back. `T` is then rebuilt, so it need not be `Send`.
+    let ended = timeout::run_with_timeout(spec, host, move |host| {
+        run_in_namespace(spec, host, body).map_or_else(|ended| ended, Ended::of_value)
+    });
+    Outcome::ended(spec.name, ended)
+}
+
+/// Enters the test's namespaces, runs the body, and leaves them (keep and
+/// capture policies included), also when the body panics; the body's panic
+/// goes on unwinding. `Err` when the namespaces could not be set up.
+fn run_in_namespace<T: TestReturn>(
+    spec: &TestSpec,
+    host: HostSide,
+    body: fn() -> T,
+) -> Result<T, Ended> {
+    let namespace = TestNamespace::enter(spec, host)?;
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => {
+            namespace.leave(value.is_failure());
+            Ok(value)
+        }
+        Err(panic) => {
+            namespace.leave(true);
+            resume_unwind(panic)
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! A test's namespaces for the time of its body: what is taken from the
+//! host first, entering fresh namespaces, and at the end the reports,
+//! captures, kept namespaces and the way home.
+
+use super::outcome::Ended;
+use super::spec::TestSpec;
+use crate::debug::capture::{self, Capture};
+use crate::debug::{keep, trace};
+use crate::error::Error;
+use crate::netns::{NetNs, Observer, Registration};
+use crate::os::isolation::{self, Home};
+use crate::os::sys::{self, NsKind};
+use crate::settings::Policy;
+use crate::veth::VethSetup;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// What a test takes from the host before its thread leaves it. Made on
+/// the thread that will enter the namespace, or, for a test with a
+/// timeout, on the harness's thread; both are in the host's namespace.
+pub(crate) struct HostSide {
+    veth: Option<VethSetup>,
+}
+
+impl HostSide {
+    pub(crate) fn prepare(spec: &TestSpec) -> Result<HostSide, Ended> {
+        if spec.added_test_attribute && spec.started.swap(true, Ordering::Relaxed) {
+            return Err(Ended::failed(
+                super::FailureKind::Setup,
+                format!(
+                    "netns-test: test `{}` started a second time in this process: it has a #[test] attribute above \
+                     #[netns_test], which adds its own, so the test is registered twice. Remove that #[test] or put it below #[netns_test].",
+                    spec.name
+                ),
+            ));
+        }
+        let veth = spec
+            .veth
+            .as_ref()
+            .map(VethSetup::prepare)
+            .transpose()
+            .map_err(|error| Ended::setup_failed(spec.name, error))?;
+        Ok(HostSide { veth })
+    }
+
+    /// The veth pair's host-side name and index, for deleting it when the
+    /// test times out.
+    pub(crate) fn veth(&self) -> Option<crate::Veth> {
+        self.veth.as_ref().map(|v| v.veth().clone())
+    }
+}
+
+/// The calling thread, moved into a fresh network and mount namespace for
+/// the time of a test. [`TestNamespace::leave`] ends it; dropped without
+/// that (a panic in netns-test itself), it still takes the thread home.
+pub(crate) struct TestNamespace {
+    test: &'static str,
+    keep: Option<Policy>,
+    capture: Option<(Policy, Capture)>,
+    /// The topology nodes the test makes, for keep and capture.
+    nodes: Arc<Nodes>,
+    _registration: Registration,
+    /// The veth lease and host-side socket, held until the test ends.
+    veth: Option<VethSetup>,
+    /// Where the thread goes back to; `None` on the harness's own thread,
+    /// which ends with the test.
+    home: Option<Home>,
+}
+
+impl TestNamespace {
+    /// Moves the calling thread into fresh namespaces and sets them up.
+    pub(crate) fn enter(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Ended> {
+        Self::set_up(spec, host).map_err(|error| Ended::setup_failed(spec.name, error))
+    }
+
+    fn set_up(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
+        let HostSide { mut veth } = host;
+        let trace = trace::Steps::new(spec.name);
+        let home = if on_own_harness_thread(spec) {
+            None
+        } else {
+            Some(Home::here()?)
+        };
+        isolation::isolate_this_thread()?;
+        trace.step("new network and mount namespace, lo up, accept_dad=0");
+        let capture_policy = spec.capture_policy();
+        let capture_dir = capture_policy.map(|_| capture::directory_for(spec.libtest_name()));
+        let capture = match (capture_policy, &capture_dir) {
+            (Some(policy), Some(dir)) => {
+                let capture = Capture::start(dir.join("test.pcap"))?;
+                trace.step("capture started");
+                Some((policy, capture))
+            }
+            _ => None,
+        };
+        if let Some(veth) = &mut veth {
+            veth.create()?;
+            trace.step("veth pair created");
+        }
+        let nodes = Arc::new(Nodes {
+            capture_dir,
+            made: Mutex::default(),
+        });
+        let registration = Registration::this_thread(
+            veth.as_ref().map(|v| v.veth().clone()),
+            Arc::clone(&nodes) as Arc<dyn Observer>,
+        )?;
+        trace.step("registered");
+        Ok(TestNamespace {
+            test: spec.name,
+            keep: spec.keep_policy(),
+            capture,
+            nodes,
+            _registration: registration,
+            veth,
+            home,
+        })
+    }
+
+    /// Ends the test's time in its namespaces: says where a failed test
+    /// ran, stops the captures, keeps what the policy keeps, goes home.
+    pub(crate) fn leave(mut self, failed: bool) {
+        let trace = trace::Steps::new(self.test);
+        if failed {
+            self.report_namespace();
+        }
+        let mut nodes = std::mem::take(&mut *lock(&self.nodes.made));
+        if let Some((policy, capture)) = self.capture.take() {
+            let node_captures = nodes.iter_mut().filter_map(|n| n.capture.take());
+            let files: Vec<PathBuf> = std::iter::once(capture)
+                .chain(node_captures)
+                .map(Capture::finish)
+                .collect();
+            report_captures(policy.applies(failed), &files);
+            trace.step("captures stopped");
+        }
+        if self.keep.is_some_and(|p| p.applies(failed)) {
+            self.keep_namespaces(&nodes);
+            trace.step("namespaces kept");
+        }
+        drop(nodes);
+        self.go_home();
+    }
+
+    fn report_namespace(&self) {
+        if let Ok(id) = sys::thread_ns_id(NsKind::Net) {
+            eprintln!(
+                "netns-test: test `{}` ran in network namespace net:[{}]",
+                self.test, id.ino
+            );
+        }
+    }
+
+    fn keep_namespaces(&self, nodes: &[MadeNode]) {
+        let veth = self.veth.as_ref().map(|v| v.veth().clone());
+        let own = NetNs::try_current()
+            .ok_or_else(|| {
+                Error::detected(
+                    "find the test's namespace",
+                    std::io::ErrorKind::NotFound,
+                    "it is not registered",
+                )
+            })
+            .and_then(|ns| keep::keep(&ns, self.test, None, veth.as_ref()));
+        let others = nodes
+            .iter()
+            .map(|node| keep::keep(&node.ns, self.test, Some(&node.name), None));
+        for result in std::iter::once(own).chain(others) {
+            match result {
+                Ok(message) => eprintln!("{message}"),
+                Err(error) => eprintln!(
+                    "netns-test: cannot keep a namespace of `{}`: {error}",
+                    self.test
+                ),
+            }
+        }
+    }
+
+    /// Leaving the mount namespace fails with EINVAL while threads that the
+    /// test spawned still share this thread's filesystem context; the
+    /// thread then stays in it, which is harmless for a test harness thread
+    /// about to end. Nothing else can fail here.
+    fn go_home(&mut self) {
+        let Some(home) = self.home.take() else { return };
+        if let Err(error) = home.go_back() {
+            if error.raw_os_error() != Some(nix::libc::EINVAL) {
+                eprintln!(
+                    "netns-test: cannot move the test thread back to its namespaces: {error}"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        self.go_home();
+    }
+}
+
+/// Prints where the captures are, or removes them (and their directory).
+fn report_captures(keep: bool, files: &[PathBuf]) {
+    for file in files {
+        if keep {
+            eprintln!("netns-test: packets captured in {}", file.display());
+        } else {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    if !keep {
+        if let Some(dir) = files.first().and_then(|f| f.parent()) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Whether the calling thread is the one libtest (or cargo-nextest, which runs
+/// libtest) spawned for this test: it carries the test's name, and it ends
+/// when the test does, so it need not move back to the host's namespaces.
+pub(crate) fn on_own_harness_thread(spec: &TestSpec) -> bool {
+    std::thread::current().name() == Some(spec.libtest_name())
+}
+
+/// The topology nodes a running test made, for its keep and capture
+/// policies.
+struct Nodes {
+    /// Where the nodes' captures go, when the test captures.
+    capture_dir: Option<PathBuf>,
+    made: Mutex<Vec<MadeNode>>,
+}
+
+struct MadeNode {
+    name: String,
+    ns: NetNs,
+    capture: Option<Capture>,
+}
+
+impl Observer for Nodes {
+    fn made(&self, name: &str, ns: &NetNs) -> Result<(), Error> {
+        let capture = self
+            .capture_dir
+            .as_ref()
+            .map(|dir| Capture::start(dir.join(format!("{}.pcap", crate::debug::file_safe(name)))))
+            .transpose()?;
+        lock(&self.made).push(MadeNode {
+            name: name.to_owned(),
+            ns: ns.clone(),
+            capture,
+        });
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

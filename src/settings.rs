@@ -1,0 +1,111 @@
+//! Every `NETNS_TEST_*` environment variable, each read once per process.
+//!
+//! | variable | values | meaning |
+//! |---|---|---|
+//! | `NETNS_TEST_MODE` | `auto` (default), `root`, `rootless` | how netns tests run: see the README's "Without root" |
+//! | `NETNS_TEST_KEEP` | `failed`, `all` | keep tests' namespaces for inspection |
+//! | `NETNS_TEST_CAPTURE` | `failed`, `all` | record tests' packets to pcap files |
+//! | `NETNS_TEST_LOG` | `debug`, `trace` | print each setup and teardown step with its duration |
+//! | `NETNS_TEST_UNSUPPORTED` | `skip` | a test the kernel refuses passes with a `skipped:` line |
+//! | `NETNS_TEST_INSIDE` | a test's name | set by netns-test in the child process of a rootless test |
+
+use std::sync::OnceLock;
+
+/// `NETNS_TEST_MODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ModeSetting {
+    /// Root with CAP_SYS_ADMIN and CAP_NET_ADMIN, rootless otherwise.
+    Auto,
+    Root,
+    Rootless,
+}
+
+/// For which tests to keep namespaces or captures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Failed tests only.
+    Failed,
+    /// Every test.
+    All,
+}
+
+impl Policy {
+    /// Whether the policy covers a test that ended so.
+    pub(crate) fn applies(self, failed: bool) -> bool {
+        self == Policy::All || failed
+    }
+}
+
+/// `NETNS_TEST_MODE`, or the text of the error for a value that is none of
+/// the three.
+pub(crate) fn mode() -> Result<ModeSetting, &'static str> {
+    static MODE: OnceLock<Result<ModeSetting, String>> = OnceLock::new();
+    MODE.get_or_init(|| match std::env::var("NETNS_TEST_MODE").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Ok(ModeSetting::Auto),
+        Ok("root") => Ok(ModeSetting::Root),
+        Ok("rootless") => Ok(ModeSetting::Rootless),
+        Ok(other) => Err(format!(
+            "netns-test: NETNS_TEST_MODE={other:?} is not one of auto, root, rootless"
+        )),
+    })
+    .as_ref()
+    .copied()
+    .map_err(String::as_str)
+}
+
+/// `NETNS_TEST_KEEP`; anything but `failed` or `all` is ignored with a warning.
+pub(crate) fn keep() -> Option<Policy> {
+    static KEEP: OnceLock<Option<Policy>> = OnceLock::new();
+    *KEEP.get_or_init(|| policy("NETNS_TEST_KEEP"))
+}
+
+/// `NETNS_TEST_CAPTURE`; anything but `failed` or `all` is ignored with a warning.
+pub(crate) fn capture() -> Option<Policy> {
+    static CAPTURE: OnceLock<Option<Policy>> = OnceLock::new();
+    *CAPTURE.get_or_init(|| policy("NETNS_TEST_CAPTURE"))
+}
+
+fn policy(variable: &str) -> Option<Policy> {
+    match std::env::var(variable).as_deref() {
+        Err(_) | Ok("") | Ok("never") => None,
+        Ok("failed") => Some(Policy::Failed),
+        Ok("all") => Some(Policy::All),
+        Ok(other) => {
+            eprintln!("netns-test: ignoring {variable}={other:?}: use failed or all");
+            None
+        }
+    }
+}
+
+/// `NETNS_TEST_LOG=debug` (or `trace`).
+pub(crate) fn trace() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        matches!(
+            std::env::var("NETNS_TEST_LOG").as_deref(),
+            Ok("debug") | Ok("trace")
+        )
+    })
+}
+
+/// `NETNS_TEST_UNSUPPORTED=skip`: a refusal becomes a pass with one line.
+pub(crate) fn skip_unsupported() -> bool {
+    static SKIP: OnceLock<bool> = OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var("NETNS_TEST_UNSUPPORTED").as_deref() == Ok("skip"))
+}
+
+/// The variable that names the test a rootless child process runs.
+pub(crate) const INSIDE: &str = "NETNS_TEST_INSIDE";
+
+/// `NETNS_TEST_INSIDE`: in the child process of a rootless test, the name
+/// of that test.
+pub(crate) fn rootless_child_of() -> Option<&'static str> {
+    static TEST: OnceLock<Option<String>> = OnceLock::new();
+    TEST.get_or_init(|| std::env::var(INSIDE).ok()).as_deref()
+}
+
+/// Whether this process is the child process of a rootless test, inside a
+/// user namespace of its own.
+pub(crate) fn in_rootless_child() -> bool {
+    rootless_child_of().is_some()
+}
