@@ -7,7 +7,6 @@ use crate::veth::Veth;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
-use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::panic::AssertUnwindSafe;
@@ -451,17 +450,17 @@ impl NetNs {
     /// assert_eq!(inside.trim(), "1");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), Error> {
         let path = sysctl_path(key)?;
         let write = || {
             sys::write_existing(&path, value.as_bytes()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
+                Error::at(
                     format!(
-                        "sysctl {key}={value} in network namespace net:[{}]: writing {} failed: {e}",
-                        self.inner.id.ino,
-                        path.display()
+                        "sysctl {key}={value} in network namespace net:[{}]: write",
+                        self.inner.id.ino
                     ),
+                    &path,
+                    e,
                 )
             })
         };
@@ -561,12 +560,12 @@ impl Entry {
 }
 
 /// Maps a sysctl key to its file under `/proc/sys`, accepting only `net.*` keys.
-fn sysctl_path(key: &str) -> io::Result<PathBuf> {
+fn sysctl_path(key: &str) -> Result<PathBuf, Error> {
     let invalid = |why: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
+        Error::invalid_input(
+            "sysctl",
             format!(
-                "sysctl key {key:?} {why}: write `net.ipv4.ip_forward` or `net/ipv4/conf/eth0.1/forwarding`"
+                "key {key:?} {why}: write `net.ipv4.ip_forward` or `net/ipv4/conf/eth0.1/forwarding`"
             ),
         )
     };

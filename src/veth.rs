@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_leased_slot_is_not_leased_twice_and_a_stale_interface_is_removed() {
-        if !crate::privileged() {
+        if !crate::os::privilege::privileged() {
             eprintln!("skipped: needs CAP_NET_ADMIN on the host");
             return;
         }

@@ -64,6 +64,26 @@ fn an_error_result_fails_the_test() {
     assert!(text.contains("1 failed"), "{text}");
 }
 
+/// A return type that is not `Send`, with a timeout: the value never
+/// crosses threads, only whether it passed.
+#[netns_test(timeout = "5s")]
+#[ignore = "fixture"]
+fn fixture_returns_a_boxed_error_with_a_timeout() -> Result<(), Box<dyn std::error::Error>> {
+    std::net::TcpListener::bind("127.0.0.1:80")?;
+    if armed() {
+        return Err("a boxed error under a timeout".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_non_send_result_works_with_a_timeout() {
+    let (output, text) = run_fixture("fixture_returns_a_boxed_error_with_a_timeout", false);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("a boxed error under a timeout"), "{text}");
+    assert!(text.contains("1 failed"), "{text}");
+}
+
 #[netns_test]
 #[ignore = "fixture"]
 fn fixture_panics() {

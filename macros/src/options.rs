@@ -207,6 +207,12 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
         }
     };
     let metas = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+    // Every mistake in the list is reported, not only the first.
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |error: syn::Error| match &mut errors {
+        Some(all) => all.combine(error),
+        None => errors = Some(error),
+    };
     let mut given: Vec<(String, Span, String)> = Vec::new();
     for meta in metas {
         let key_path = meta.path();
@@ -215,7 +221,7 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
             .map(|i| i.to_string())
             .unwrap_or_default();
         if !VALID_VETH_KEYS.contains(&key.as_str()) {
-            return Err(syn::Error::new(
+            push(syn::Error::new(
                 key_path.span(),
                 format!(
                     "unknown `veth` argument `{}`; valid arguments are: {}",
@@ -223,84 +229,89 @@ fn parse_veth(meta: &Meta) -> syn::Result<VethOptions> {
                     quoted_list(VALID_VETH_KEYS)
                 ),
             ));
+            continue;
         }
         if given.iter().any(|(k, _, _)| *k == key) {
-            return Err(syn::Error::new(
+            push(syn::Error::new(
                 key_path.span(),
                 format!("`veth` argument `{key}` is given more than once"),
             ));
+            continue;
         }
         let Meta::NameValue(nv) = &meta else {
-            return Err(syn::Error::new(
+            push(syn::Error::new(
                 meta.span(),
                 format!("`{key}` needs a value, like `mtu = 9000` or `ipv4 = \"198.51.100.2/24\"`"),
             ));
+            continue;
         };
         if key == "mtu" {
-            veth.mtu = match &nv.value {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Int(int), ..
-                }) => {
-                    let mtu: u32 = int.base10_parse()?;
-                    if !(1280..=65535).contains(&mtu) {
-                        return Err(syn::Error::new(
-                            int.span(),
-                            "`mtu` must be between 1280 (the IPv6 minimum) and 65535",
-                        ));
-                    }
-                    mtu
-                }
-                other => {
-                    return Err(syn::Error::new(
-                        other.span(),
-                        "`mtu` expects an integer literal, like `mtu = 9000`",
-                    ));
-                }
-            };
+            match parse_mtu(&nv.value) {
+                Ok(mtu) => veth.mtu = mtu,
+                Err(error) => push(error),
+            }
             given.push((key, key_path.span(), String::new()));
         } else {
-            let lit = string_literal(&nv.value, &key)?;
-            given.push((key, lit.span(), lit.value()));
+            match string_literal(&nv.value, &key) {
+                Ok(lit) => given.push((key, lit.span(), lit.value())),
+                Err(error) => push(error),
+            }
         }
     }
     let find = |key: &str| given.iter().find(|(k, _, _)| k == key);
     for (ns_key, host_key) in [("ipv4", "host_ipv4"), ("ipv6", "host_ipv6")] {
         match (find(ns_key), find(host_key)) {
             (None, None) => {}
-            (Some((_, span, _)), None) => {
-                return Err(syn::Error::new(
-                    *span,
-                    format!("`{ns_key}` needs `{host_key}` too: the host's end of the same subnet"),
-                ));
-            }
-            (None, Some((_, span, _))) => {
-                return Err(syn::Error::new(
-                    *span,
-                    format!("`{host_key}` needs `{ns_key}` too: the test's end of the same subnet"),
-                ));
-            }
+            (Some((_, span, _)), None) => push(syn::Error::new(
+                *span,
+                format!("`{ns_key}` needs `{host_key}` too: the host's end of the same subnet"),
+            )),
+            (None, Some((_, span, _))) => push(syn::Error::new(
+                *span,
+                format!("`{host_key}` needs `{ns_key}` too: the test's end of the same subnet"),
+            )),
             (Some((_, ns_span, ns_text)), Some((_, host_span, host_text))) => {
-                if ns_key == "ipv4" {
-                    veth.ipv4 = Some(address_pair::<std::net::Ipv4Addr>(
-                        (ns_text, *ns_span),
-                        (host_text, *host_span),
-                        31,
-                        |a| u32::from(a).into(),
-                        32,
-                    )?);
+                let ns = (ns_text.as_str(), *ns_span);
+                let host = (host_text.as_str(), *host_span);
+                let parsed = if ns_key == "ipv4" {
+                    address_pair::<std::net::Ipv4Addr>(ns, host, 31, |a| u32::from(a).into(), 32)
+                        .map(|pair| veth.ipv4 = Some(pair))
                 } else {
-                    veth.ipv6 = Some(address_pair::<std::net::Ipv6Addr>(
-                        (ns_text, *ns_span),
-                        (host_text, *host_span),
-                        127,
-                        u128::from,
-                        128,
-                    )?);
+                    address_pair::<std::net::Ipv6Addr>(ns, host, 127, u128::from, 128)
+                        .map(|pair| veth.ipv6 = Some(pair))
+                };
+                if let Err(error) = parsed {
+                    push(error);
                 }
             }
         }
     }
-    Ok(veth)
+    match errors {
+        Some(errors) => Err(errors),
+        None => Ok(veth),
+    }
+}
+
+/// `mtu = 9000`: an integer literal from 1280 (the IPv6 minimum) to 65535.
+fn parse_mtu(value: &Expr) -> syn::Result<u32> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => {
+            let mtu: u32 = int.base10_parse()?;
+            if !(1280..=65535).contains(&mtu) {
+                return Err(syn::Error::new(
+                    int.span(),
+                    "`mtu` must be between 1280 (the IPv6 minimum) and 65535",
+                ));
+            }
+            Ok(mtu)
+        }
+        other => Err(syn::Error::new(
+            other.span(),
+            "`mtu` expects an integer literal, like `mtu = 9000`",
+        )),
+    }
 }
 
 /// Parses `"address/prefix"` for both ends and checks that they are two
@@ -583,6 +594,34 @@ mod tests {
         );
         assert!(error(quote!(veth(host_ipv6 = "2001:db8::1/64"))).contains("needs `ipv6` too"));
         assert!(error(quote!(veth(mtu = 9000, mtu = 1500))).contains("more than once"));
+    }
+
+    #[test]
+    fn every_veth_mistake_is_reported() {
+        let errors = match Options::parse(quote!(veth(
+            mtu = 80,
+            colour = "red",
+            ipv4 = "198.51.100.2/24",
+            ipv6 = "2001:db8::2/64",
+            host_ipv6 = "2001:db8:1::1/64"
+        ))) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        };
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors[0].contains("between 1280"), "{errors:#?}");
+        assert!(
+            errors[1].contains("unknown `veth` argument `colour`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].contains("`ipv4` needs `host_ipv4`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].contains("two different addresses of one /64"),
+            "{errors:#?}"
+        );
     }
 
     fn error(args: proc_macro2::TokenStream) -> String {

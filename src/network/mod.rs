@@ -68,7 +68,7 @@ impl Network {
             router
                 .netns()
                 .sysctl(key, "1")
-                .map_err(|e| Error::new("turn forwarding on", e).in_node(name))?;
+                .map_err(|e| e.in_node(name))?;
         }
         Ok(router)
     }

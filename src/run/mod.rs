@@ -76,7 +76,7 @@ fn route(spec: &TestSpec) -> Result<Route, Ended> {
         None => {}
     }
     let rootless = match settings::mode() {
-        Ok(ModeSetting::Auto) => !crate::privileged(),
+        Ok(ModeSetting::Auto) => !crate::os::privilege::privileged(),
         Ok(ModeSetting::Root) => false,
         Ok(ModeSetting::Rootless) => true,
         Err(message) => return Err(Ended::failed(FailureKind::Setup, message.to_owned())),

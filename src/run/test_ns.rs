@@ -2,7 +2,7 @@
 //! host first, entering fresh namespaces, and at the end the reports,
 //! captures, kept namespaces and the way home.
 
-use super::outcome::Ended;
+use super::outcome::{Ended, FailureKind};
 use super::spec::TestSpec;
 use crate::debug::capture::{self, Capture};
 use crate::debug::{keep, trace};
@@ -27,7 +27,7 @@ impl HostSide {
     pub(crate) fn prepare(spec: &TestSpec) -> Result<HostSide, Ended> {
         if spec.added_test_attribute && spec.started.swap(true, Ordering::Relaxed) {
             return Err(Ended::failed(
-                super::FailureKind::Setup,
+                FailureKind::Setup,
                 format!(
                     "netns-test: test `{}` started a second time in this process: it has a #[test] attribute above \
                      #[netns_test], which adds its own, so the test is registered twice. Remove that #[test] or put it below #[netns_test].",
@@ -46,7 +46,7 @@ impl HostSide {
 
     /// The veth pair's host-side name and index, for deleting it when the
     /// test times out.
-    pub(crate) fn veth(&self) -> Option<crate::Veth> {
+    pub(crate) fn veth(&self) -> Option<crate::veth::Veth> {
         self.veth.as_ref().map(|v| v.veth().clone())
     }
 }
