@@ -296,10 +296,7 @@ fn host_name(slot: u32) -> String {
 fn next_slot() -> u32 {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
     NEXT.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = crate::os::unix_time().subsec_nanos();
         AtomicU32::new(nanos ^ std::process::id().wrapping_mul(2_654_435_761))
     })
     .fetch_add(1, Ordering::Relaxed)

@@ -10,7 +10,6 @@
 
 use netns_test::admin::{kept as kept_list, remove_kept, remove_stale_veths};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "usage: netns-test list | gc [NAME]";
 
@@ -46,10 +45,6 @@ fn list() -> Result<(), String> {
         println!("no kept namespaces");
         return Ok(());
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     println!("{:<40} {:>8}  {:<40} interfaces", "NAME", "AGE", "TEST");
     for k in kept {
         let interfaces = std::process::Command::new("ip")
@@ -70,7 +65,7 @@ fn list() -> Result<(), String> {
         println!(
             "{:<40} {:>7}s  {:<40} {interfaces}",
             k.name,
-            now.saturating_sub(k.since),
+            k.age_secs(),
             k.test
         );
     }

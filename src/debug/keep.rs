@@ -30,6 +30,13 @@ pub struct Kept {
     pub since: u64,
 }
 
+impl Kept {
+    /// How long ago it was kept, in seconds.
+    pub fn age_secs(&self) -> u64 {
+        unix_time().as_secs().saturating_sub(self.since)
+    }
+}
+
 /// The name a namespace of `test` is kept under.
 fn kept_name(test: &str, node: Option<&str>, inode: u64) -> String {
     let last = test.rsplit("::").next().unwrap_or(test);
