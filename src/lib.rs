@@ -85,7 +85,7 @@ pub mod admin;
 
 pub use error::Error;
 pub use netns::NetNs;
-pub use network::{Impairment, Link, Network, Node, Switch};
+pub use network::{Impairment, Link, Network, Node, Schedule, Switch};
 pub use os::privilege::privileged;
 pub use veth::Veth;
 

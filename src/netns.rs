@@ -78,6 +78,11 @@ pub(crate) trait Observer: Send + Sync {
     /// `ns`, named `name`, was made from the test's namespace. Called on the
     /// new namespace's setup thread, which is inside it.
     fn made(&self, name: &str, ns: &NetNs) -> Result<(), Error>;
+
+    /// A [`Network`](crate::Network) is being made: returns its seed,
+    /// `choose(k)` for the test's `k`-th network (from 0), and remembers it
+    /// to print when the test fails.
+    fn network_made(&self, choose: &dyn Fn(usize) -> u64) -> u64;
 }
 
 /// The observer of the test whose namespace the calling thread is in, if any.

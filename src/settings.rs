@@ -7,6 +7,7 @@
 //! | `NETNS_TEST_CAPTURE` | `failed`, `all` | record tests' packets to pcap files |
 //! | `NETNS_TEST_LOG` | `debug`, `trace` | print each setup and teardown step with its duration |
 //! | `NETNS_TEST_UNSUPPORTED` | `skip` | a test the kernel refuses passes with a `skipped:` line |
+//! | `NETNS_TEST_SEED` | `0x5eed` (hex) or `24301` (decimal); a list `0xa,0xb` | the seed of a test's networks (the k-th network takes the k-th, the last one repeats) |
 //! | `NETNS_TEST_INSIDE` | a test's name | set by netns-test in the child process of a rootless test |
 
 use std::sync::OnceLock;
@@ -108,4 +109,55 @@ pub(crate) fn rootless_child_of() -> Option<&'static str> {
 /// user namespace of its own.
 pub(crate) fn in_rootless_child() -> bool {
     rootless_child_of().is_some()
+}
+
+/// `NETNS_TEST_SEED`: the seed of the `k`-th network a test makes (from
+/// 0): the `k`-th of a comma-separated list, or its last. Values are hex
+/// with `0x`, or decimal; a value that is neither is ignored with a
+/// warning, once.
+pub(crate) fn seed(k: usize) -> Option<u64> {
+    static SEEDS: OnceLock<Vec<u64>> = OnceLock::new();
+    let seeds = SEEDS.get_or_init(|| match std::env::var("NETNS_TEST_SEED") {
+        Err(_) => Vec::new(),
+        Ok(text) => parse_seeds(&text).unwrap_or_else(|bad| {
+            eprintln!(
+                "netns-test: ignoring NETNS_TEST_SEED={text:?}: {bad:?} is not a number (write 0x5eed or 24301)"
+            );
+            Vec::new()
+        }),
+    });
+    seeds.get(k).or(seeds.last()).copied()
+}
+
+/// A comma-separated list of seeds, or the first item that is not one.
+fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let parsed = match item.strip_prefix("0x").or_else(|| item.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+                None => item.replace('_', "").parse(),
+            };
+            parsed.map_err(|_| item.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seeds;
+
+    #[test]
+    fn seeds_parse_as_hex_or_decimal_lists() {
+        assert_eq!(parse_seeds("0x5eed"), Ok(vec![0x5eed]));
+        assert_eq!(parse_seeds("24301"), Ok(vec![24301]));
+        assert_eq!(
+            parse_seeds("0xA, 0x0000_0000_0000_000b,7"),
+            Ok(vec![10, 11, 7])
+        );
+        assert_eq!(parse_seeds(""), Ok(vec![]));
+        assert_eq!(parse_seeds("0xZZ"), Err("0xZZ".to_owned()));
+        assert_eq!(parse_seeds("seed"), Err("seed".to_owned()));
+    }
 }

@@ -1,147 +1,370 @@
-//! [`Impairment`]: how a link misbehaves.
+//! [`Impairment`]: how one direction of a link misbehaves, and its check
+//! into the [`Model`] the fault engine runs.
 
 use crate::error::Error;
 use std::time::Duration;
 
-/// How a link misbehaves: see [`Link::impair`](super::Link::impair).
+/// The longest delay, and the largest jitter, a link accepts.
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(60);
+/// The fastest rate limit, in kbit/s (100 Gbit/s).
+pub(super) const MAX_RATE_KBIT: u64 = 100_000_000;
+/// The smallest and largest queue of a rate-limited direction, in bytes:
+/// at least one full-size frame.
+pub(super) const MIN_QUEUE_BYTES: u64 = 1514;
+pub(super) const MAX_QUEUE_BYTES: u64 = 1 << 30;
+/// The smallest and largest path MTU of [`Impairment::mtu`].
+pub(super) const MIN_MTU: u32 = 68;
+pub(super) const MAX_MTU: u32 = 65535;
+/// The longest mean burst of [`Impairment::loss_bursts`], in packets.
+pub(super) const MAX_BURST: u32 = 1_000_000;
+
+/// How a link misbehaves: pass it to [`Link::impair`](super::Link::impair)
+/// (both directions), [`Link::impair_from`](super::Link::impair_from) (one
+/// direction) or a [`Schedule`](super::Schedule).
+///
+/// Every knob acts on each direction it is applied to; every random choice
+/// comes from the network's seed ([`Network::seed`](super::Network::seed)).
+/// A knob left out does nothing; [`Impairment::new`] alone clears a link.
 ///
 /// ```
 /// use netns_test::Impairment;
 /// use std::time::Duration;
-/// let slow = Impairment::new().rate_kbit(1000);
+/// let ms = Duration::from_millis;
+/// let far = Impairment::new().delay(ms(40)).jitter(ms(5));
 /// let lossy = Impairment::new().loss(5.0);
-/// let far = Impairment::new().delay(Duration::from_millis(50)).jitter(Duration::from_millis(5));
-/// # let _ = (slow, lossy, far);
+/// let bursty = Impairment::new().loss_bursts(2.0, 8);
+/// let bad_wire = Impairment::new().corrupt(0.5).duplicate(1.0).reorder(10.0);
+/// let bloated = Impairment::new().rate_kbit(2_000).queue_bytes(64 * 1024);
+/// let black_hole = Impairment::new().mtu(1280);
+/// # let _ = (far, lossy, bursty, bad_wire, bloated, black_hole);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Impairment {
-    pub(super) rate_kbit: Option<u64>,
-    pub(super) loss: Option<f64>,
     delay: Option<Duration>,
     jitter: Option<Duration>,
+    loss: Option<f64>,
+    loss_bursts: Option<(f64, u32)>,
+    corrupt: Option<f64>,
     duplicate: Option<f64>,
     reorder: Option<f64>,
+    rate_kbit: Option<u64>,
+    queue_bytes: Option<u64>,
+    mtu: Option<u32>,
 }
 
 impl Impairment {
-    /// No impairment: passing it to [`Link::impair`](super::Link::impair) clears the link's.
+    /// No impairment: given to [`Link::impair`](super::Link::impair), it
+    /// clears the link.
     pub fn new() -> Impairment {
         Impairment::default()
     }
-    /// At most `kbit` kilobits per second in each direction (tbf).
-    pub fn rate_kbit(mut self, kbit: u64) -> Impairment {
-        self.rate_kbit = Some(kbit);
-        self
-    }
-    /// Drops this percentage of packets at random in each direction.
-    pub fn loss(mut self, percent: f64) -> Impairment {
-        self.loss = Some(percent);
-        self
-    }
-    /// Delays every packet (netem).
+
+    /// Delays every packet by this much (at most 60 s).
     pub fn delay(mut self, delay: Duration) -> Impairment {
         self.delay = Some(delay);
         self
     }
-    /// Varies the delay by up to this much (netem; needs a delay).
+
+    /// Varies each packet's delay by a uniform amount between `-jitter` and
+    /// `+jitter` (at most 60 s; a delay below zero is zero). Packets keep
+    /// their order: a packet never leaves before the one sent ahead of it
+    /// (use [`Impairment::reorder`] for that).
     pub fn jitter(mut self, jitter: Duration) -> Impairment {
         self.jitter = Some(jitter);
         self
     }
-    /// Duplicates this percentage of packets (netem).
+
+    /// Drops this percentage of packets (0 to 100), each independently.
+    pub fn loss(mut self, percent: f64) -> Impairment {
+        self.loss = Some(percent);
+        self
+    }
+
+    /// Drops `percent` of packets on average, in bursts of `mean_burst`
+    /// packets on average: a Gilbert–Elliott channel whose bad state loses
+    /// every packet and whose good state loses none. The average loss can
+    /// be at most `100 × mean_burst / (mean_burst + 1)` percent (50 % for
+    /// bursts of 1 packet, which is independent loss).
+    pub fn loss_bursts(mut self, percent: f64, mean_burst: u32) -> Impairment {
+        self.loss_bursts = Some((percent, mean_burst));
+        self
+    }
+
+    /// Flips one bit, past the Ethernet header, in this percentage of
+    /// packets (0 to 100): the receiver's IP, TCP or UDP checksum then
+    /// fails and it drops the packet, as with a bad wire.
+    pub fn corrupt(mut self, percent: f64) -> Impairment {
+        self.corrupt = Some(percent);
+        self
+    }
+
+    /// Sends this percentage of packets (0 to 100) twice.
     pub fn duplicate(mut self, percent: f64) -> Impairment {
         self.duplicate = Some(percent);
         self
     }
-    /// Sends this percentage of packets at once, ahead of the delayed rest
-    /// (netem; needs a delay).
+
+    /// Holds back this percentage of packets (0 to 100) until the next
+    /// packet in the same direction has gone ahead of them (at most 10 ms
+    /// past their time, when no packet follows).
     pub fn reorder(mut self, percent: f64) -> Impairment {
         self.reorder = Some(percent);
         self
     }
 
-    pub(super) fn needs_netem(&self) -> bool {
-        self.delay.is_some()
-            || self.jitter.is_some()
-            || self.duplicate.is_some()
-            || self.reorder.is_some()
+    /// At most `kbit` kilobits per second (1 to 100,000,000), counting
+    /// Ethernet frames. Packets wait in a queue of
+    /// [`Impairment::queue_bytes`]; what does not fit is dropped.
+    pub fn rate_kbit(mut self, kbit: u64) -> Impairment {
+        self.rate_kbit = Some(kbit);
+        self
     }
 
-    pub(super) fn validate(&self) -> Result<(), Error> {
-        let invalid = |why: &str| Err(Error::invalid_input("impair", why));
-        for percent in [self.loss, self.duplicate, self.reorder]
-            .into_iter()
-            .flatten()
-        {
-            if !(0.0..=100.0).contains(&percent) {
-                return invalid("percentages are between 0 and 100");
+    /// The queue in front of a rate limit, in bytes (1514 to 1 GiB; by
+    /// default 100 ms at the rate, and at least 64 KiB). A packet that
+    /// does not fit is dropped (tail drop): a large queue makes
+    /// bufferbloat, a small one overflows.
+    pub fn queue_bytes(mut self, bytes: u64) -> Impairment {
+        self.queue_bytes = Some(bytes);
+        self
+    }
+
+    /// Silently drops IP packets larger than `mtu` bytes (68 to 65535),
+    /// with no ICMP error: a path-MTU black hole.
+    pub fn mtu(mut self, mtu: u32) -> Impairment {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// Checks every value and returns what the engine runs: an
+    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error of
+    /// `operation` that names the value and its valid range.
+    pub(super) fn model(&self, operation: &'static str) -> Result<Model, Error> {
+        self.check()
+            .map_err(|why| Error::invalid_input(operation, why))
+    }
+
+    pub(super) fn check(&self) -> Result<Model, String> {
+        let invalid = Err;
+        let percent = |name: &str, value: Option<f64>| -> Result<f64, String> {
+            match value {
+                None => Ok(0.0),
+                Some(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+                Some(p) => Err(format!(
+                    "{name}({p}) is out of range: a percentage from 0 to 100"
+                )),
             }
-        }
-        if (self.jitter.is_some() || self.reorder.is_some()) && self.delay.is_none() {
-            return invalid("jitter and reorder need a delay");
-        }
-        if self.rate_kbit.is_some() && self.needs_netem() {
-            return invalid(
-                "a rate limit cannot be combined with delay, jitter, reorder or duplicate yet",
-            );
-        }
-        if self.rate_kbit == Some(0) {
-            return invalid("a rate of 0 kbit/s stops the link: use Link::set_down");
-        }
-        Ok(())
-    }
-
-    /// struct tc_netem_qopt: latency and jitter in psched ticks (64 ns),
-    /// limit in packets, loss, gap, duplicate (probabilities scaled to u32).
-    pub(super) fn netem_options(&self) -> [u32; 6] {
-        let ticks = |d: Option<Duration>| {
-            (d.unwrap_or_default().as_nanos() / 64).min(u32::MAX as u128) as u32
         };
-        let probability = |p: Option<f64>| ((p.unwrap_or(0.0) / 100.0) * u32::MAX as f64) as u32;
-        let gap = u32::from(self.reorder.is_some());
-        [
-            ticks(self.delay),
-            1000,
-            0,
-            gap,
-            probability(self.duplicate),
-            ticks(self.jitter),
-        ]
+        let duration = |name: &str, value: Option<Duration>| -> Result<u64, String> {
+            match value {
+                None => Ok(0),
+                Some(d) if d <= MAX_DELAY => Ok(d.as_nanos() as u64),
+                Some(d) => Err(format!(
+                    "{name}({d:?}) is out of range: from 0 to {MAX_DELAY:?}"
+                )),
+            }
+        };
+        let loss = percent("loss", self.loss)?;
+        let bursts = match self.loss_bursts {
+            None => None,
+            Some(_) if self.loss.is_some() => {
+                return invalid(
+                    "loss and loss_bursts both set: choose independent or bursty loss".into(),
+                );
+            }
+            Some((_, burst)) if !(1..=MAX_BURST).contains(&burst) => {
+                return invalid(format!(
+                    "loss_bursts mean burst {burst} is out of range: from 1 to {MAX_BURST} packets"
+                ));
+            }
+            Some((p, burst)) => {
+                let max = 100.0 * f64::from(burst) / (f64::from(burst) + 1.0);
+                if !(0.0..=max).contains(&p) {
+                    return invalid(format!(
+                        "loss_bursts({p}, {burst}) is out of range: with bursts of {burst} packets \
+                         on average, the average loss is from 0 to {max:.4} percent"
+                    ));
+                }
+                // Leave bad after 1/burst packets on average; enter it so
+                // that the stationary share of bad is p.
+                let p = p / 100.0;
+                let leave = 1.0 / f64::from(burst);
+                let enter = if p == 0.0 { 0.0 } else { p * leave / (1.0 - p) };
+                Some(GilbertElliott {
+                    enter: enter.min(1.0),
+                    leave,
+                })
+            }
+        };
+        let rate = match self.rate_kbit {
+            None => None,
+            Some(kbit) if (1..=MAX_RATE_KBIT).contains(&kbit) => Some(kbit),
+            Some(kbit) => {
+                return invalid(format!(
+                    "rate_kbit({kbit}) is out of range: from 1 to {MAX_RATE_KBIT} kbit/s \
+                     (Link::set_down stops a link)"
+                ));
+            }
+        };
+        let queue_bytes = match (self.queue_bytes, rate) {
+            (None, None) => 0,
+            (Some(bytes), None) => {
+                return invalid(format!(
+                    "queue_bytes({bytes}) needs a rate_kbit: the queue is the one in front of the rate limit"
+                ));
+            }
+            (Some(bytes), Some(_)) if (MIN_QUEUE_BYTES..=MAX_QUEUE_BYTES).contains(&bytes) => bytes,
+            (Some(bytes), Some(_)) => {
+                return invalid(format!(
+                    "queue_bytes({bytes}) is out of range: from {MIN_QUEUE_BYTES} to {MAX_QUEUE_BYTES} bytes"
+                ));
+            }
+            // 100 ms at the rate (kbit/s × 100 ms / 8 bits), at least 64 KiB.
+            (None, Some(kbit)) => (kbit * 100 / 8).clamp(64 * 1024, MAX_QUEUE_BYTES),
+        };
+        let mtu = match self.mtu {
+            None => None,
+            Some(mtu) if (MIN_MTU..=MAX_MTU).contains(&mtu) => Some(mtu),
+            Some(mtu) => {
+                return invalid(format!(
+                    "mtu({mtu}) is out of range: from {MIN_MTU} to {MAX_MTU} bytes"
+                ));
+            }
+        };
+        Ok(Model {
+            delay_ns: duration("delay", self.delay)?,
+            jitter_ns: duration("jitter", self.jitter)?,
+            loss,
+            bursts,
+            corrupt: percent("corrupt", self.corrupt)?,
+            duplicate: percent("duplicate", self.duplicate)?,
+            reorder: percent("reorder", self.reorder)?,
+            rate_bytes_per_s: rate.map(|kbit| kbit * 1000 / 8).map(|b| b.max(1)),
+            queue_bytes,
+            mtu,
+        })
     }
+}
+
+/// A checked [`Impairment`], in the engine's units: nanoseconds,
+/// probabilities from 0 to 1, bytes per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Model {
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    pub loss: f64,
+    pub bursts: Option<GilbertElliott>,
+    pub corrupt: f64,
+    pub duplicate: f64,
+    pub reorder: f64,
+    pub rate_bytes_per_s: Option<u64>,
+    pub queue_bytes: u64,
+    pub mtu: Option<u32>,
+}
+
+impl Model {
+    /// Whether this model changes nothing.
+    pub(super) fn is_clear(&self) -> bool {
+        *self == Model::default()
+    }
+}
+
+/// The two transition probabilities of a Gilbert–Elliott channel whose
+/// bad state loses every packet and good state none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct GilbertElliott {
+    /// From good to bad, per packet.
+    pub enter: f64,
+    /// From bad to good, per packet: 1 / mean burst length.
+    pub leave: f64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn refused(impairment: Impairment, naming: &str) {
+        let error = impairment.model("impair").unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        let text = error.to_string();
+        assert!(text.contains(naming), "{text} should name {naming}");
+    }
+
     #[test]
-    fn impairments_are_checked() {
-        assert!(Impairment::new().loss(101.0).validate().is_err());
+    fn bad_values_are_refused_naming_the_value_and_range() {
+        refused(Impairment::new().loss(101.0), "loss(101) is out of range");
+        refused(Impairment::new().loss(-1.0), "0 to 100");
+        refused(Impairment::new().loss(f64::NAN), "loss(NaN)");
+        refused(Impairment::new().corrupt(100.5), "corrupt(100.5)");
+        refused(Impairment::new().duplicate(-0.1), "duplicate(-0.1)");
+        refused(Impairment::new().reorder(1e9), "reorder(");
+        refused(
+            Impairment::new().rate_kbit(u64::MAX),
+            "rate_kbit(18446744073709551615) is out of range: from 1 to 100000000",
+        );
+        refused(Impairment::new().rate_kbit(0), "rate_kbit(0)");
+        refused(Impairment::new().queue_bytes(10_000), "needs a rate_kbit");
+        refused(
+            Impairment::new().rate_kbit(1000).queue_bytes(100),
+            "queue_bytes(100) is out of range: from 1514",
+        );
+        refused(
+            Impairment::new().mtu(67),
+            "mtu(67) is out of range: from 68",
+        );
+        refused(
+            Impairment::new().delay(Duration::from_secs(61)),
+            "delay(61s) is out of range",
+        );
+        refused(Impairment::new().jitter(Duration::MAX), "jitter(");
+        refused(Impairment::new().loss_bursts(60.0, 1), "from 0 to 50");
+        refused(Impairment::new().loss_bursts(2.0, 0), "mean burst 0");
+        refused(Impairment::new().loss(1.0).loss_bursts(2.0, 8), "both set");
+    }
+
+    #[test]
+    fn good_values_become_the_model() {
+        assert!(Impairment::new().model("impair").unwrap().is_clear());
         assert!(
             Impairment::new()
-                .jitter(Duration::from_millis(1))
-                .validate()
-                .is_err()
+                .loss(0.0)
+                .model("impair")
+                .unwrap()
+                .is_clear()
         );
-        assert!(
-            Impairment::new()
-                .rate_kbit(10)
-                .delay(Duration::from_millis(1))
-                .validate()
-                .is_err()
-        );
-        assert!(
-            Impairment::new()
-                .rate_kbit(1000)
-                .loss(1.0)
-                .validate()
-                .is_ok()
-        );
-        let options = Impairment::new()
-            .delay(Duration::from_millis(50))
+        let model = Impairment::new()
+            .delay(Duration::from_millis(40))
             .jitter(Duration::from_millis(5))
-            .netem_options();
-        assert_eq!(options[0], 50_000_000 / 64);
-        assert_eq!(options[5], 5_000_000 / 64);
+            .loss(5.0)
+            .rate_kbit(2_000)
+            .mtu(1280)
+            .model("impair")
+            .unwrap();
+        assert_eq!(model.delay_ns, 40_000_000);
+        assert_eq!(model.jitter_ns, 5_000_000);
+        assert!((model.loss - 0.05).abs() < 1e-12);
+        assert_eq!(model.rate_bytes_per_s, Some(250_000));
+        assert_eq!(model.queue_bytes, 64 * 1024);
+        assert_eq!(model.mtu, Some(1280));
+        let fast = Impairment::new()
+            .rate_kbit(MAX_RATE_KBIT)
+            .model("impair")
+            .unwrap();
+        assert_eq!(fast.queue_bytes, MAX_QUEUE_BYTES);
+        let bursts = Impairment::new()
+            .loss_bursts(2.0, 8)
+            .model("impair")
+            .unwrap()
+            .bursts
+            .unwrap();
+        assert!((bursts.leave - 0.125).abs() < 1e-12);
+        // Stationary share of the bad state: enter / (enter + leave).
+        let share = bursts.enter / (bursts.enter + bursts.leave);
+        assert!((share - 0.02).abs() < 1e-12, "{share}");
+        let edge = Impairment::new()
+            .loss_bursts(50.0, 1)
+            .model("impair")
+            .unwrap();
+        assert_eq!(edge.bursts.unwrap().enter, 1.0);
     }
 }

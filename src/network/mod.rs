@@ -26,9 +26,15 @@
 //! handles lets the kernel free every namespace, and with them every link:
 //! no per-link deletes.
 
+mod engine;
+mod faults;
 mod impairment;
+mod pipeline;
+mod prng;
+mod schedule;
 
 pub use impairment::Impairment;
+pub use schedule::Schedule;
 
 use crate::error::Error;
 use crate::netns::NetNs;
@@ -42,17 +48,80 @@ use std::sync::{Arc, Mutex};
 
 /// A set of namespaces wired together. Everything it made goes away when
 /// it and the handles to its nodes are dropped.
-#[derive(Default)]
+///
+/// Every random fault of its links comes from one seed,
+/// [`Network::seed`]: random by default, `NETNS_TEST_SEED` or
+/// [`Network::with_seed`] fix it, and a failing test prints it.
 pub struct Network {
+    inner: Arc<NetworkInner>,
+}
+
+struct NetworkInner {
     next_link: AtomicU32,
     next_switch: AtomicU32,
+    /// Numbers every link and attachment, for their random streams.
+    next_stream: AtomicU32,
+    seed: u64,
+    /// The fault engine, started by the first impairment.
+    engine: Mutex<Option<Arc<engine::Engine>>>,
+}
+
+impl Default for Network {
+    fn default() -> Network {
+        Network::new()
+    }
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("seed", &format_args!("{:#018x}", self.inner.seed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Network {
     /// An empty network. Works inside a `#[netns_test]` (also rootless) and
     /// outside, as root.
+    ///
+    /// Its seed is random, unless `NETNS_TEST_SEED` fixes it
+    /// (`NETNS_TEST_SEED=0x5eed`; a list `0xa,0xb` gives the first network
+    /// a test makes the first seed, the second the second, and so on).
+    /// A failing test prints the seeds of the networks it made.
     pub fn new() -> Network {
-        Network::default()
+        let choose = |k: usize| crate::settings::seed(k).unwrap_or_else(prng::random_seed);
+        let seed = match crate::netns::current_observer() {
+            Some(observer) => observer.network_made(&choose),
+            None => choose(0),
+        };
+        Network::with_seed(seed)
+    }
+
+    /// An empty network whose random faults all come from `seed`: the same
+    /// seed and the same packets, sent in the same order over each link
+    /// direction, give the same decisions (which packets are lost,
+    /// corrupted, duplicated, reordered, and by how much each is delayed).
+    /// `NETNS_TEST_SEED` does not override it.
+    ///
+    /// ```
+    /// let net = netns_test::Network::with_seed(0x5eed);
+    /// assert_eq!(net.seed(), 0x5eed);
+    /// ```
+    pub fn with_seed(seed: u64) -> Network {
+        Network {
+            inner: Arc::new(NetworkInner {
+                next_link: AtomicU32::new(0),
+                next_switch: AtomicU32::new(0),
+                next_stream: AtomicU32::new(0),
+                seed,
+                engine: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The seed every random fault of this network derives from.
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
     }
 
     /// A new node: a namespace with `lo` up, its own `/sys` and `/etc/hosts`.
@@ -76,7 +145,7 @@ impl Network {
     /// A veth pair between `a` and `b`, up, with an IPv4 /30 and an IPv6 /64
     /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`.
     pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
-        let k = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let k = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
         if k >= MAX_LINKS {
             return Err(Error::detected(
                 "link",
@@ -93,7 +162,7 @@ impl Network {
                 ipv6_prefix: 64,
             }
         };
-        let link = Link::create(a, Some(addresses(1)), b, Some(addresses(2)))?;
+        let link = Link::create(self, a, Some(addresses(1)), b, Some(addresses(2)))?;
         route_via_routers(&link)?;
         Ok(link)
     }
@@ -101,7 +170,7 @@ impl Network {
     /// A switch: a bridge in a namespace of its own, with a /24 and a /64
     /// for the nodes attached to it.
     pub fn switch(&self, name: &str) -> Result<Switch, Error> {
-        let k = self.next_switch.fetch_add(1, Ordering::Relaxed);
+        let k = self.inner.next_switch.fetch_add(1, Ordering::Relaxed);
         if k >= MAX_SWITCHES {
             return Err(Error::detected(
                 "switch",
@@ -140,7 +209,7 @@ impl Network {
             ipv6,
             ipv6_prefix: 64,
         };
-        let link = Link::create(node, Some(addresses.clone()), &switch.node, None)?;
+        let link = Link::create(self, node, Some(addresses.clone()), &switch.node, None)?;
         let port = &link.inner.ends[1];
         switch.node.netlink_run(vec![netlink::enslave_and_up(
             port.index,
@@ -396,7 +465,7 @@ fn nft_installed() -> Result<(), Error> {
         Err(Error::detected(
             "find nft",
             std::io::ErrorKind::NotFound,
-            "NAT and packet loss use nftables, and the `nft` program is not installed: \
+            "NAT uses nftables, and the `nft` program is not installed: \
              install the nftables package (`apt-get install nftables`)",
         ))
     }
@@ -445,8 +514,11 @@ pub struct Link {
 
 struct LinkInner {
     ends: [End; 2],
-    /// Whether an nftables loss rule was loaded on the ends.
-    lossy: AtomicBool,
+    /// The link's number in its network, for its random streams.
+    stream: u32,
+    network: std::sync::Weak<NetworkInner>,
+    /// How each direction (by sending end) reaches the fault engine.
+    faults: Mutex<[faults::Plumbing; 2]>,
 }
 
 struct End {
@@ -458,6 +530,7 @@ struct End {
 
 impl Link {
     fn create(
+        network: &Network,
         a: &Node,
         a_addresses: Option<Addresses>,
         b: &Node,
@@ -494,7 +567,9 @@ impl Link {
                         addresses: b_addresses,
                     },
                 ],
-                lossy: AtomicBool::new(false),
+                stream: network.inner.next_stream.fetch_add(1, Ordering::Relaxed),
+                network: Arc::downgrade(&network.inner),
+                faults: Mutex::default(),
             }),
         })
     }
@@ -516,71 +591,6 @@ impl Link {
                 .netlink_run(vec![netlink::set_up(end.index, &end.name)])?;
         }
         Ok(())
-    }
-
-    /// Impairs both directions of the link, replacing any earlier impairment;
-    /// `Impairment::new()` clears it. Rate: a tbf qdisc on each end. Loss: an
-    /// nftables drop rule with `numgen random` where packets arrive at each
-    /// end, so the sender sees no error, as with loss on a wire (no netem
-    /// needed; the `nft` program is). Delay, jitter,
-    /// reordering and duplication: netem, which some kernels lack; then this
-    /// returns an error of kind [`std::io::ErrorKind::Unsupported`].
-    pub fn impair(&self, impairment: Impairment) -> Result<(), Error> {
-        impairment.validate()?;
-        for end in &self.inner.ends {
-            // Back to the default qdisc; none set is fine.
-            let _ = end
-                .node
-                .netlink_run(vec![netlink::delete_root_qdisc(end.index, &end.name)]);
-            if impairment.needs_netem() {
-                end.node
-                    .netlink_run(vec![netlink::netem(
-                        end.index,
-                        &end.name,
-                        impairment.netem_options(),
-                    )])
-                    .map_err(netem_unsupported)?;
-            } else if let Some(kbit) = impairment.rate_kbit {
-                let rate = kbit * 1000 / 8;
-                // A burst of at least one full-size frame, and 10 ms worth.
-                let burst = (rate / 100).max(3000) as u32;
-                end.node.netlink_run(vec![netlink::tbf(
-                    end.index,
-                    &end.name,
-                    rate,
-                    burst,
-                    burst.saturating_mul(4),
-                )])?;
-            }
-            let table = format!("netns_test_loss_{}", end.name);
-            if self.inner.lossy.load(Ordering::Relaxed) {
-                end.node.nft(&format!("delete table inet {table}\n"))?;
-            }
-            if let Some(percent) = impairment.loss {
-                let per_million = (percent * 10_000.0).round() as u32;
-                end.node.nft(&format!(
-                    "table inet {table} {{\n  chain ingress {{\n    type filter hook prerouting priority 0;\n    iifname \"{}\" numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n",
-                    end.name
-                ))?;
-            }
-        }
-        self.inner
-            .lossy
-            .store(impairment.loss.is_some(), Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-fn netem_unsupported(error: Error) -> Error {
-    if error.raw_os_error() == Some(nix::libc::ENOENT) {
-        Error::detected(
-            "netem",
-            std::io::ErrorKind::Unsupported,
-            "this kernel lacks sch_netem (CONFIG_NET_SCH_NETEM): delay, jitter, reordering and duplication need it; \
-             rate limits (tbf) and loss (nftables) work without it",
-        )
-    } else {
-        error
     }
 }
 

@@ -41,11 +41,7 @@ const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
-const TCA_TBF_PARMS: u16 = 1;
-const TCA_TBF_RATE64: u16 = 4;
-const TCA_TBF_BURST: u16 = 6;
 const RTA_DST: u16 = 1;
-const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
 const IFLA_NUM_RX_QUEUES: u16 = 32;
 
@@ -240,65 +236,6 @@ pub(crate) fn add_route(
     m
 }
 
-fn tcmsg(m: &mut Message, index: i32) {
-    // struct tcmsg: family, pad[3], ifindex, handle, parent, info.
-    let mut tc = [0u8; 20];
-    tc[4..8].copy_from_slice(&index.to_ne_bytes());
-    tc[8..12].copy_from_slice(&0x0001_0000u32.to_ne_bytes());
-    tc[12..16].copy_from_slice(&TC_H_ROOT.to_ne_bytes());
-    m.push(&tc);
-}
-
-/// Replaces the root qdisc of the link with `index` by a token bucket
-/// filter: `rate` bytes per second, bursts of `burst` bytes, at most
-/// `limit` bytes queued.
-pub(crate) fn tbf(index: i32, name: &str, rate: u64, burst: u32, limit: u32) -> Message {
-    let mut m = Message::new(
-        RTM_NEWQDISC,
-        NLM_F_CREATE | 0x100, // NLM_F_REPLACE
-        format!("set a tbf qdisc ({rate} B/s) on {name}"),
-    );
-    tcmsg(&mut m, index);
-    m.attr_str(TCA_KIND, "tbf");
-    m.begin_nest(TCA_OPTIONS);
-    // struct tc_tbf_qopt: rate and peakrate (struct tc_ratespec: cell_log u8,
-    // linklayer u8, overhead u16, cell_align i16, mpu u16, rate u32), then
-    // limit, buffer, mtu. Linklayer ethernet needs no rate table.
-    let mut qopt = [0u8; 36];
-    qopt[1] = 1; // TC_LINKLAYER_ETHERNET
-    qopt[8..12].copy_from_slice(&(rate.min(u32::MAX as u64) as u32).to_ne_bytes());
-    qopt[24..28].copy_from_slice(&limit.to_ne_bytes());
-    m.attr(TCA_TBF_PARMS, &qopt);
-    m.attr(TCA_TBF_RATE64, &rate.to_ne_bytes());
-    m.attr(TCA_TBF_BURST, &burst.to_ne_bytes());
-    m.end_nest();
-    m
-}
-
-/// Replaces the root qdisc of the link with `index` by netem with these
-/// options (struct tc_netem_qopt: latency and jitter in microseconds here
-/// converted by the caller to ticks, limit, loss, gap, duplicate).
-pub(crate) fn netem(index: i32, name: &str, qopt: [u32; 6]) -> Message {
-    let mut m = Message::new(
-        RTM_NEWQDISC,
-        NLM_F_CREATE | 0x100,
-        format!("set a netem qdisc on {name}"),
-    );
-    tcmsg(&mut m, index);
-    m.attr_str(TCA_KIND, "netem");
-    // netem's options are the bare struct, not nested attributes.
-    let bytes: Vec<u8> = qopt.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    m.attr(TCA_OPTIONS, &bytes);
-    m
-}
-
-/// Deletes the root qdisc of the link with `index` (back to the default).
-pub(crate) fn delete_root_qdisc(index: i32, name: &str) -> Message {
-    let mut m = Message::new(RTM_DELQDISC, 0, format!("remove the qdisc of {name}"));
-    tcmsg(&mut m, index);
-    m
-}
-
 /// Deletes the link with `index`.
 pub(crate) fn delete_link(index: i32, name: &str) -> Message {
     let mut m = Message::new(RTM_DELLINK, 0, format!("delete link {name}"));
@@ -343,6 +280,173 @@ pub(crate) fn add_default_route(index: i32, gateway: std::net::IpAddr) -> Messag
     m.push(&rtm);
     m.attr(RTA_GATEWAY, &octets);
     m.attr(RTA_OIF, &(index as u32).to_ne_bytes());
+    m
+}
+
+// The fault engine's plumbing: a veth pair inside one namespace that
+// carries nothing to its stack, the clsact qdisc, and two classic-BPF
+// filters (cls_bpf): one that drops everything in direct-action mode, one
+// that matches everything and redirects it with act_mirred.
+
+const RTM_NEWTFILTER: u16 = 44;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+const TC_H_CLSACT_HANDLE: u32 = 0xFFFF_0000;
+const TC_H_MIN_INGRESS: u32 = 0xFFF2;
+const TC_H_MIN_EGRESS: u32 = 0xFFF3;
+const TCA_BPF_ACT: u16 = 1;
+const TCA_BPF_OPS_LEN: u16 = 4;
+const TCA_BPF_OPS: u16 = 5;
+const TCA_BPF_FLAGS: u16 = 8;
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+const TCA_ACT_KIND: u16 = 1;
+const TCA_ACT_OPTIONS: u16 = 2;
+const TCA_MIRRED_PARMS: u16 = 2;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_STOLEN: i32 = 4;
+const TCA_EGRESS_REDIR: i32 = 1;
+const ETH_P_ALL: u16 = 0x0003;
+/// Classic BPF `ret #k`.
+const BPF_RET_K: u16 = 0x06;
+
+/// Creates a veth pair `name` / `peer_name`, both in the socket's
+/// namespace, down, with `mtu`.
+pub(crate) fn new_inner_veth(
+    name: &str,
+    index: i32,
+    peer_name: &str,
+    peer_index: i32,
+    mtu: u32,
+) -> Message {
+    let mut m = Message::new(
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("create veth pair {name} / {peer_name}"),
+    );
+    m.ifinfo(index, 0, 0);
+    m.attr_str(IFLA_IFNAME, name);
+    m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    m.one_queue_each_way();
+    m.begin_nest(IFLA_LINKINFO);
+    m.attr_str(IFLA_INFO_KIND, "veth");
+    m.begin_nest(IFLA_INFO_DATA);
+    m.begin_nest(VETH_INFO_PEER);
+    m.ifinfo(peer_index, 0, 0);
+    m.attr_str(IFLA_IFNAME, peer_name);
+    m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    m.one_queue_each_way();
+    m.end_nest();
+    m.end_nest();
+    m.end_nest();
+    m
+}
+
+/// Sets the link with `index` up with no ARP and no IPv6 address of its
+/// own (address generation mode none), so that its stack sends nothing.
+pub(crate) fn set_up_silent(index: i32, name: &str) -> Message {
+    let flags = (libc::IFF_UP | libc::IFF_NOARP) as u32;
+    let mut m = Message::new(RTM_NEWLINK, 0, format!("set {name} up, silent"));
+    m.ifinfo(index, flags, flags);
+    m.begin_nest(IFLA_AF_SPEC);
+    m.begin_nest(libc::AF_INET6 as u16);
+    m.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+    m.end_nest();
+    m.end_nest();
+    m
+}
+
+fn tcmsg_with(m: &mut Message, index: i32, handle: u32, parent: u32, info: u32) {
+    // struct tcmsg: family, pad[3], ifindex, handle, parent, info.
+    let mut tc = [0u8; 20];
+    tc[4..8].copy_from_slice(&index.to_ne_bytes());
+    tc[8..12].copy_from_slice(&handle.to_ne_bytes());
+    tc[12..16].copy_from_slice(&parent.to_ne_bytes());
+    tc[16..20].copy_from_slice(&info.to_ne_bytes());
+    m.push(&tc);
+}
+
+/// Adds a clsact qdisc (the hooks for ingress and egress filters) to the
+/// link with `index`.
+pub(crate) fn add_clsact(index: i32, name: &str) -> Message {
+    let mut m = Message::new(
+        RTM_NEWQDISC,
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("add a clsact qdisc to {name}"),
+    );
+    tcmsg_with(&mut m, index, TC_H_CLSACT_HANDLE, TC_H_CLSACT, 0);
+    m.attr_str(TCA_KIND, "clsact");
+    m
+}
+
+/// Removes the clsact qdisc of the link with `index`, and its filters.
+pub(crate) fn delete_clsact(index: i32, name: &str) -> Message {
+    let mut m = Message::new(
+        RTM_DELQDISC,
+        0,
+        format!("remove the clsact qdisc of {name}"),
+    );
+    tcmsg_with(&mut m, index, TC_H_CLSACT_HANDLE, TC_H_CLSACT, 0);
+    m
+}
+
+/// A cls_bpf filter on a clsact hook, for every protocol, running the
+/// one-instruction classic BPF program `ret #k`.
+fn bpf_filter(index: i32, hook: u32, k: u32, what: String) -> Message {
+    let mut m = Message::new(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, what);
+    let info = (1u32 << 16) | u32::from(ETH_P_ALL.to_be());
+    tcmsg_with(&mut m, index, 1, TC_H_CLSACT_HANDLE | hook, info);
+    m.attr_str(TCA_KIND, "bpf");
+    m.begin_nest(TCA_OPTIONS);
+    // struct sock_filter: code u16, jt u8, jf u8, k u32.
+    let mut program = [0u8; 8];
+    program[0..2].copy_from_slice(&BPF_RET_K.to_ne_bytes());
+    program[4..8].copy_from_slice(&k.to_ne_bytes());
+    m.attr(TCA_BPF_OPS_LEN, &1u16.to_ne_bytes());
+    m.attr(TCA_BPF_OPS, &program);
+    m
+}
+
+/// Drops every frame the link with `index` receives, before its stack sees
+/// it (cls_bpf in direct-action mode returning TC_ACT_SHOT). Packet
+/// sockets still see the frames: they tap in before.
+pub(crate) fn drop_ingress(index: i32, name: &str) -> Message {
+    let mut m = bpf_filter(
+        index,
+        TC_H_MIN_INGRESS,
+        TC_ACT_SHOT,
+        format!("add a drop-all ingress filter to {name}"),
+    );
+    m.attr(TCA_BPF_FLAGS, &TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes());
+    m.end_nest();
+    m
+}
+
+/// Redirects every frame the link with `index` transmits to the link with
+/// `to`, which transmits it instead (cls_bpf matching all, act_mirred
+/// egress redirect).
+pub(crate) fn redirect_egress(index: i32, name: &str, to: i32) -> Message {
+    let mut m = bpf_filter(
+        index,
+        TC_H_MIN_EGRESS,
+        u32::MAX,
+        format!("add a redirecting egress filter to {name}"),
+    );
+    m.begin_nest(TCA_BPF_ACT);
+    m.begin_nest(1);
+    m.attr_str(TCA_ACT_KIND, "mirred");
+    m.begin_nest(TCA_ACT_OPTIONS);
+    // struct tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex.
+    let mut parms = [0u8; 28];
+    parms[8..12].copy_from_slice(&TC_ACT_STOLEN.to_ne_bytes());
+    parms[20..24].copy_from_slice(&TCA_EGRESS_REDIR.to_ne_bytes());
+    parms[24..28].copy_from_slice(&(to as u32).to_ne_bytes());
+    m.attr(TCA_MIRRED_PARMS, &parms);
+    m.end_nest();
+    m.end_nest();
+    m.end_nest();
+    m.end_nest();
     m
 }
 

@@ -101,6 +101,7 @@ impl TestNamespace {
         let nodes = Arc::new(Nodes {
             capture_dir,
             made: Mutex::default(),
+            seeds: Mutex::default(),
         });
         let registration = Registration::this_thread(
             veth.as_ref().map(|v| v.veth().clone()),
@@ -124,6 +125,7 @@ impl TestNamespace {
         let trace = trace::Steps::new(self.test);
         if failed {
             self.report_namespace();
+            report_seeds(&lock(&self.nodes.seeds));
         }
         let mut nodes = std::mem::take(&mut *lock(&self.nodes.made));
         if let Some((policy, capture)) = self.capture.take() {
@@ -199,6 +201,29 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Prints the seeds of the networks a failed test made, and how to make
+/// them again.
+fn report_seeds(seeds: &[u64]) {
+    if let Some(line) = seed_line(seeds) {
+        eprintln!("{line}");
+    }
+}
+
+fn seed_line(seeds: &[u64]) -> Option<String> {
+    let hex: Vec<String> = seeds.iter().map(|s| format!("{s:#018x}")).collect();
+    match hex.as_slice() {
+        [] => None,
+        [one] => Some(format!(
+            "netns-test: network seed {one}; rerun with NETNS_TEST_SEED={one}"
+        )),
+        many => Some(format!(
+            "netns-test: network seeds {}; rerun with NETNS_TEST_SEED={}",
+            many.join(", "),
+            many.join(",")
+        )),
+    }
+}
+
 /// Prints where the captures are, or removes them (and their directory).
 fn report_captures(keep: bool, files: &[PathBuf]) {
     for file in files {
@@ -228,6 +253,8 @@ struct Nodes {
     /// Where the nodes' captures go, when the test captures.
     capture_dir: Option<PathBuf>,
     made: Mutex<Vec<MadeNode>>,
+    /// The seeds of the networks the test made, in order.
+    seeds: Mutex<Vec<u64>>,
 }
 
 struct MadeNode {
@@ -250,8 +277,34 @@ impl Observer for Nodes {
         });
         Ok(())
     }
+
+    fn network_made(&self, choose: &dyn Fn(usize) -> u64) -> u64 {
+        let mut seeds = lock(&self.seeds);
+        let seed = choose(seeds.len());
+        seeds.push(seed);
+        seed
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seed_line;
+
+    #[test]
+    fn the_seed_line_says_how_to_rerun() {
+        assert_eq!(seed_line(&[]), None);
+        assert_eq!(
+            seed_line(&[0x5eed]).unwrap(),
+            "netns-test: network seed 0x0000000000005eed; rerun with NETNS_TEST_SEED=0x0000000000005eed"
+        );
+        assert_eq!(
+            seed_line(&[1, 2]).unwrap(),
+            "netns-test: network seeds 0x0000000000000001, 0x0000000000000002; \
+             rerun with NETNS_TEST_SEED=0x0000000000000001,0x0000000000000002"
+        );
+    }
 }

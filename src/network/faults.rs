@@ -1,0 +1,226 @@
+//! Faults on a link: [`Link::impair`], [`Link::impair_from`],
+//! [`Link::schedule`], and the plumbing that takes one direction's frames
+//! through the network's fault engine.
+//!
+//! To impair what an end `eth0` sends, its node gets a veth pair of its own,
+//! `f-eth0` / `f-eth0e`, silent (no ARP, no IPv6 address). A filter on
+//! `eth0`'s egress redirects every frame to `f-eth0`, whose checksum offload
+//! is off, so the kernel hands over whole, checksummed frames; a packet
+//! socket on `f-eth0e` takes them (a drop-all ingress filter there keeps
+//! them from the node's stack), the engine decides their fate, and a packet
+//! socket on `eth0` that bypasses its queueing discipline and filters sends
+//! them on to the peer. A direction never impaired has none of this: a plain
+//! veth. Cleared, it loses the redirect and is a plain veth again.
+
+use super::engine::{DirectionId, Engine, Sockets};
+use super::schedule::{Plan, Schedule};
+use super::{Impairment, Link, NetworkInner, Node};
+use crate::error::Error;
+use crate::os::{netlink, packet};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+/// The MTU of the engine's veth pairs: the largest, so that no frame an
+/// end can send is too big for them.
+const INNER_MTU: u32 = 65535;
+
+/// How one direction of a link reaches the engine.
+#[derive(Default)]
+pub(super) struct Plumbing {
+    /// Once the engine's veth pair exists and the engine carries the
+    /// direction: the index of the pair's end that the redirect targets.
+    target: Option<i32>,
+    /// The sending end's egress redirects to the engine.
+    attached: bool,
+}
+
+impl NetworkInner {
+    /// The engine, started on first use.
+    fn engine(&self) -> Result<Arc<Engine>, Error> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(engine) = &*engine {
+            return Ok(Arc::clone(engine));
+        }
+        let started = Arc::new(Engine::start(self.seed)?);
+        *engine = Some(Arc::clone(&started));
+        Ok(started)
+    }
+}
+
+impl Link {
+    /// Impairs both directions of the link, replacing what was set before
+    /// for each (a schedule too); `Impairment::new()` clears them.
+    ///
+    /// Bad values are [`InvalidInput`](std::io::ErrorKind::InvalidInput)
+    /// errors naming the value and its valid range, and the link keeps what
+    /// it had. See the README's "Faults" for where packets go and what each
+    /// knob costs.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// use netns_test::{Impairment, Network};
+    /// use std::time::Duration;
+    /// let net = Network::new();
+    /// let (a, b) = (net.node("a")?, net.node("b")?);
+    /// let link = net.link(&a, &b)?;
+    /// link.impair(Impairment::new().delay(Duration::from_millis(40)).jitter(Duration::from_millis(5)))?;
+    /// link.impair_from(&a, Impairment::new().loss(5.0))?;  // only what a sends
+    /// assert!(link.impair(Impairment::new().loss(200.0)).is_err());
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn impair(&self, impairment: Impairment) -> Result<(), Error> {
+        let plan = Plan::constant(impairment.model("impair")?);
+        self.set_plan(0, plan.clone())?;
+        self.set_plan(1, plan)
+    }
+
+    /// Impairs only what `from` sends over this link, replacing what was
+    /// set before for that direction; the other direction is unchanged.
+    /// `loss(100.0)` makes a one-way partition.
+    pub fn impair_from(&self, from: &Node, impairment: Impairment) -> Result<(), Error> {
+        let end = self.sending_end(from, "impair_from")?;
+        self.set_plan(end, Plan::constant(impairment.model("impair_from")?))
+    }
+
+    /// Impairs only what this link carries to `to` (for a node attached to
+    /// a switch, what the switch sends it).
+    pub fn impair_to(&self, to: &Node, impairment: Impairment) -> Result<(), Error> {
+        let end = 1 - self.sending_end(to, "impair_to")?;
+        self.set_plan(end, Plan::constant(impairment.model("impair_to")?))
+    }
+
+    /// Impairs both directions by a [`Schedule`] that starts now, replacing
+    /// what was set before.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// use netns_test::{Impairment, Network, Schedule};
+    /// use std::time::Duration;
+    /// let ms = Duration::from_millis;
+    /// let net = Network::new();
+    /// let (a, b) = (net.node("a")?, net.node("b")?);
+    /// let link = net.link(&a, &b)?;
+    /// // A flapping link.
+    /// link.schedule(Schedule::new().then(ms(500), Impairment::new().loss(100.0)).then(ms(200), Impairment::new()).repeat())?;
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn schedule(&self, schedule: Schedule) -> Result<(), Error> {
+        let plan = schedule.plan()?;
+        self.set_plan(0, plan.clone())?;
+        self.set_plan(1, plan)
+    }
+
+    /// A [`Schedule`] for what `from` sends only.
+    pub fn schedule_from(&self, from: &Node, schedule: Schedule) -> Result<(), Error> {
+        let end = self.sending_end(from, "schedule_from")?;
+        self.set_plan(end, schedule.plan()?)
+    }
+
+    fn sending_end(&self, node: &Node, operation: &'static str) -> Result<usize, Error> {
+        self.inner
+            .ends
+            .iter()
+            .position(|end| Arc::ptr_eq(&end.node.inner, &node.inner))
+            .ok_or_else(|| {
+                Error::invalid_input(
+                    operation,
+                    format!("node {} is not an end of this link", node.name()),
+                )
+            })
+    }
+
+    fn direction(&self, end: usize) -> DirectionId {
+        DirectionId {
+            link: self.inner.stream,
+            from_end: end as u8,
+        }
+    }
+
+    /// Has the engine run `plan` for what `end` sends: makes the direction's
+    /// plumbing on first use, attaches it while the plan does something,
+    /// detaches it when the plan is clear.
+    fn set_plan(&self, end: usize, plan: Plan) -> Result<(), Error> {
+        let clear = plan.is_clear();
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let plumbing = &mut faults[end];
+        if clear && plumbing.target.is_none() {
+            return Ok(());
+        }
+        let network = self.inner.network.upgrade().ok_or_else(|| {
+            Error::detected(
+                "impair",
+                std::io::ErrorKind::NotConnected,
+                "the link's Network was dropped, and its fault engine with it",
+            )
+        })?;
+        let engine = network.engine()?;
+        let id = self.direction(end);
+        let target = match plumbing.target {
+            Some(target) => {
+                engine.set_plan(id, plan);
+                target
+            }
+            None => {
+                let (target, sockets) = self.plumb(end)?;
+                engine.add(id, sockets, plan);
+                plumbing.target = Some(target);
+                target
+            }
+        };
+        let sending = &self.inner.ends[end];
+        if clear && plumbing.attached {
+            sending
+                .node
+                .netlink_run(vec![netlink::delete_clsact(sending.index, &sending.name)])?;
+            plumbing.attached = false;
+        } else if !clear && !plumbing.attached {
+            sending.node.netlink_run(vec![
+                netlink::add_clsact(sending.index, &sending.name),
+                netlink::redirect_egress(sending.index, &sending.name, target),
+            ])?;
+            plumbing.attached = true;
+        }
+        Ok(())
+    }
+
+    /// Makes the engine's veth pair in the sending end's node, and the
+    /// engine's two sockets there; returns the index of the pair's end that
+    /// the redirect targets, and the sockets.
+    fn plumb(&self, end: usize) -> Result<(i32, Sockets), Error> {
+        let sending = &self.inner.ends[end];
+        let node = &sending.node;
+        let (to, taken) = inner_names(&sending.name);
+        let (to_index, taken_index) = (node.next_index(), node.next_index());
+        node.netlink_run(vec![
+            netlink::new_inner_veth(&to, to_index, &taken, taken_index, INNER_MTU),
+            netlink::set_up_silent(to_index, &to),
+            netlink::set_up_silent(taken_index, &taken),
+            netlink::add_clsact(taken_index, &taken),
+            netlink::drop_ingress(taken_index, &taken),
+        ])?;
+        let send_index = sending.index;
+        let sockets = node
+            .netns()
+            .run(move || {
+                let steal = packet::receiver(taken_index)?;
+                packet::checksum_frames(steal.as_fd(), &to)?;
+                let send = packet::sender(send_index)?;
+                Ok(Sockets { steal, send })
+            })
+            .map_err(|e: Error| e.in_node(node.name()))?;
+        Ok((to_index, sockets))
+    }
+}
+
+/// The names of the engine's veth pair for the end `name`: the one the
+/// redirect transmits on, and the one the engine reads.
+fn inner_names(name: &str) -> (String, String) {
+    (format!("f-{name}"), format!("f-{name}e"))
+}
+
+impl Plan {
+    /// Whether every step of the plan is clear.
+    fn is_clear(&self) -> bool {
+        self.steps.iter().all(|(_, model)| model.is_clear())
+    }
+}

@@ -1,0 +1,234 @@
+//! `AF_PACKET` sockets for the fault engine: one that takes every frame an
+//! interface receives, one that sends frames out of an interface past its
+//! queueing discipline, and the ethtool call that makes the kernel hand
+//! over whole, checksummed frames. Also the engine's wake-up (eventfd) and
+//! wait (ppoll).
+
+use crate::error::Error;
+use nix::libc;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+const ETH_P_ALL: u16 = 0x0003;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+/// What the engine asks of its sockets' buffers: room for bursts of
+/// thousands of frames, so that no frame is dropped outside the model.
+const BUFFER_BYTES: libc::c_int = 32 << 20;
+
+fn last_error(operation: &'static str) -> Error {
+    Error::new(operation, io::Error::last_os_error())
+}
+
+fn packet_socket(protocol: u16, flags: libc::c_int) -> Result<OwnedFd, Error> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            libc::c_int::from(protocol.to_be()),
+        )
+    };
+    if fd < 0 {
+        return Err(last_error("socket(AF_PACKET, SOCK_RAW)"));
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt reads `size` bytes from `value`, which lives across the call.
+    let rc =
+        unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&raw const value).cast(), size) };
+    rc == 0
+}
+
+/// A large buffer: past `net.core.[rw]mem_max` where the process may
+/// (CAP_NET_ADMIN over the host), else as large as that allows.
+fn large_buffer(fd: &OwnedFd, force: libc::c_int, plain: libc::c_int) {
+    if !set_int(fd, libc::SOL_SOCKET, force, BUFFER_BYTES) {
+        set_int(fd, libc::SOL_SOCKET, plain, BUFFER_BYTES);
+    }
+}
+
+fn bind(fd: &OwnedFd, index: i32, protocol: u16, what: &'static str) -> Result<(), Error> {
+    // SAFETY: an all-zero sockaddr_ll is a valid value of this plain C struct.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = protocol.to_be();
+    address.sll_ifindex = index;
+    let size = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: bind reads `size` bytes of the address, which lives across the call.
+    let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const address).cast(), size) };
+    if rc != 0 {
+        return Err(last_error(what));
+    }
+    Ok(())
+}
+
+/// A non-blocking socket that receives every frame arriving on the
+/// interface with `index` (in the calling thread's network namespace),
+/// before the interface's ingress filters. Frames the interface sends are
+/// not seen.
+pub(crate) fn receiver(index: i32) -> Result<OwnedFd, Error> {
+    let fd = packet_socket(ETH_P_ALL, libc::SOCK_NONBLOCK)?;
+    if !set_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
+        return Err(last_error("setsockopt(PACKET_IGNORE_OUTGOING)"));
+    }
+    large_buffer(&fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
+    bind(&fd, index, ETH_P_ALL, "bind(AF_PACKET) to receive")?;
+    Ok(fd)
+}
+
+/// A non-blocking socket that sends frames out of the interface with
+/// `index`, straight to its driver: past its queueing discipline and its
+/// egress filters. It receives nothing.
+pub(crate) fn sender(index: i32) -> Result<OwnedFd, Error> {
+    let fd = packet_socket(0, libc::SOCK_NONBLOCK)?;
+    if !set_int(&fd, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1) {
+        return Err(last_error("setsockopt(PACKET_QDISC_BYPASS)"));
+    }
+    large_buffer(&fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
+    bind(&fd, index, 0, "bind(AF_PACKET) to send")?;
+    Ok(fd)
+}
+
+/// Turns transmit checksum offload off on the interface `name` (ethtool's
+/// `tx off`), through any socket of its namespace. The kernel then
+/// completes checksums, and cuts segmentation offload packets into
+/// frames, before the interface transmits them: what it passes on is what
+/// a wire would carry.
+pub(crate) fn checksum_frames(socket: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *slot = byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to; both outlive the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, &mut request) };
+    if rc != 0 {
+        return Err(last_error("ioctl(SIOCETHTOOL, ETHTOOL_STXCSUM)"));
+    }
+    Ok(())
+}
+
+/// Receives one frame into `buffer` without waiting: its length, or `None`
+/// when none is queued.
+pub(crate) fn receive(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: recv writes at most `buffer.len()` bytes into the buffer we own.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some((n as usize).min(buffer.len())));
+        }
+        let error = io::Error::last_os_error();
+        match error.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(error),
+        }
+    }
+}
+
+/// Sends one frame without waiting.
+pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+    loop {
+        // SAFETY: send reads `frame.len()` bytes from the frame, which lives across the call.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// An eventfd: a counter another thread bumps to wake a waiting one.
+pub(crate) fn event() -> Result<OwnedFd, Error> {
+    // SAFETY: eventfd(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(last_error("eventfd"));
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Bumps an eventfd.
+pub(crate) fn notify(fd: BorrowedFd<'_>) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: write reads the 8 bytes of `one`, which lives across the call.
+    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+/// Resets an eventfd after a wake-up.
+pub(crate) fn drain(fd: BorrowedFd<'_>) {
+    let mut count = [0u8; 8];
+    // SAFETY: read writes at most 8 bytes into `count`, which we own.
+    unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (`None`: no
+/// limit), with nanosecond precision. Marks the readable ones in `ready`.
+pub(crate) fn wait(fds: &[BorrowedFd<'_>], timeout: Option<Duration>, ready: &mut Vec<bool>) {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let spec = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    let spec_ptr = spec
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s as *const libc::timespec);
+    // SAFETY: ppoll reads and writes `polled` (its length given) and reads the timespec, both alive across the call.
+    let rc = unsafe {
+        libc::ppoll(
+            polled.as_mut_ptr(),
+            polled.len() as libc::nfds_t,
+            spec_ptr,
+            std::ptr::null(),
+        )
+    };
+    ready.clear();
+    ready.extend(
+        polled
+            .iter()
+            .map(|p| rc > 0 && p.revents & (libc::POLLIN | libc::POLLERR) != 0),
+    );
+}
