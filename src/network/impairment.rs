@@ -232,6 +232,7 @@ impl Impairment {
             }
         };
         Ok(Model {
+            engaged: *self != Impairment::default(),
             delay_ns: duration("delay", self.delay)?,
             jitter_ns: duration("jitter", self.jitter)?,
             loss,
@@ -250,6 +251,9 @@ impl Impairment {
 /// probabilities from 0 to 1, bytes per second.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(super) struct Model {
+    /// Whether any knob is set, even to a value that changes nothing
+    /// (`loss(0.0)`): the direction then goes through the engine.
+    pub engaged: bool,
     pub delay_ns: u64,
     pub jitter_ns: u64,
     pub loss: f64,
@@ -263,9 +267,10 @@ pub(super) struct Model {
 }
 
 impl Model {
-    /// Whether this model changes nothing.
+    /// Whether no knob is set ([`Impairment::new`]): the direction is a
+    /// plain veth.
     pub(super) fn is_clear(&self) -> bool {
-        *self == Model::default()
+        !self.engaged
     }
 }
 
@@ -325,12 +330,14 @@ mod tests {
     #[test]
     fn good_values_become_the_model() {
         assert!(Impairment::new().model("impair").unwrap().is_clear());
-        assert!(
-            Impairment::new()
-                .loss(0.0)
-                .model("impair")
-                .unwrap()
-                .is_clear()
+        let empty = Impairment::new().loss(0.0).model("impair").unwrap();
+        assert!(!empty.is_clear(), "loss(0.0) goes through the engine");
+        assert_eq!(
+            Model {
+                engaged: false,
+                ..empty
+            },
+            Model::default()
         );
         let model = Impairment::new()
             .delay(Duration::from_millis(40))

@@ -1,0 +1,417 @@
+//! What the fault engine does and costs, measured on real traffic between
+//! two nodes, as root and (re-run as uid 65534 in a user namespace of its
+//! own) rootless.
+//!
+//! ```text
+//! cargo bench --bench impairments            # as root: both columns
+//! ```
+//!
+//! Each figure comes from a fresh `Network` of two linked nodes. As an
+//! ordinary user it measures the rootless column only.
+
+use netns_test::{Impairment, Link, Network, Node};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+const NOBODY: u32 = 65534;
+const CHILD: &str = "--rootless-child";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == CHILD) {
+        enter_user_namespace();
+        for (key, value) in measure() {
+            println!("ROW\t{key}\t{value}");
+        }
+        return;
+    }
+    let as_root = nix::unistd::geteuid().is_root();
+    let root = if as_root {
+        eprintln!("measuring as root ...");
+        measure()
+    } else {
+        BTreeMap::new()
+    };
+    eprintln!("measuring rootless (uid {NOBODY} in a user namespace) ...");
+    let rootless = run_rootless_child(as_root);
+    println!("\n| what | target | root | rootless |\n|---|---|---|---|");
+    for (key, target) in ROWS {
+        let cell = |m: &BTreeMap<String, String>| m.get(*key).cloned().unwrap_or("–".into());
+        println!("| {key} | {target} | {} | {} |", cell(&root), cell(&rootless));
+    }
+}
+
+/// The rows of the table, in order, with their targets.
+const ROWS: &[(&str, &str)] = &[
+    ("delay 50 ms each way: TCP handshake, median of 200", "100 ms ± 2 ms"),
+    ("jitter 5 ms on 10 ms one way: RTT median / p99 of 1000", "p99 ≤ 10 + 5 + 2 ms"),
+    ("loss 10 %: lost of 10,000 datagrams", "9–11 %"),
+    ("loss_bursts(2.0, 8): average loss of 100,000 datagrams", "2 % ± 15 %"),
+    ("loss_bursts(2.0, 8): mean burst length", "8 ± 15 %"),
+    ("rate 10 Mbit/s: TCP goodput (frames)", "10 Mbit/s ± 10 %"),
+    ("plain link: TCP throughput", "(today)"),
+    ("engine path, loss(0.0) both ways: TCP throughput", "≥ 1 Gbit/s"),
+    ("engine path, loss(1.0) both ways: TCP throughput", "–"),
+    ("plain link: UDP RTT median of 1000", "–"),
+    ("engine path: UDP RTT median of 1000", "–"),
+    ("engine path: added latency per direction (median)", "≤ 50 µs"),
+    ("plain link: process CPU per Gbit/s", "–"),
+    ("engine path: process CPU per Gbit/s", "–"),
+    ("engine path: engine thread CPU per Gbit/s", "–"),
+];
+
+fn run_rootless_child(as_root: bool) -> BTreeMap<String, String> {
+    // A copy of this binary that uid 65534 can read, removed at the end.
+    let dir = tempfile::Builder::new()
+        .prefix("netns-test-bench-")
+        .tempdir()
+        .expect("temporary directory");
+    let copy = dir.path().join("impairments");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).expect("copy the bench");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), open).expect("chmod");
+    }
+    let mut command = std::process::Command::new(&copy);
+    command.arg(CHILD).current_dir(dir.path());
+    if as_root {
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let output = command.output().expect("run the rootless copy");
+    if !output.status.success() {
+        eprintln!(
+            "the rootless run failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, '\t');
+            (parts.next()? == "ROW").then_some(())?;
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Becomes root of a new user namespace (this process has one thread yet).
+fn enter_user_namespace() {
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).expect("unshare(CLONE_NEWUSER)");
+    std::fs::write("/proc/self/setgroups", "deny").expect("setgroups");
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1\n")).expect("uid_map");
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1\n")).expect("gid_map");
+}
+
+fn pair() -> (Network, Node, Node, Link) {
+    let net = Network::new();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    (net, a, b, link)
+}
+
+fn measure() -> BTreeMap<String, String> {
+    let mut rows = BTreeMap::new();
+    let mut row = |key: &str, value: String| {
+        eprintln!("  {key}: {value}");
+        rows.insert(key.to_owned(), value);
+    };
+
+    // Delay: the handshake waits for the SYN and the SYN-ACK.
+    {
+        let (_net, a, b, link) = pair();
+        link.impair(Impairment::new().delay(ms(50))).unwrap();
+        let times = handshakes(&a, &b, &link, 200);
+        row(ROWS[0].0, format!("{:.2} ms", median(&times) * 1e3));
+    }
+    // Jitter, one way.
+    {
+        let (_net, a, b, link) = pair();
+        link.impair_from(&a, Impairment::new().delay(ms(10)).jitter(ms(5)))
+            .unwrap();
+        let rtts = udp_rtts(&a, &b, &link, 1000);
+        row(
+            ROWS[1].0,
+            format!(
+                "{:.2} / {:.2} ms",
+                median(&rtts) * 1e3,
+                percentile(&rtts, 0.99) * 1e3
+            ),
+        );
+    }
+    // Independent loss.
+    {
+        let (_net, a, b, link) = pair();
+        link.impair_from(&a, Impairment::new().loss(10.0)).unwrap();
+        let received = datagrams(&a, &b, &link, 10_000);
+        let lost = received.iter().filter(|r| !**r).count();
+        row(ROWS[2].0, format!("{:.2} %", lost as f64 / 100.0));
+    }
+    // Bursty loss.
+    {
+        let (_net, a, b, link) = pair();
+        link.impair_from(&a, Impairment::new().loss_bursts(2.0, 8))
+            .unwrap();
+        let n = 100_000;
+        let received = datagrams(&a, &b, &link, n);
+        let lost = received.iter().filter(|r| !**r).count();
+        let bursts = received
+            .windows(2)
+            .filter(|w| w[0] && !w[1])
+            .count()
+            .max(1);
+        row(ROWS[3].0, format!("{:.2} %", lost as f64 * 100.0 / n as f64));
+        row(ROWS[4].0, format!("{:.2}", lost as f64 / bursts as f64));
+    }
+    // Rate.
+    {
+        let (_net, a, b, link) = pair();
+        link.impair_from(&a, Impairment::new().rate_kbit(10_000))
+            .unwrap();
+        let (bits_per_s, _, _) = tcp_throughput(&a, &b, &link, Duration::from_secs(3));
+        row(
+            ROWS[5].0,
+            format!(
+                "{:.2} Mbit/s ({:.2})",
+                bits_per_s / 1e6,
+                bits_per_s / 1e6 * 1514.0 / 1448.0
+            ),
+        );
+    }
+    // Throughput and CPU: plain, engine path.
+    let seconds = Duration::from_secs(3);
+    let (plain_bits, plain_cpu, _) = {
+        let (_net, a, b, link) = pair();
+        tcp_throughput(&a, &b, &link, seconds)
+    };
+    row(ROWS[6].0, format!("{:.2} Gbit/s", plain_bits / 1e9));
+    let (engine_bits, engine_cpu, engine_thread) = {
+        let (_net, a, b, link) = pair();
+        link.impair(Impairment::new().loss(0.0)).unwrap();
+        tcp_throughput(&a, &b, &link, seconds)
+    };
+    row(ROWS[7].0, format!("{:.2} Gbit/s", engine_bits / 1e9));
+    {
+        let (_net, a, b, link) = pair();
+        link.impair(Impairment::new().loss(1.0)).unwrap();
+        let (bits, _, _) = tcp_throughput(&a, &b, &link, seconds);
+        row(ROWS[8].0, format!("{:.2} Gbit/s", bits / 1e9));
+    }
+    let plain_rtt = {
+        let (_net, a, b, link) = pair();
+        median(&udp_rtts(&a, &b, &link, 1000))
+    };
+    let engine_rtt = {
+        let (_net, a, b, link) = pair();
+        link.impair(Impairment::new().loss(0.0)).unwrap();
+        median(&udp_rtts(&a, &b, &link, 1000))
+    };
+    row(ROWS[9].0, format!("{:.1} µs", plain_rtt * 1e6));
+    row(ROWS[10].0, format!("{:.1} µs", engine_rtt * 1e6));
+    row(
+        ROWS[11].0,
+        format!("{:.1} µs", (engine_rtt - plain_rtt) / 2.0 * 1e6),
+    );
+    let per_gbit = |cpu: f64, bits: f64| cpu / seconds.as_secs_f64() / (bits / 1e9);
+    row(
+        ROWS[12].0,
+        format!("{:.2} CPU s/s", per_gbit(plain_cpu, plain_bits)),
+    );
+    row(
+        ROWS[13].0,
+        format!("{:.2} CPU s/s", per_gbit(engine_cpu, engine_bits)),
+    );
+    row(
+        ROWS[14].0,
+        format!("{:.2} CPU s/s", per_gbit(engine_thread, engine_bits)),
+    );
+    rows
+}
+
+fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Seconds of TCP handshakes from a to b.
+fn handshakes(a: &Node, b: &Node, link: &Link, n: usize) -> Vec<f64> {
+    let address = SocketAddr::new(IpAddr::V4(b.ipv4_on(link)), 80);
+    let listener = b.netns().run(move || TcpListener::bind(address).unwrap());
+    let server = std::thread::spawn(move || {
+        for _ in 0..n {
+            drop(listener.accept().unwrap());
+        }
+    });
+    let times = a.netns().run(move || {
+        (0..n)
+            .map(|_| {
+                let start = Instant::now();
+                let stream = TcpStream::connect(address).unwrap();
+                let took = start.elapsed().as_secs_f64();
+                drop(stream);
+                took
+            })
+            .collect()
+    });
+    server.join().unwrap();
+    times
+}
+
+/// Seconds of UDP round trips from a to b and back, one at a time.
+fn udp_rtts(a: &Node, b: &Node, link: &Link, n: usize) -> Vec<f64> {
+    let address = SocketAddr::new(IpAddr::V4(b.ipv4_on(link)), 7);
+    let echo = b.netns().run(move || UdpSocket::bind(address).unwrap());
+    echo.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((len, from)) = echo.recv_from(&mut buf) {
+            echo.send_to(&buf[..len], from).unwrap();
+        }
+    });
+    let rtts = a.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.connect(address).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 64];
+        // Warm up: neighbours resolved.
+        for _ in 0..10 {
+            socket.send(b"warm").unwrap();
+            let _ = socket.recv(&mut buf);
+        }
+        (0..n)
+            .filter_map(|i| {
+                let start = Instant::now();
+                socket.send(&(i as u32).to_be_bytes()).unwrap();
+                socket.recv(&mut buf).ok()?;
+                Some(start.elapsed().as_secs_f64())
+            })
+            .collect()
+    });
+    server.join().unwrap();
+    rtts
+}
+
+/// Sends `n` numbered datagrams from a to b; which arrived.
+fn datagrams(a: &Node, b: &Node, link: &Link, n: usize) -> Vec<bool> {
+    let address = SocketAddr::new(IpAddr::V4(b.ipv4_on(link)), 9);
+    let receiver = b.netns().run(move || {
+        let socket = UdpSocket::bind(address).unwrap();
+        big_receive_buffer(&socket);
+        socket
+    });
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let counter = std::thread::spawn(move || {
+        let mut seen = vec![false; n];
+        let mut buf = [0u8; 64];
+        while let Ok(len) = receiver.recv(&mut buf) {
+            if len >= 4 {
+                let i = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                if i < n {
+                    seen[i] = true;
+                }
+            }
+        }
+        seen
+    });
+    a.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..n {
+            socket.send_to(&(i as u32).to_be_bytes(), address).unwrap();
+            if i % 200 == 199 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    counter.join().unwrap()
+}
+
+fn big_receive_buffer(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &(16 << 20)).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &(16 << 20));
+    }
+}
+
+/// TCP from a to b for `duration`: bits per second received, the CPU
+/// seconds the process and the engine's thread used meanwhile.
+fn tcp_throughput(a: &Node, b: &Node, link: &Link, duration: Duration) -> (f64, f64, f64) {
+    let address = SocketAddr::new(IpAddr::V4(b.ipv4_on(link)), 5001);
+    let listener = b.netns().run(move || TcpListener::bind(address).unwrap());
+    let receiver = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 18];
+        let mut total = 0usize;
+        let start = Instant::now();
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total as f64 * 8.0 / start.elapsed().as_secs_f64()
+    });
+    let cpu_before = (process_cpu(), engine_cpu());
+    a.netns().run(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            stream.write_all(&chunk).unwrap();
+        }
+    });
+    let bits = receiver.join().unwrap();
+    (
+        bits,
+        process_cpu() - cpu_before.0,
+        engine_cpu() - cpu_before.1,
+    )
+}
+
+/// User and system CPU seconds in a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> f64 {
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn process_cpu() -> f64 {
+    stat_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds of the fault engines' threads.
+fn engine_cpu() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim().starts_with("netns-test-faul"))
+        })
+        .map(|t| stat_cpu(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default()))
+        .sum()
+}
