@@ -43,24 +43,43 @@ fn main() {
     println!("\n| what | target | root | rootless |\n|---|---|---|---|");
     for (key, target) in ROWS {
         let cell = |m: &BTreeMap<String, String>| m.get(*key).cloned().unwrap_or("–".into());
-        println!("| {key} | {target} | {} | {} |", cell(&root), cell(&rootless));
+        println!(
+            "| {key} | {target} | {} | {} |",
+            cell(&root),
+            cell(&rootless)
+        );
     }
 }
 
 /// The rows of the table, in order, with their targets.
 const ROWS: &[(&str, &str)] = &[
-    ("delay 50 ms each way: TCP handshake, median of 200", "100 ms ± 2 ms"),
-    ("jitter 5 ms on 10 ms one way: RTT median / p99 of 1000", "p99 ≤ 10 + 5 + 2 ms"),
+    (
+        "delay 50 ms each way: TCP handshake, median of 200",
+        "100 ms ± 2 ms",
+    ),
+    (
+        "jitter 5 ms on 10 ms one way: RTT median / p99 of 1000",
+        "p99 ≤ 10 + 5 + 2 ms",
+    ),
     ("loss 10 %: lost of 10,000 datagrams", "9–11 %"),
-    ("loss_bursts(2.0, 8): average loss of 100,000 datagrams", "2 % ± 15 %"),
+    (
+        "loss_bursts(2.0, 8): average loss of 100,000 datagrams",
+        "2 % ± 15 %",
+    ),
     ("loss_bursts(2.0, 8): mean burst length", "8 ± 15 %"),
     ("rate 10 Mbit/s: TCP goodput (frames)", "10 Mbit/s ± 10 %"),
     ("plain link: TCP throughput", "(today)"),
-    ("engine path, loss(0.0) both ways: TCP throughput", "≥ 1 Gbit/s"),
+    (
+        "engine path, loss(0.0) both ways: TCP throughput",
+        "≥ 1 Gbit/s",
+    ),
     ("engine path, loss(1.0) both ways: TCP throughput", "–"),
     ("plain link: UDP RTT median of 1000", "–"),
     ("engine path: UDP RTT median of 1000", "–"),
-    ("engine path: added latency per direction (median)", "≤ 50 µs"),
+    (
+        "engine path: added latency per direction (median)",
+        "≤ 50 µs",
+    ),
     ("plain link: process CPU per Gbit/s", "–"),
     ("engine path: process CPU per Gbit/s", "–"),
     ("engine path: engine thread CPU per Gbit/s", "–"),
@@ -164,12 +183,11 @@ fn measure() -> BTreeMap<String, String> {
         let n = 100_000;
         let received = datagrams(&a, &b, &link, n);
         let lost = received.iter().filter(|r| !**r).count();
-        let bursts = received
-            .windows(2)
-            .filter(|w| w[0] && !w[1])
-            .count()
-            .max(1);
-        row(ROWS[3].0, format!("{:.2} %", lost as f64 * 100.0 / n as f64));
+        let bursts = received.windows(2).filter(|w| w[0] && !w[1]).count().max(1);
+        row(
+            ROWS[3].0,
+            format!("{:.2} %", lost as f64 * 100.0 / n as f64),
+        );
         row(ROWS[4].0, format!("{:.2}", lost as f64 / bursts as f64));
     }
     // Rate.
@@ -286,7 +304,9 @@ fn udp_rtts(a: &Node, b: &Node, link: &Link, n: usize) -> Vec<f64> {
     let rtts = a.netns().run(move || {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         socket.connect(address).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
         let mut buf = [0u8; 64];
         // Warm up: neighbours resolved.
         for _ in 0..10 {

@@ -1,46 +1,640 @@
-//! Faults on links: every knob, one direction at a time, replayed from a seed.
+//! Faults on links: every knob, each checked in the impaired direction and
+//! in the other one, replayed from a seed, on switch ports too, and torn
+//! down with the network. Bounds are generous sanity checks; the figures
+//! are in `cargo bench --bench impairments`.
 
 mod common;
 
-use netns_test::{Impairment, Network, Node, netns_test};
+use netns_test::{Impairment, Link, Network, Node, Schedule, netns_test};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-#[netns_test]
-fn smoke_engine_path() {
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+struct Pair {
+    net: Network,
+    a: Node,
+    b: Node,
+    link: Link,
+}
+
+fn pair() -> Pair {
     let net = Network::new();
     let a = net.node("a").unwrap();
     let b = net.node("b").unwrap();
     let link = net.link(&a, &b).unwrap();
-    link.impair(Impairment::new().loss(0.0)).unwrap();
-    link.impair_from(&a, Impairment::new().delay(Duration::from_millis(1))).unwrap();
-    let address = IpAddr::V4(b.ipv4_on(&link));
-    let listener = b.netns().run(move || TcpListener::bind((address, 80)).unwrap());
+    Pair { net, a, b, link }
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(5000);
+
+/// How long a receiver waits for stragglers after the last datagram was
+/// sent: longer than any delay these tests set.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// What a receiver saw: each datagram's number and one-way time, in order.
+struct Received {
+    numbers: Vec<u32>,
+    delays: Vec<Duration>,
+}
+
+/// Sends `n` numbered datagrams of `size` bytes from `from` to `to`'s
+/// address on `link`, `gap` apart (a 1 ms pause every 100 when zero), and
+/// returns what arrived until [`QUIET`] after the last was sent.
+fn datagrams(from: &Node, to: &Node, link: &Link, n: u32, size: usize, gap: Duration) -> Received {
+    datagrams_to(from, to, to.ipv4_on(link), n, size, gap)
+}
+
+fn datagrams_to(
+    from: &Node,
+    to: &Node,
+    address: std::net::Ipv4Addr,
+    n: u32,
+    size: usize,
+    gap: Duration,
+) -> Received {
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+    let address = SocketAddr::new(IpAddr::V4(address), port);
+    let receiver = to.netns().run(move || {
+        let socket = UdpSocket::bind(address).unwrap();
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&socket, sockopt::RcvBufForce, &(8 << 20)).is_err() {
+            setsockopt(&socket, sockopt::RcvBuf, &(4 << 20)).unwrap();
+        }
+        socket
+    });
     let start = Instant::now();
-    let mut stream = a.netns().run(move || TcpStream::connect((address, 80)).unwrap());
-    println!("connect {:?}", start.elapsed());
-    println!("{}", a.netns().command("ip").args(["-d", "link"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap());
-    let (mut server, _) = listener.accept().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        let mut n = 0;
+    receiver.set_read_timeout(Some(ms(20))).unwrap();
+    let done = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    let sent = std::sync::Arc::clone(&done);
+    let counter = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let (mut numbers, mut delays) = (Vec::new(), Vec::new());
         loop {
-            match server.read(&mut buf) {
-                Ok(0) | Err(_) => return n,
-                Ok(k) => n += k,
+            match receiver.recv(&mut buf) {
+                Ok(len) => {
+                    assert!(len >= 12);
+                    numbers.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+                    let nanos = u64::from_be_bytes(buf[4..12].try_into().unwrap());
+                    delays.push(start.elapsed().saturating_sub(Duration::from_nanos(nanos)));
+                }
+                // Until nothing came for 150 ms after the last was sent.
+                Err(_) => {
+                    if sent.get().is_some_and(|at| at.elapsed() > QUIET) {
+                        break;
+                    }
+                }
+            }
+        }
+        Received { numbers, delays }
+    });
+    from.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut payload = vec![0u8; size.max(12)];
+        for i in 0..n {
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            let now = start.elapsed().as_nanos() as u64;
+            payload[4..12].copy_from_slice(&now.to_be_bytes());
+            socket.send_to(&payload, address).unwrap();
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            } else if i % 100 == 99 {
+                std::thread::sleep(ms(1));
             }
         }
     });
-    let chunk = vec![1u8; 1 << 16];
-    let start = Instant::now();
-    for _ in 0..3000 {
-        stream.write_all(&chunk).unwrap();
+    done.set(Instant::now()).unwrap();
+    counter.join().unwrap()
+}
+
+/// One datagram each way over a still plain link, so that both ends know
+/// each other's MAC address before a test measures: a datagram that waits
+/// for ARP is late, and leaves its queue in an order of the kernel's.
+fn resolve_neighbours(a: &Node, b: &Node, link: &Link) {
+    for (from, to) in [(a, b), (b, a)] {
+        let through = (0..10).any(|_| {
+            !datagrams(from, to, link, 1, 12, Duration::ZERO)
+                .numbers
+                .is_empty()
+        });
+        assert!(through, "no datagram from {} to {}", from.name(), to.name());
     }
-    drop(stream);
-    let n = reader.join().unwrap();
-    let t = start.elapsed();
-    println!("{} bytes in {:?}: {:.2} Gbit/s", n, t, n as f64 * 8.0 / t.as_secs_f64() / 1e9);
-    let _ = (UdpSocket::bind("127.0.0.1:0"), SocketAddr::from(([127, 0, 0, 1], 1)));
-    let _: Option<&Node> = None;
+}
+
+fn share(received: usize, sent: u32) -> f64 {
+    received as f64 / f64::from(sent)
+}
+
+#[netns_test]
+fn delay_holds_only_the_impaired_direction() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().delay(ms(100)))
+        .unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 5, 100, ms(10));
+    let back = datagrams(&p.b, &p.a, &p.link, 5, 100, ms(10));
+    assert_eq!(there.numbers, [0, 1, 2, 3, 4]);
+    assert_eq!(back.numbers, [0, 1, 2, 3, 4]);
+    for delay in &there.delays {
+        assert!(*delay >= ms(99), "a to b took {delay:?}");
+    }
+    for delay in &back.delays {
+        assert!(*delay < ms(60), "b to a took {delay:?}");
+    }
+    // A TCP handshake waits once (the SYN); cleared, it does not.
+    let address = IpAddr::V4(p.b.ipv4_on(&p.link));
+    let listener =
+        p.b.netns()
+            .run(move || TcpListener::bind((address, 80)).unwrap());
+    let handshake = || {
+        p.a.netns().run(move || {
+            let start = Instant::now();
+            TcpStream::connect((address, 80)).unwrap();
+            start.elapsed()
+        })
+    };
+    assert!(handshake() >= ms(99));
+    p.link.impair(Impairment::new()).unwrap();
+    assert!(handshake() < ms(60));
+    drop(listener);
+}
+
+#[netns_test]
+fn jitter_spreads_delays_within_its_bounds_and_keeps_order() {
+    let p = pair();
+    resolve_neighbours(&p.a, &p.b, &p.link);
+    let impairment = Impairment::new().delay(ms(30)).jitter(ms(10));
+    p.link.impair_from(&p.a, impairment).unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 30, 100, ms(25));
+    assert_eq!(there.numbers, (0..30).collect::<Vec<_>>(), "order kept");
+    let (low, high) = (
+        there.delays.iter().min().unwrap(),
+        there.delays.iter().max().unwrap(),
+    );
+    assert!(*low >= ms(19), "{low:?}");
+    assert!(*high < ms(60), "{high:?}");
+    assert!(*high - *low >= ms(5), "spread {low:?}..{high:?}");
+    let back = datagrams(&p.b, &p.a, &p.link, 10, 100, ms(5));
+    assert!(back.delays.iter().all(|d| *d < ms(15)), "{:?}", back.delays);
+}
+
+#[netns_test]
+fn loss_drops_only_in_the_impaired_direction() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().loss(50.0))
+        .unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 1000, 100, Duration::ZERO);
+    let back = datagrams(&p.b, &p.a, &p.link, 1000, 100, Duration::ZERO);
+    let kept = share(there.numbers.len(), 1000);
+    assert!((0.35..0.65).contains(&kept), "{kept}");
+    assert_eq!(back.numbers.len(), 1000);
+    // Both ways, then cleared.
+    p.link.impair(Impairment::new().loss(100.0)).unwrap();
+    assert!(
+        datagrams(&p.b, &p.a, &p.link, 50, 100, Duration::ZERO)
+            .numbers
+            .is_empty()
+    );
+    assert!(
+        datagrams(&p.a, &p.b, &p.link, 50, 100, Duration::ZERO)
+            .numbers
+            .is_empty()
+    );
+    p.link.impair(Impairment::new()).unwrap();
+    assert_eq!(
+        datagrams(&p.a, &p.b, &p.link, 50, 100, Duration::ZERO)
+            .numbers
+            .len(),
+        50
+    );
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, 50, 100, Duration::ZERO)
+            .numbers
+            .len(),
+        50
+    );
+}
+
+#[netns_test]
+fn bursty_loss_loses_in_runs() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().loss_bursts(20.0, 10))
+        .unwrap();
+    let n = 3000;
+    let there = datagrams(&p.a, &p.b, &p.link, n, 100, Duration::ZERO);
+    let mut arrived = vec![false; n as usize];
+    for i in &there.numbers {
+        arrived[*i as usize] = true;
+    }
+    let lost = arrived.iter().filter(|a| !**a).count();
+    let bursts = arrived.windows(2).filter(|w| w[0] && !w[1]).count().max(1);
+    let mean = lost as f64 / bursts as f64;
+    let lost_share = lost as f64 / f64::from(n);
+    assert!((0.08..0.35).contains(&lost_share), "{lost_share}");
+    // Independent loss of 20 % gives runs of 1.25 on average.
+    assert!(mean > 4.0, "mean burst {mean}");
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, n, 100, Duration::ZERO)
+            .numbers
+            .len(),
+        n as usize
+    );
+}
+
+fn checksum_errors(node: &Node) -> u64 {
+    node.netns().run(|| {
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let lines: Vec<&str> = snmp.lines().collect();
+        let mut errors = 0;
+        for pair in lines.chunks(2) {
+            let (names, values) = (pair[0], pair[1]);
+            for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+                if name == "InCsumErrors" || name == "InHdrErrors" {
+                    errors += value.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        errors
+    })
+}
+
+#[netns_test]
+fn corruption_fails_checksums_in_the_impaired_direction_only() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().corrupt(100.0))
+        .unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 100, 200, Duration::ZERO);
+    assert!(
+        there.numbers.is_empty(),
+        "{} got through",
+        there.numbers.len()
+    );
+    assert!(checksum_errors(&p.b) >= 90, "{}", checksum_errors(&p.b));
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, 100, 200, Duration::ZERO)
+            .numbers
+            .len(),
+        100
+    );
+    assert_eq!(checksum_errors(&p.a), 0);
+}
+
+#[netns_test]
+fn duplicates_arrive_twice_in_the_impaired_direction_only() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().duplicate(100.0))
+        .unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 200, 100, Duration::ZERO);
+    assert_eq!(there.numbers.len(), 400);
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, 200, 100, Duration::ZERO)
+            .numbers
+            .len(),
+        200
+    );
+}
+
+#[netns_test]
+fn reordering_swaps_neighbours_in_the_impaired_direction_only() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().reorder(30.0))
+        .unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 500, 100, Duration::ZERO);
+    let mut sorted = there.numbers.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..500).collect::<Vec<_>>(), "none lost");
+    let swapped = there.numbers.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(swapped >= 50, "{swapped} out of order");
+    let back = datagrams(&p.b, &p.a, &p.link, 500, 100, Duration::ZERO);
+    assert_eq!(back.numbers, (0..500).collect::<Vec<_>>());
+}
+
+#[netns_test]
+fn a_rate_limit_queues_then_drops_in_the_impaired_direction_only() {
+    let p = pair();
+    // 1 Mbit/s, a queue of 10 frames of 1042 bytes.
+    let impairment = Impairment::new().rate_kbit(1000).queue_bytes(10 * 1042);
+    p.link.impair_from(&p.a, impairment).unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 100, 1000, Duration::ZERO);
+    assert!(
+        (8..=12).contains(&there.numbers.len()),
+        "{} of a burst of 100 passed a queue of 10",
+        there.numbers.len()
+    );
+    // 1042 bytes take 8.3 ms at 1 Mbit/s: the last waited for those ahead.
+    let last = there.delays.last().unwrap();
+    assert!(*last >= ms(60), "{last:?}");
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, 100, 1000, Duration::ZERO)
+            .numbers
+            .len(),
+        100
+    );
+}
+
+#[netns_test]
+fn a_rate_limit_slows_tcp_to_about_the_rate() {
+    let p = pair();
+    let kbit = 16_000; // 2 MB/s
+    p.link.impair(Impairment::new().rate_kbit(kbit)).unwrap();
+    let address = IpAddr::V4(p.b.ipv4_on(&p.link));
+    let listener =
+        p.b.netns()
+            .run(move || TcpListener::bind((address, 9000)).unwrap());
+    let total = 1_000_000;
+    let receiver = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).unwrap();
+        (buf.len(), start.elapsed())
+    });
+    p.a.netns().run(move || {
+        let mut stream = TcpStream::connect((address, 9000)).unwrap();
+        stream.write_all(&vec![7u8; total]).unwrap();
+    });
+    let (received, took) = receiver.join().unwrap();
+    assert_eq!(received, total);
+    let rate = total as f64 * 8.0 / 1000.0 / took.as_secs_f64();
+    assert!(
+        rate > kbit as f64 * 0.5 && rate < kbit as f64 * 1.5,
+        "{rate:.0} kbit/s for {kbit} configured"
+    );
+}
+
+#[netns_test]
+fn the_mtu_black_hole_drops_large_packets_in_the_impaired_direction_only() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().mtu(1280))
+        .unwrap();
+    // 1252 bytes of UDP payload make a 1280-byte IPv4 packet.
+    assert_eq!(
+        datagrams(&p.a, &p.b, &p.link, 10, 1252, Duration::ZERO)
+            .numbers
+            .len(),
+        10
+    );
+    assert!(
+        datagrams(&p.a, &p.b, &p.link, 10, 1253, Duration::ZERO)
+            .numbers
+            .is_empty()
+    );
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, 10, 1400, Duration::ZERO)
+            .numbers
+            .len(),
+        10
+    );
+}
+
+#[netns_test]
+fn a_schedule_flaps_the_link() {
+    let p = pair();
+    let flapping = Schedule::new()
+        .then(ms(200), Impairment::new().loss(100.0))
+        .then(ms(200), Impairment::new())
+        .repeat();
+    p.link.schedule_from(&p.a, flapping).unwrap();
+    let there = datagrams(&p.a, &p.b, &p.link, 100, 100, ms(10));
+    let mut arrived = vec![false; 100];
+    for i in &there.numbers {
+        arrived[*i as usize] = true;
+    }
+    let changes = arrived.windows(2).filter(|w| w[0] != w[1]).count();
+    let kept = share(there.numbers.len(), 100);
+    assert!(changes >= 3, "{arrived:?}");
+    assert!((0.2..0.8).contains(&kept), "{kept}");
+    assert!(!arrived[0], "the schedule starts with its first step");
+    let back = datagrams(&p.b, &p.a, &p.link, 50, 100, Duration::ZERO);
+    assert_eq!(back.numbers.len(), 50);
+}
+
+#[netns_test]
+fn bad_values_are_refused_and_the_link_keeps_what_it_had() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().loss(100.0))
+        .unwrap();
+    for bad in [
+        Impairment::new().loss(200.0),
+        Impairment::new().rate_kbit(u64::MAX),
+        Impairment::new().rate_kbit(0),
+        Impairment::new().mtu(10),
+        Impairment::new().queue_bytes(1000),
+        Impairment::new().delay(Duration::from_secs(3600)),
+        Impairment::new().loss_bursts(99.0, 2),
+    ] {
+        let error = p.link.impair_from(&p.a, bad.clone()).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+        assert!(
+            error.to_string().contains("out of range") || error.to_string().contains("needs"),
+            "{error}"
+        );
+        assert!(p.link.impair(bad).is_err());
+    }
+    let error = p
+        .link
+        .schedule(Schedule::new().then(ms(1), Impairment::new().corrupt(-1.0)))
+        .unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    let other = p.net.node("c").unwrap();
+    assert!(p.link.impair_from(&other, Impairment::new()).is_err());
+    // Still a one-way partition.
+    assert!(
+        datagrams(&p.a, &p.b, &p.link, 20, 100, Duration::ZERO)
+            .numbers
+            .is_empty()
+    );
+    assert_eq!(
+        datagrams(&p.b, &p.a, &p.link, 20, 100, Duration::ZERO)
+            .numbers
+            .len(),
+        20
+    );
+}
+
+#[netns_test]
+fn loss_on_a_switch_port_acts_both_ways() {
+    let net = Network::new();
+    let lan = net.switch("lan").unwrap();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let a_port = net.attach(&a, &lan).unwrap();
+    let b_port = net.attach(&b, &lan).unwrap();
+    a_port.impair(Impairment::new().loss(50.0)).unwrap();
+    // a's datagrams cross a's port then b's; b's cross b's then a's.
+    let from_a = datagrams(&a, &b, &b_port, 1000, 100, Duration::ZERO);
+    let from_b = datagrams(&b, &a, &a_port, 1000, 100, Duration::ZERO);
+    for (way, got) in [("from a", &from_a), ("to a", &from_b)] {
+        let kept = share(got.numbers.len(), 1000);
+        assert!((0.35..0.65).contains(&kept), "{way}: {kept}");
+    }
+    // One way: what the switch sends to a.
+    a_port.impair(Impairment::new()).unwrap();
+    a_port.impair_to(&a, Impairment::new().loss(100.0)).unwrap();
+    assert_eq!(
+        datagrams(&a, &b, &b_port, 50, 100, Duration::ZERO)
+            .numbers
+            .len(),
+        50
+    );
+    assert!(
+        datagrams(&b, &a, &a_port, 50, 100, Duration::ZERO)
+            .numbers
+            .is_empty()
+    );
+}
+
+/// The numbers b receives from a through `loss(30).duplicate(5)`, in order.
+fn replay(seed: u64) -> Vec<u32> {
+    let net = Network::with_seed(seed);
+    assert_eq!(net.seed(), seed);
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    resolve_neighbours(&a, &b, &link);
+    link.impair_from(&a, Impairment::new().loss(30.0).duplicate(5.0))
+        .unwrap();
+    datagrams(&a, &b, &link, 2000, 100, Duration::ZERO).numbers
+}
+
+#[netns_test]
+fn a_seed_replays_the_same_decisions() {
+    let first = replay(0x5eed);
+    let kept = share(first.len(), 2000);
+    assert!((0.6..0.8).contains(&kept), "{kept}");
+    assert!(first.windows(2).any(|w| w[0] == w[1]), "duplicates");
+    assert_eq!(replay(0x5eed), first, "same seed, same packets");
+    assert_ne!(replay(0x5eee), first, "another seed");
+}
+
+fn engine_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "netns-test-faul")
+        .count()
+}
+
+#[test]
+fn the_engine_thread_and_namespaces_end_with_the_network() {
+    if !netns_test::privileged() {
+        println!("skipped: standalone networks need root");
+        return;
+    }
+    let count = |dir: &str| std::fs::read_dir(dir).unwrap().count();
+    let fds = count("/proc/self/fd");
+    let threads = engine_threads();
+    let p = pair();
+    // Never impaired: a plain veth, no engine.
+    assert_eq!(engine_threads(), threads);
+    let plain = p.a.netns().run(common::interfaces);
+    assert_eq!(plain, ["eth0", "lo"]);
+    p.link.impair(Impairment::new().delay(ms(50))).unwrap();
+    assert_eq!(engine_threads(), threads + 1);
+    let plumbed = p.a.netns().run(common::interfaces);
+    assert_eq!(plumbed, ["eth0", "f-eth0", "f-eth0e", "lo"]);
+    // The link's handle goes; its impairment stays while the network lives.
+    let Pair { net, a, b, link } = p;
+    let address = b.ipv4_on(&link);
+    drop(link);
+    let got = datagrams_to(&a, &b, address, 1, 100, Duration::ZERO);
+    assert!(got.delays[0] >= ms(49), "{:?}", got.delays);
+    drop((a, b));
+    drop(net);
+    assert_eq!(engine_threads(), threads);
+    assert_eq!(count("/proc/self/fd"), fds, "every socket closed");
+}
+
+#[netns_test]
+fn a_panic_drops_the_network_and_its_engine() {
+    // A panic while a network is impaired drops it: nothing is left.
+    let threads = engine_threads();
+    let result = std::panic::catch_unwind(|| {
+        let p = pair();
+        p.link.impair(Impairment::new().loss(10.0)).unwrap();
+        panic!("a deliberate panic");
+    });
+    assert!(result.is_err());
+    assert_eq!(engine_threads(), threads);
+}
+
+#[netns_test]
+#[ignore = "run by a_failing_test_prints_its_seed"]
+fn fixture_fails_with_a_network() {
+    let net = Network::new();
+    println!("SEED {:#018x}", net.seed());
+    panic!("a deliberate failure");
+}
+
+#[test]
+fn a_failing_test_prints_its_seed() {
+    let run = |seed: Option<&str>| {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.args([
+            "--ignored",
+            "--exact",
+            "fixture_fails_with_a_network",
+            "--nocapture",
+        ]);
+        command.env_remove("NETNS_TEST_SEED");
+        if let Some(seed) = seed {
+            command.env("NETNS_TEST_SEED", seed);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        common::text(&output)
+    };
+    let text = run(None);
+    let seed = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SEED "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    let line = format!("netns-test: network seed {seed}; rerun with NETNS_TEST_SEED={seed}");
+    assert!(text.contains(&line), "{text}");
+    let again = run(Some(&seed));
+    assert!(again.contains(&format!("SEED {seed}")), "{again}");
+    let fixed = run(Some("0x5eed"));
+    assert!(fixed.contains("SEED 0x0000000000005eed"), "{fixed}");
+}
+
+/// Every fault test again, as uid 65534 in rootless mode (when root).
+#[test]
+fn faults_work_rootless() {
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
+        return; // the copy running as an ordinary user
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!(
+            "skipped: switching to an ordinary user needs root (this run is rootless already)"
+        );
+        return;
+    }
+    let copy = common::Copy::new();
+    let output = common::retry_busy(|| {
+        copy.command(&[
+            "--skip",
+            "faults_work_rootless",
+            "--skip",
+            "the_engine_thread_and_namespaces_end_with_the_network",
+        ])
+        .uid(common::NOBODY)
+        .gid(common::NOBODY)
+        .output()
+    });
+    let text = common::text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("16 passed"), "{text}");
 }
