@@ -307,32 +307,6 @@ fn random_loss_drops_about_the_configured_share() {
 }
 
 #[netns_test]
-fn netem_delay_works_or_says_the_kernel_lacks_it() {
-    let net = Network::new();
-    let a = net.node("a").unwrap();
-    let b = net.node("b").unwrap();
-    let link = net.link(&a, &b).unwrap();
-    match link.impair(Impairment::new().delay(Duration::from_millis(50))) {
-        Err(error) if error.kind() == std::io::ErrorKind::Unsupported => {
-            assert!(error.to_string().contains("sch_netem"), "{error}");
-            println!("skipped: kernel lacks sch_netem ({error})");
-        }
-        Err(error) => panic!("{error}"),
-        Ok(()) => {
-            let address = IpAddr::V4(b.ipv4_on(&link));
-            let listener = serve_once(&b, address, 80);
-            let start = Instant::now();
-            assert!(connects(&a, address, 80));
-            let handshake = start.elapsed();
-            listener.accept().unwrap();
-            // SYN and SYN-ACK each wait 50 ms.
-            assert!(handshake >= Duration::from_millis(100), "{handshake:?}");
-            println!("ran: handshake took {handshake:?} with 50 ms each way");
-        }
-    }
-}
-
-#[netns_test]
 async fn async_code_runs_in_a_node() {
     let net = Network::new();
     let a = net.node("a").unwrap();
@@ -418,5 +392,5 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("11 passed"), "{text}");
+    assert!(text.contains("10 passed"), "{text}");
 }

@@ -176,6 +176,17 @@ fn fixture_veth_times_out() {
 #[netns_test(veth)]
 #[ignore = "run by host_is_left_as_it_was"]
 fn fixture_sleeps() {
+    // A topology whose link goes through the fault engine, killed with the rest.
+    let net = netns_test::Network::new();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    link.impair(
+        netns_test::Impairment::new()
+            .delay(Duration::from_millis(5))
+            .loss(1.0),
+    )
+    .unwrap();
     println!("READY {}", NetNs::current().veth().unwrap().host_name());
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -229,6 +240,23 @@ fn host_is_left_as_it_was() {
             r.masquerade(&out).unwrap();
             out.impair(netns_test::Impairment::new().rate_kbit(1000).loss(1.0))
                 .unwrap();
+            // One direction through the engine, a schedule on the switch port.
+            out.impair_from(
+                &b,
+                netns_test::Impairment::new().delay(Duration::from_millis(1)),
+            )
+            .unwrap();
+            let port = net.attach(&b, &lan).unwrap();
+            port.schedule(
+                netns_test::Schedule::new()
+                    .then(
+                        Duration::from_millis(5),
+                        netns_test::Impairment::new().loss(100.0),
+                    )
+                    .then(Duration::from_millis(5), netns_test::Impairment::new())
+                    .repeat(),
+            )
+            .unwrap();
             if round % 2 == 0 {
                 panic!("a deliberate panic");
             }

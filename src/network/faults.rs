@@ -24,16 +24,6 @@ use std::sync::Arc;
 /// end can send is too big for them.
 const INNER_MTU: u32 = 65535;
 
-/// How one direction of a link reaches the engine.
-#[derive(Default)]
-pub(super) struct Plumbing {
-    /// Once the engine's veth pair exists and the engine carries the
-    /// direction: the index of the pair's end that the redirect targets.
-    target: Option<i32>,
-    /// The sending end's egress redirects to the engine.
-    attached: bool,
-}
-
 impl NetworkInner {
     /// The engine, started on first use.
     fn engine(&self) -> Result<Arc<Engine>, Error> {

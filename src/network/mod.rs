@@ -518,7 +518,17 @@ struct LinkInner {
     stream: u32,
     network: std::sync::Weak<NetworkInner>,
     /// How each direction (by sending end) reaches the fault engine.
-    faults: Mutex<[faults::Plumbing; 2]>,
+    faults: Mutex<[Plumbing; 2]>,
+}
+
+/// How one direction of a link reaches the fault engine (see `faults.rs`).
+#[derive(Default)]
+struct Plumbing {
+    /// Once the engine's veth pair exists and the engine carries the
+    /// direction: the index of the pair's end that the redirect targets.
+    target: Option<i32>,
+    /// The sending end's egress redirects to the engine.
+    attached: bool,
 }
 
 struct End {
