@@ -106,13 +106,13 @@ impl Plan {
                 } else {
                     Some(base.saturating_add(end))
                 };
-                return (model.clone(), next);
+                return (*model, next);
             }
             start = end;
         }
         // Past the end of a schedule that does not repeat: the last step stays.
         let (_, last) = self.steps.last().expect("not empty");
-        (last.clone(), None)
+        (*last, None)
     }
 }
 
