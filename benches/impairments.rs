@@ -99,7 +99,10 @@ fn run_rootless_child(as_root: bool) -> BTreeMap<String, String> {
         std::fs::set_permissions(dir.path(), open).expect("chmod");
     }
     let mut command = std::process::Command::new(&copy);
-    command.arg(CHILD).current_dir(dir.path());
+    command
+        .arg(CHILD)
+        .args(std::env::args().skip(1).filter(|a| !a.starts_with('-')))
+        .current_dir(dir.path());
     if as_root {
         command.uid(NOBODY).gid(NOBODY);
     }
@@ -144,20 +147,33 @@ fn measure() -> BTreeMap<String, String> {
         eprintln!("  {key}: {value}");
         rows.insert(key.to_owned(), value);
     };
+    // `cargo bench --bench impairments -- loss` measures the rows that
+    // name loss only.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |n: usize| {
+        // Let the kernel finish tearing down the last measurement's namespaces.
+        std::thread::sleep(ms(300));
+        only.as_ref().is_none_or(|o| ROWS[n].0.contains(o.as_str()))
+    };
 
     // Delay: the handshake waits for the SYN and the SYN-ACK.
-    {
+    if wanted(0) {
         let (_net, a, b, link) = pair();
         link.impair(Impairment::new().delay(ms(50))).unwrap();
         let times = handshakes(&a, &b, &link, 200);
         row(ROWS[0].0, format!("{:.2} ms", median(&times) * 1e3));
     }
     // Jitter, one way.
-    {
+    if wanted(1) {
         let (_net, a, b, link) = pair();
         link.impair_from(&a, Impairment::new().delay(ms(10)).jitter(ms(5)))
             .unwrap();
         let rtts = udp_rtts(&a, &b, &link, 1000);
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            let mut indexed: Vec<(usize, f64)> = rtts.iter().copied().enumerate().collect();
+            indexed.sort_by(|x, y| y.1.total_cmp(&x.1));
+            eprintln!("largest RTTs: {:?}", &indexed[..15]);
+        }
         row(
             ROWS[1].0,
             format!(
@@ -168,7 +184,7 @@ fn measure() -> BTreeMap<String, String> {
         );
     }
     // Independent loss.
-    {
+    if wanted(2) {
         let (_net, a, b, link) = pair();
         link.impair_from(&a, Impairment::new().loss(10.0)).unwrap();
         let received = datagrams(&a, &b, &link, 10_000);
@@ -176,7 +192,7 @@ fn measure() -> BTreeMap<String, String> {
         row(ROWS[2].0, format!("{:.2} %", lost as f64 / 100.0));
     }
     // Bursty loss.
-    {
+    if wanted(3) {
         let (_net, a, b, link) = pair();
         link.impair_from(&a, Impairment::new().loss_bursts(2.0, 8))
             .unwrap();
@@ -191,7 +207,7 @@ fn measure() -> BTreeMap<String, String> {
         row(ROWS[4].0, format!("{:.2}", lost as f64 / bursts as f64));
     }
     // Rate.
-    {
+    if wanted(5) {
         let (_net, a, b, link) = pair();
         link.impair_from(&a, Impairment::new().rate_kbit(10_000))
             .unwrap();
@@ -205,53 +221,55 @@ fn measure() -> BTreeMap<String, String> {
             ),
         );
     }
-    // Throughput and CPU: plain, engine path.
-    let seconds = Duration::from_secs(3);
-    let (plain_bits, plain_cpu, _) = {
-        let (_net, a, b, link) = pair();
-        tcp_throughput(&a, &b, &link, seconds)
-    };
-    row(ROWS[6].0, format!("{:.2} Gbit/s", plain_bits / 1e9));
-    let (engine_bits, engine_cpu, engine_thread) = {
-        let (_net, a, b, link) = pair();
-        link.impair(Impairment::new().loss(0.0)).unwrap();
-        tcp_throughput(&a, &b, &link, seconds)
-    };
-    row(ROWS[7].0, format!("{:.2} Gbit/s", engine_bits / 1e9));
-    {
-        let (_net, a, b, link) = pair();
-        link.impair(Impairment::new().loss(1.0)).unwrap();
-        let (bits, _, _) = tcp_throughput(&a, &b, &link, seconds);
-        row(ROWS[8].0, format!("{:.2} Gbit/s", bits / 1e9));
+    if (6..ROWS.len()).any(wanted) {
+        // Throughput and CPU: plain, engine path.
+        let seconds = Duration::from_secs(3);
+        let (plain_bits, plain_cpu, _) = {
+            let (_net, a, b, link) = pair();
+            tcp_throughput(&a, &b, &link, seconds)
+        };
+        row(ROWS[6].0, format!("{:.2} Gbit/s", plain_bits / 1e9));
+        let (engine_bits, engine_cpu, engine_thread) = {
+            let (_net, a, b, link) = pair();
+            link.impair(Impairment::new().loss(0.0)).unwrap();
+            tcp_throughput(&a, &b, &link, seconds)
+        };
+        row(ROWS[7].0, format!("{:.2} Gbit/s", engine_bits / 1e9));
+        {
+            let (_net, a, b, link) = pair();
+            link.impair(Impairment::new().loss(1.0)).unwrap();
+            let (bits, _, _) = tcp_throughput(&a, &b, &link, seconds);
+            row(ROWS[8].0, format!("{:.2} Gbit/s", bits / 1e9));
+        }
+        let plain_rtt = {
+            let (_net, a, b, link) = pair();
+            median(&udp_rtts(&a, &b, &link, 1000))
+        };
+        let engine_rtt = {
+            let (_net, a, b, link) = pair();
+            link.impair(Impairment::new().loss(0.0)).unwrap();
+            median(&udp_rtts(&a, &b, &link, 1000))
+        };
+        row(ROWS[9].0, format!("{:.1} µs", plain_rtt * 1e6));
+        row(ROWS[10].0, format!("{:.1} µs", engine_rtt * 1e6));
+        row(
+            ROWS[11].0,
+            format!("{:.1} µs", (engine_rtt - plain_rtt) / 2.0 * 1e6),
+        );
+        let per_gbit = |cpu: f64, bits: f64| cpu / seconds.as_secs_f64() / (bits / 1e9);
+        row(
+            ROWS[12].0,
+            format!("{:.2} CPU s/s", per_gbit(plain_cpu, plain_bits)),
+        );
+        row(
+            ROWS[13].0,
+            format!("{:.2} CPU s/s", per_gbit(engine_cpu, engine_bits)),
+        );
+        row(
+            ROWS[14].0,
+            format!("{:.2} CPU s/s", per_gbit(engine_thread, engine_bits)),
+        );
     }
-    let plain_rtt = {
-        let (_net, a, b, link) = pair();
-        median(&udp_rtts(&a, &b, &link, 1000))
-    };
-    let engine_rtt = {
-        let (_net, a, b, link) = pair();
-        link.impair(Impairment::new().loss(0.0)).unwrap();
-        median(&udp_rtts(&a, &b, &link, 1000))
-    };
-    row(ROWS[9].0, format!("{:.1} µs", plain_rtt * 1e6));
-    row(ROWS[10].0, format!("{:.1} µs", engine_rtt * 1e6));
-    row(
-        ROWS[11].0,
-        format!("{:.1} µs", (engine_rtt - plain_rtt) / 2.0 * 1e6),
-    );
-    let per_gbit = |cpu: f64, bits: f64| cpu / seconds.as_secs_f64() / (bits / 1e9);
-    row(
-        ROWS[12].0,
-        format!("{:.2} CPU s/s", per_gbit(plain_cpu, plain_bits)),
-    );
-    row(
-        ROWS[13].0,
-        format!("{:.2} CPU s/s", per_gbit(engine_cpu, engine_bits)),
-    );
-    row(
-        ROWS[14].0,
-        format!("{:.2} CPU s/s", per_gbit(engine_thread, engine_bits)),
-    );
     rows
 }
 

@@ -34,7 +34,9 @@ fn main() -> Result<(), netns_test::Error> {
     link.schedule_from(&server, flapping)?;
 
     let address = (server.ipv4_on(&link), 7000);
-    let socket = server.netns().run(move || UdpSocket::bind(address).unwrap());
+    let socket = server
+        .netns()
+        .run(move || UdpSocket::bind(address).unwrap());
     // The server answers each request with its number.
     server.netns().spawn(move || {
         let mut buf = [0u8; 4];
