@@ -126,45 +126,94 @@ pub(crate) fn checksum_frames(socket: BorrowedFd<'_>, name: &str) -> Result<(), 
     Ok(())
 }
 
-/// Receives one frame into `buffer` without waiting: its length, or `None`
-/// when none is queued.
-pub(crate) fn receive(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<Option<usize>> {
+/// Receives up to `buffers.len()` frames without waiting (recvmmsg): how
+/// many, their lengths in `lengths`.
+pub(crate) fn receive_many(
+    fd: BorrowedFd<'_>,
+    buffers: &mut [Vec<u8>],
+    lengths: &mut Vec<usize>,
+) -> io::Result<usize> {
+    let mut iovecs: Vec<libc::iovec> = buffers
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
+    let empty: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iovec| {
+            let mut header = empty;
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header
+        })
+        .collect();
     loop {
-        // SAFETY: recv writes at most `buffer.len()` bytes into the buffer we own.
+        // SAFETY: recvmmsg writes into the buffers behind `headers`' iovecs (each with its length), all alive across the call.
         let n = unsafe {
-            libc::recv(
+            libc::recvmmsg(
                 fd.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                headers.as_mut_ptr(),
+                headers.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
             )
         };
         if n >= 0 {
-            return Ok(Some((n as usize).min(buffer.len())));
+            lengths.clear();
+            lengths.extend(
+                headers[..n as usize]
+                    .iter()
+                    .zip(buffers.iter())
+                    .map(|(h, b)| (h.msg_len as usize).min(b.len())),
+            );
+            return Ok(n as usize);
         }
         let error = io::Error::last_os_error();
         match error.kind() {
             io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::WouldBlock => return Ok(0),
             _ => return Err(error),
         }
     }
 }
 
-/// Sends one frame without waiting.
-pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+/// Sends frames without waiting (sendmmsg): how many the kernel took, or
+/// the error that stopped the first.
+pub(crate) fn send_many(fd: BorrowedFd<'_>, frames: &[Vec<u8>]) -> io::Result<usize> {
+    let mut iovecs: Vec<libc::iovec> = frames
+        .iter()
+        .map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut libc::c_void,
+            iov_len: f.len(),
+        })
+        .collect();
+    // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
+    let empty: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iovec| {
+            let mut header = empty;
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header
+        })
+        .collect();
     loop {
-        // SAFETY: send reads `frame.len()` bytes from the frame, which lives across the call.
+        // SAFETY: sendmmsg reads the frames behind `headers`' iovecs, all alive across the call.
         let n = unsafe {
-            libc::send(
+            libc::sendmmsg(
                 fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
+                headers.as_mut_ptr(),
+                headers.len() as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
         if n >= 0 {
-            return Ok(());
+            return Ok(n as usize);
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
