@@ -159,9 +159,20 @@ fn delay_holds_only_the_impaired_direction() {
         })
     };
     assert!(handshake() >= ms(99));
+    // IPv6 too (neighbour discovery goes through the engine as well).
+    let v6 = IpAddr::V6(p.b.ipv6_on(&p.link));
+    let listener6 =
+        p.b.netns()
+            .run(move || TcpListener::bind((v6, 80)).unwrap());
+    let took = p.a.netns().run(move || {
+        let start = Instant::now();
+        TcpStream::connect((v6, 80)).unwrap();
+        start.elapsed()
+    });
+    assert!(took >= ms(99), "{took:?}");
     p.link.impair(Impairment::new()).unwrap();
     assert!(handshake() < ms(60));
-    drop(listener);
+    drop((listener, listener6));
 }
 
 #[netns_test]
