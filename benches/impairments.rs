@@ -222,53 +222,53 @@ fn measure() -> BTreeMap<String, String> {
         );
     }
     if (6..ROWS.len()).any(wanted) {
-        // Throughput and CPU: plain, engine path.
-        let seconds = Duration::from_secs(3);
-        let (plain_bits, plain_cpu, _) = {
-            let (_net, a, b, link) = pair();
-            tcp_throughput(&a, &b, &link, seconds)
-        };
-        row(ROWS[6].0, format!("{:.2} Gbit/s", plain_bits / 1e9));
-        let (engine_bits, engine_cpu, engine_thread) = {
-            let (_net, a, b, link) = pair();
-            link.impair(Impairment::new().loss(0.0)).unwrap();
-            tcp_throughput(&a, &b, &link, seconds)
-        };
-        row(ROWS[7].0, format!("{:.2} Gbit/s", engine_bits / 1e9));
-        {
-            let (_net, a, b, link) = pair();
-            link.impair(Impairment::new().loss(1.0)).unwrap();
-            let (bits, _, _) = tcp_throughput(&a, &b, &link, seconds);
-            row(ROWS[8].0, format!("{:.2} Gbit/s", bits / 1e9));
+        // Throughput, CPU and round trips: plain and engine path in turn,
+        // medians of 5 rounds (other work on the machine moves single runs).
+        let seconds = Duration::from_secs(2);
+        let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let per_gbit = |cpu: f64, bits: f64| cpu / seconds.as_secs_f64() / (bits / 1e9);
+        for _ in 0..5 {
+            for (kind, impairment) in [
+                ("plain", None),
+                ("empty", Some(Impairment::new().loss(0.0))),
+                ("lossy", Some(Impairment::new().loss(1.0))),
+            ] {
+                let (_net, a, b, link) = pair();
+                if let Some(impairment) = impairment {
+                    link.impair(impairment).unwrap();
+                }
+                let (bits, cpu, engine) = tcp_throughput(&a, &b, &link, seconds);
+                m.entry(kind).or_default().push(bits);
+                let cpu_key = format!("{kind} cpu");
+                let engine_key = format!("{kind} engine");
+                m.entry(leak(cpu_key))
+                    .or_default()
+                    .push(per_gbit(cpu, bits));
+                m.entry(leak(engine_key))
+                    .or_default()
+                    .push(per_gbit(engine, bits));
+                if kind != "lossy" {
+                    let rtt = median(&udp_rtts(&a, &b, &link, 1000));
+                    add(format!("{kind} rtt"), rtt);
+                }
+            }
         }
-        let plain_rtt = {
-            let (_net, a, b, link) = pair();
-            median(&udp_rtts(&a, &b, &link, 1000))
-        };
-        let engine_rtt = {
-            let (_net, a, b, link) = pair();
-            link.impair(Impairment::new().loss(0.0)).unwrap();
-            median(&udp_rtts(&a, &b, &link, 1000))
-        };
-        row(ROWS[9].0, format!("{:.1} µs", plain_rtt * 1e6));
-        row(ROWS[10].0, format!("{:.1} µs", engine_rtt * 1e6));
+        let med = |key: &str| median(&m[key]);
+        row(ROWS[6].0, format!("{:.2} Gbit/s", med("plain") / 1e9));
+        row(ROWS[7].0, format!("{:.2} Gbit/s", med("empty") / 1e9));
+        row(ROWS[8].0, format!("{:.2} Gbit/s", med("lossy") / 1e9));
+        row(ROWS[9].0, format!("{:.1} µs", med("plain rtt") * 1e6));
+        row(ROWS[10].0, format!("{:.1} µs", med("empty rtt") * 1e6));
         row(
             ROWS[11].0,
-            format!("{:.1} µs", (engine_rtt - plain_rtt) / 2.0 * 1e6),
+            format!(
+                "{:.1} µs",
+                (med("empty rtt") - med("plain rtt")) / 2.0 * 1e6
+            ),
         );
-        let per_gbit = |cpu: f64, bits: f64| cpu / seconds.as_secs_f64() / (bits / 1e9);
-        row(
-            ROWS[12].0,
-            format!("{:.2} CPU s/s", per_gbit(plain_cpu, plain_bits)),
-        );
-        row(
-            ROWS[13].0,
-            format!("{:.2} CPU s/s", per_gbit(engine_cpu, engine_bits)),
-        );
-        row(
-            ROWS[14].0,
-            format!("{:.2} CPU s/s", per_gbit(engine_thread, engine_bits)),
-        );
+        row(ROWS[12].0, format!("{:.2} CPU s/s", med("plain cpu")));
+        row(ROWS[13].0, format!("{:.2} CPU s/s", med("empty cpu")));
+        row(ROWS[14].0, format!("{:.2} CPU s/s", med("empty engine")));
     }
     rows
 }
