@@ -238,15 +238,10 @@ fn measure() -> BTreeMap<String, String> {
                     link.impair(impairment).unwrap();
                 }
                 let (bits, cpu, engine) = tcp_throughput(&a, &b, &link, seconds);
-                m.entry(kind).or_default().push(bits);
-                let cpu_key = format!("{kind} cpu");
-                let engine_key = format!("{kind} engine");
-                m.entry(leak(cpu_key))
-                    .or_default()
-                    .push(per_gbit(cpu, bits));
-                m.entry(leak(engine_key))
-                    .or_default()
-                    .push(per_gbit(engine, bits));
+                let mut add = |key: String, value: f64| m.entry(key).or_default().push(value);
+                add(kind.to_owned(), bits);
+                add(format!("{kind} cpu"), per_gbit(cpu, bits));
+                add(format!("{kind} engine"), per_gbit(engine, bits));
                 if kind != "lossy" {
                     let rtt = median(&udp_rtts(&a, &b, &link, 1000));
                     add(format!("{kind} rtt"), rtt);
