@@ -68,14 +68,14 @@ const ROWS: &[(&str, &str)] = &[
     ),
     ("loss_bursts(2.0, 8): mean burst length", "8 ± 15 %"),
     ("rate 10 Mbit/s: TCP goodput (frames)", "10 Mbit/s ± 10 %"),
-    ("plain link: TCP throughput", "(today)"),
+    ("plain link: TCP throughput, median of 5 × 2 s", "(today)"),
     (
         "engine path, loss(0.0) both ways: TCP throughput",
         "≥ 1 Gbit/s",
     ),
     ("engine path, loss(1.0) both ways: TCP throughput", "–"),
-    ("plain link: UDP RTT median of 1000", "–"),
-    ("engine path: UDP RTT median of 1000", "–"),
+    ("plain link: UDP RTT, median of 5 medians of 1000", "–"),
+    ("engine path: UDP RTT, median of 5 medians of 1000", "–"),
     (
         "engine path: added latency per direction (median)",
         "≤ 50 µs",
@@ -83,6 +83,11 @@ const ROWS: &[(&str, &str)] = &[
     ("plain link: process CPU per Gbit/s", "–"),
     ("engine path: process CPU per Gbit/s", "–"),
     ("engine path: engine thread CPU per Gbit/s", "–"),
+    (
+        "first impairment of a link (both directions), median of 20",
+        "–",
+    ),
+    ("changing it afterwards, median of 20", "–"),
 ];
 
 fn run_rootless_child(as_root: bool) -> BTreeMap<String, String> {
@@ -221,7 +226,21 @@ fn measure() -> BTreeMap<String, String> {
             ),
         );
     }
-    if (6..ROWS.len()).any(wanted) {
+    if wanted(15) {
+        let (mut first, mut again) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let (_net, _a, _b, link) = pair();
+            let start = Instant::now();
+            link.impair(Impairment::new().delay(ms(1))).unwrap();
+            first.push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            link.impair(Impairment::new().delay(ms(2))).unwrap();
+            again.push(start.elapsed().as_secs_f64());
+        }
+        row(ROWS[15].0, format!("{:.2} ms", median(&first) * 1e3));
+        row(ROWS[16].0, format!("{:.1} µs", median(&again) * 1e6));
+    }
+    if (6..15).any(wanted) {
         // Throughput, CPU and round trips: plain and engine path in turn,
         // medians of 5 rounds (other work on the machine moves single runs).
         let seconds = Duration::from_secs(2);

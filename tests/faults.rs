@@ -7,7 +7,7 @@ mod common;
 
 use netns_test::{Impairment, Link, Network, Node, Schedule, netns_test};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ fn pair() -> Pair {
     let a = net.node("a").unwrap();
     let b = net.node("b").unwrap();
     let link = net.link(&a, &b).unwrap();
+    resolve_neighbours(&a, &b, &link);
     Pair { net, a, b, link }
 }
 
@@ -53,7 +54,7 @@ fn datagrams(from: &Node, to: &Node, link: &Link, n: u32, size: usize, gap: Dura
 fn datagrams_to(
     from: &Node,
     to: &Node,
-    address: std::net::Ipv4Addr,
+    address: Ipv4Addr,
     n: u32,
     size: usize,
     gap: Duration,
@@ -112,15 +113,27 @@ fn datagrams_to(
     counter.join().unwrap()
 }
 
-/// One datagram each way over a still plain link, so that both ends know
-/// each other's MAC address before a test measures: a datagram that waits
-/// for ARP is late, and leaves its queue in an order of the kernel's.
+/// A datagram each way until one arrives, over a still plain link: both
+/// ends then know each other's MAC address, and the kernel has activated
+/// both ends (a fresh veth drops what it sends until its carrier event is
+/// handled, asynchronously). A datagram that waits for ARP arrives late,
+/// and leaves its queue in an order of the kernel's.
 fn resolve_neighbours(a: &Node, b: &Node, link: &Link) {
-    for (from, to) in [(a, b), (b, a)] {
-        let through = (0..10).any(|_| {
-            !datagrams(from, to, link, 1, 12, Duration::ZERO)
-                .numbers
-                .is_empty()
+    resolve_both(a, a.ipv4_on(link), b, b.ipv4_on(link));
+}
+
+fn resolve_both(a: &Node, a_address: Ipv4Addr, b: &Node, b_address: Ipv4Addr) {
+    for (from, to, to_address) in [(a, b, b_address), (b, a, a_address)] {
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let address = SocketAddr::new(IpAddr::V4(to_address), port);
+        let receiver = to.netns().run(move || UdpSocket::bind(address).unwrap());
+        receiver.set_read_timeout(Some(ms(20))).unwrap();
+        let through = from.netns().run(move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            (0..150).any(|_| {
+                socket.send_to(b"warm", address).unwrap();
+                receiver.recv(&mut [0u8; 8]).is_ok()
+            })
         });
         assert!(through, "no datagram from {} to {}", from.name(), to.name());
     }
@@ -178,7 +191,6 @@ fn delay_holds_only_the_impaired_direction() {
 #[netns_test]
 fn jitter_spreads_delays_within_its_bounds_and_keeps_order() {
     let p = pair();
-    resolve_neighbours(&p.a, &p.b, &p.link);
     let impairment = Impairment::new().delay(ms(30)).jitter(ms(10));
     p.link.impair_from(&p.a, impairment).unwrap();
     let there = datagrams(&p.a, &p.b, &p.link, 30, 100, ms(25));
@@ -483,6 +495,7 @@ fn loss_on_a_switch_port_acts_both_ways() {
     let b = net.node("b").unwrap();
     let a_port = net.attach(&a, &lan).unwrap();
     let b_port = net.attach(&b, &lan).unwrap();
+    resolve_both(&a, a.ipv4_on(&a_port), &b, b.ipv4_on(&b_port));
     a_port.impair(Impairment::new().loss(50.0)).unwrap();
     // a's datagrams cross a's port then b's; b's cross b's then a's.
     let from_a = datagrams(&a, &b, &b_port, 1000, 100, Duration::ZERO);

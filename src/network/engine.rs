@@ -145,6 +145,7 @@ fn run(shared: &Shared, seed: u64) -> Vec<(DirectionId, Counters)> {
                 .map(|d| {
                     let mut counters = d.pipeline.counters();
                     counters.unsent = d.unsent;
+                    counters.missed = packet::drops(d.sockets.steal.as_fd());
                     (d.id, counters)
                 })
                 .collect();

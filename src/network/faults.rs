@@ -194,6 +194,8 @@ impl Link {
             .run(move || {
                 let steal = packet::receiver(taken_index)?;
                 packet::checksum_frames(steal.as_fd(), &to)?;
+                packet::settle_link(steal.as_fd(), &to)?;
+                packet::settle_link(steal.as_fd(), &taken)?;
                 let send = packet::sender(send_index)?;
                 Ok(Sockets { steal, send })
             })

@@ -42,6 +42,8 @@ pub(super) struct Counters {
     pub reordered: u64,
     /// Frames the kernel refused to send on (the sending end down, say).
     pub unsent: u64,
+    /// Frames the kernel dropped before the engine read them (its socket full).
+    pub missed: u64,
 }
 
 struct Scheduled {

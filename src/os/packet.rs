@@ -15,6 +15,7 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_GLINK: u32 = 0x0a;
 /// What the engine asks of its sockets' buffers: room for bursts of
 /// thousands of frames, so that no frame is dropped outside the model.
 const BUFFER_BYTES: libc::c_int = 32 << 20;
@@ -75,7 +76,11 @@ fn bind(fd: &OwnedFd, index: i32, protocol: u16, what: &'static str) -> Result<(
 /// before the interface's ingress filters. Frames the interface sends are
 /// not seen.
 pub(crate) fn receiver(index: i32) -> Result<OwnedFd, Error> {
-    let fd = packet_socket(ETH_P_ALL, libc::SOCK_NONBLOCK)?;
+    // Protocol 0 at first: a socket made with ETH_P_ALL already listens on
+    // every interface, and binding it then waits for an RCU grace period
+    // (synchronize_net, about 10 ms) to unhook it. Bound with ETH_P_ALL, it
+    // is hooked once, on this interface only.
+    let fd = packet_socket(0, libc::SOCK_NONBLOCK)?;
     if !set_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
         return Err(last_error("setsockopt(PACKET_IGNORE_OUTGOING)"));
     }
@@ -97,21 +102,15 @@ pub(crate) fn sender(index: i32) -> Result<OwnedFd, Error> {
     Ok(fd)
 }
 
-/// Turns transmit checksum offload off on the interface `name` (ethtool's
-/// `tx off`), through any socket of its namespace. The kernel then
-/// completes checksums, and cuts segmentation offload packets into
-/// frames, before the interface transmits them: what it passes on is what
-/// a wire would carry.
-pub(crate) fn checksum_frames(socket: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
+/// An ethtool request that reads or writes one value, through any socket
+/// of the interface's namespace.
+fn ethtool_value(socket: BorrowedFd<'_>, name: &str, cmd: u32, data: u32) -> io::Result<u32> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
+    let mut value = EthtoolValue { cmd, data };
     // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes().take(15)) {
@@ -121,9 +120,40 @@ pub(crate) fn checksum_frames(socket: BorrowedFd<'_>, name: &str) -> Result<(), 
     // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to; both outlive the call.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, &mut request) };
     if rc != 0 {
-        return Err(last_error("ioctl(SIOCETHTOOL, ETHTOOL_STXCSUM)"));
+        return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(value.data)
+}
+
+/// Turns transmit checksum offload off on the interface `name` (ethtool's
+/// `tx off`). The kernel then completes checksums, and cuts segmentation
+/// offload packets into frames, before the interface transmits them: what
+/// it passes on is what a wire would carry.
+pub(crate) fn checksum_frames(socket: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
+    ethtool_value(socket, name, ETHTOOL_STXCSUM, 0)
+        .map(|_| ())
+        .map_err(|e| Error::new("ioctl(SIOCETHTOOL, ETHTOOL_STXCSUM)", e))
+}
+
+/// Waits until the interface `name` transmits: a new veth drops what it is
+/// given (its queueing discipline is a placeholder) until the kernel's link
+/// watch has handled its carrier, asynchronously, on a worker that a busy
+/// machine may run late. Reading the link state (ETHTOOL_GLINK) handles the
+/// interface's pending link-watch event at once.
+pub(crate) fn settle_link(socket: BorrowedFd<'_>, name: &str) -> Result<(), Error> {
+    for _ in 0..1000 {
+        let up = ethtool_value(socket, name, ETHTOOL_GLINK, 0)
+            .map_err(|e| Error::new("ioctl(SIOCETHTOOL, ETHTOOL_GLINK)", e))?;
+        if up != 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err(Error::detected(
+        format!("wait for {name} to carry frames"),
+        io::ErrorKind::TimedOut,
+        "its carrier stayed off for a second",
+    ))
 }
 
 /// Receives up to `buffers.len()` frames without waiting (recvmmsg): how
@@ -220,6 +250,24 @@ pub(crate) fn send_many(fd: BorrowedFd<'_>, frames: &[Vec<u8>]) -> io::Result<us
             return Err(error);
         }
     }
+}
+
+/// How many frames the kernel dropped because the socket's buffer was
+/// full, since the last call (PACKET_STATISTICS).
+pub(crate) fn drops(fd: BorrowedFd<'_>) -> u64 {
+    let mut stats = [0u32; 2];
+    let mut size = std::mem::size_of_val(&stats) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `size` bytes into `stats`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            stats.as_mut_ptr().cast(),
+            &mut size,
+        )
+    };
+    if rc == 0 { u64::from(stats[1]) } else { 0 }
 }
 
 /// An eventfd: a counter another thread bumps to wake a waiting one.
