@@ -462,7 +462,7 @@ fn engine_cpu() -> f64 {
         .filter_map(|t| t.ok())
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim().starts_with("netns-test-faul"))
+                .is_ok_and(|c| c.trim().starts_with("faults-"))
         })
         .map(|t| stat_cpu(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default()))
         .sum()

@@ -543,55 +543,52 @@ fn a_seed_replays_the_same_decisions() {
     assert_ne!(replay(0x5eee), first, "another seed");
 }
 
-fn engine_threads() -> usize {
+/// Whether the engine thread of the network with `seed` runs.
+fn engine_runs(seed: u64) -> bool {
+    let name = format!("faults-{:08x}", seed as u32);
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == "netns-test-faul")
-        .count()
+        .any(|comm| comm.trim() == name)
 }
 
-#[test]
-fn the_engine_thread_and_namespaces_end_with_the_network() {
-    if !netns_test::privileged() {
-        println!("skipped: standalone networks need root");
-        return;
-    }
-    let count = |dir: &str| std::fs::read_dir(dir).unwrap().count();
-    let fds = count("/proc/self/fd");
-    let threads = engine_threads();
-    let p = pair();
+#[netns_test]
+fn the_engine_starts_with_an_impairment_and_ends_with_the_network() {
+    let net = Network::with_seed(0xe1);
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
     // Never impaired: a plain veth, no engine.
-    assert_eq!(engine_threads(), threads);
-    let plain = p.a.netns().run(common::interfaces);
-    assert_eq!(plain, ["eth0", "lo"]);
-    p.link.impair(Impairment::new().delay(ms(50))).unwrap();
-    assert_eq!(engine_threads(), threads + 1);
-    let plumbed = p.a.netns().run(common::interfaces);
+    assert!(!engine_runs(0xe1));
+    assert_eq!(a.netns().run(common::interfaces), ["eth0", "lo"]);
+    resolve_neighbours(&a, &b, &link);
+    link.impair(Impairment::new().delay(ms(50))).unwrap();
+    assert!(engine_runs(0xe1));
+    let plumbed = a.netns().run(common::interfaces);
     assert_eq!(plumbed, ["eth0", "f-eth0", "f-eth0e", "lo"]);
     // The link's handle goes; its impairment stays while the network lives.
-    let Pair { net, a, b, link } = p;
     let address = b.ipv4_on(&link);
     drop(link);
     let got = datagrams_to(&a, &b, address, 1, 100, Duration::ZERO);
     assert!(got.delays[0] >= ms(49), "{:?}", got.delays);
     drop((a, b));
     drop(net);
-    assert_eq!(engine_threads(), threads);
-    assert_eq!(count("/proc/self/fd"), fds, "every socket closed");
+    assert!(!engine_runs(0xe1));
 }
 
 #[netns_test]
 fn a_panic_drops_the_network_and_its_engine() {
-    // A panic while a network is impaired drops it: nothing is left.
-    let threads = engine_threads();
     let result = std::panic::catch_unwind(|| {
-        let p = pair();
-        p.link.impair(Impairment::new().loss(10.0)).unwrap();
+        let net = Network::with_seed(0xe2);
+        let a = net.node("a").unwrap();
+        let b = net.node("b").unwrap();
+        let link = net.link(&a, &b).unwrap();
+        link.impair(Impairment::new().loss(10.0)).unwrap();
+        assert!(engine_runs(0xe2));
         panic!("a deliberate panic");
     });
     assert!(result.is_err());
-    assert_eq!(engine_threads(), threads);
+    assert!(!engine_runs(0xe2));
 }
 
 #[netns_test]
@@ -648,17 +645,12 @@ fn faults_work_rootless() {
     }
     let copy = common::Copy::new();
     let output = common::retry_busy(|| {
-        copy.command(&[
-            "--skip",
-            "faults_work_rootless",
-            "--skip",
-            "the_engine_thread_and_namespaces_end_with_the_network",
-        ])
-        .uid(common::NOBODY)
-        .gid(common::NOBODY)
-        .output()
+        copy.command(&["--skip", "faults_work_rootless"])
+            .uid(common::NOBODY)
+            .gid(common::NOBODY)
+            .output()
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("16 passed"), "{text}");
+    assert!(text.contains("17 passed"), "{text}");
 }

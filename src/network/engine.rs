@@ -72,7 +72,9 @@ impl Engine {
         });
         let inside = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name("netns-test-faults".into())
+            // "faults-" and the seed's low 32 bits: 15 bytes, what a thread's
+            // name keeps (top -H, /proc/PID/task/TID/comm).
+            .name(format!("faults-{:08x}", seed as u32))
             .spawn(move || run(&inside, seed))
             .map_err(|e| Error::new("spawn the fault engine's thread", e))?;
         Ok(Engine {
