@@ -221,6 +221,11 @@ fn a_capture_holds_the_tcp_handshake() {
     let (output, text) = run_fixture("fixture_captures_a_connection", &[]);
     assert!(output.status.success(), "{text}");
     let pcap = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+    // Packets may hold secrets: readable by the user alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "{}", path.display());
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
     let packets = tcp_flags_on_port(&pcap, 4321);
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;

@@ -210,6 +210,34 @@ pub(crate) fn write_existing(path: &Path, value: &[u8]) -> io::Result<()> {
         .write_all(value)
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (existing ones are
+/// left as they are).
+pub(crate) fn create_private_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::at("create directory", dir, e))
+}
+
+/// Opens `path` for writing, truncated, readable by its owner only (0600,
+/// also when it existed), and not through a symbolic link.
+pub(crate) fn create_private_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::at("create", path, e))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::at("chmod 0600", path, e))?;
+    Ok(file)
+}
+
 /// A sysctl's value, trimmed, from `/proc/sys/<key>` (`key` in the path form,
 /// `user/max_user_namespaces`); `None` when it cannot be read.
 pub(crate) fn read_sysctl(key: &str) -> Option<String> {

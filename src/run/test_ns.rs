@@ -75,13 +75,38 @@ impl TestNamespace {
     }
 
     fn set_up(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
-        let HostSide { mut veth } = host;
-        let trace = trace::Steps::new(spec.name);
         let home = if on_own_harness_thread(spec) {
             None
         } else {
             Some(Home::here()?)
         };
+        match Self::set_up_inside(spec, host) {
+            Ok(mut namespace) => {
+                namespace.home = home;
+                Ok(namespace)
+            }
+            Err(error) => {
+                // Never leave a thread that goes on (a tokio worker, say)
+                // half in the test's namespaces.
+                if let Some(home) = home {
+                    if let Err(back) = home.go_back() {
+                        panic!(
+                            "netns-test: setting up the namespaces of test `{}` failed ({error}), \
+                             and moving the thread back failed too: {back}",
+                            spec.name
+                        );
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Everything from the fresh namespaces on; on error the caller takes
+    /// the thread home.
+    fn set_up_inside(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
+        let HostSide { mut veth } = host;
+        let trace = trace::Steps::new(spec.name);
         isolation::isolate_this_thread()?;
         trace.step("new network and mount namespace, lo up, accept_dad=0");
         let capture_policy = spec.capture_policy();
@@ -98,7 +123,11 @@ impl TestNamespace {
             veth.create()?;
             trace.step("veth pair created");
         }
+        let keep = spec.keep_policy();
         let nodes = Arc::new(Nodes {
+            // Held for the end of the test only when a policy may need them:
+            // otherwise a dropped Network frees its namespaces at once.
+            hold: keep.is_some() || capture_dir.is_some(),
             capture_dir,
             made: Mutex::default(),
         });
@@ -109,12 +138,12 @@ impl TestNamespace {
         trace.step("registered");
         Ok(TestNamespace {
             test: spec.name,
-            keep: spec.keep_policy(),
+            keep,
             capture,
             nodes,
             _registration: registration,
             veth,
-            home,
+            home: None,
         })
     }
 
@@ -225,6 +254,8 @@ pub(crate) fn on_own_harness_thread(spec: &TestSpec) -> bool {
 /// The topology nodes a running test made, for its keep and capture
 /// policies.
 struct Nodes {
+    /// Whether to hold the nodes until the test ends (keep or capture is on).
+    hold: bool,
     /// Where the nodes' captures go, when the test captures.
     capture_dir: Option<PathBuf>,
     made: Mutex<Vec<MadeNode>>,
@@ -238,6 +269,9 @@ struct MadeNode {
 
 impl Observer for Nodes {
     fn made(&self, name: &str, ns: &NetNs) -> Result<(), Error> {
+        if !self.hold {
+            return Ok(());
+        }
         let capture = self
             .capture_dir
             .as_ref()
