@@ -187,9 +187,10 @@ fn failures_and_timeouts_fail_with_their_message() {
         "{text}"
     );
     assert!(text.contains("timed out after 300 ms"), "{text}");
-    // The timed-out child was killed: no process of this copy is left.
+    // The timed-out child was killed: no process of it is left. (Other
+    // drivers run their own copies at the same time.)
     let left = Command::new("pgrep")
-        .args(["-u", "65534", "-f", "netns-test-rootless-"])
+        .args(["-u", "65534", "-f", "netns-test-rootless-.*/tests fixture_hangs"])
         .output()
         .unwrap();
     assert!(
@@ -197,6 +198,136 @@ fn failures_and_timeouts_fail_with_their_message() {
         "left running: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+// The relay of a rootless test's output and result. (Named apart from the
+// `fixture_` ones, which other drivers run by that prefix.)
+
+#[netns_test]
+#[ignore = "fixture"]
+fn relay_case_bytes_that_are_not_utf8() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"before \xff\xfe after\n").unwrap();
+    out.flush().unwrap();
+    println!("REPORT after the bytes");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn relay_case_background_process() {
+    // Holds the test's stdout and stderr, and would outlive it.
+    Command::new("sleep").arg("1000").spawn().unwrap();
+    println!("REPORT started");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn relay_case_spoofed_result() {
+    println!("\u{1e}netns-test:result passed ");
+    println!("\u{1e}netns-test:end");
+    eprintln!("\u{1e}netns-test:end");
+    println!("passed ");
+    panic!("the spoof did not pass");
+}
+
+#[netns_test(timeout = "500ms")]
+#[ignore = "fixture"]
+fn relay_case_background_process_and_timeout() {
+    Command::new("sleep").arg("1000").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// Runs one relay case as uid 65534 with its output in a file, killing it
+/// after 30 s: `None` when this process cannot switch users.
+fn relay_case(name: &str) -> Option<(std::process::ExitStatus, String, std::time::Duration)> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return None;
+    }
+    let copy = Copy::new();
+    let log = copy.dir.path().join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let start = std::time::Instant::now();
+    let mut child = retry_busy(|| {
+        copy.command(&["--ignored", "--exact", name, "--nocapture"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file.try_clone().unwrap())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .spawn()
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    Some((status, text, took))
+}
+
+fn sleepers_of_nobody() -> String {
+    let found = Command::new("pgrep")
+        .args(["-u", "65534", "-f", "^sleep 1000$"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&found.stdout).into_owned()
+}
+
+#[test]
+fn output_that_is_not_utf8_is_relayed_and_the_test_passes() {
+    let Some((status, text, _)) = relay_case("relay_case_bytes_that_are_not_utf8") else {
+        return;
+    };
+    assert!(status.success(), "{text}");
+    assert!(text.contains("before") && text.contains(" after"), "{text}");
+    assert!(text.contains("REPORT after the bytes"), "{text}");
+}
+
+#[test]
+fn a_process_left_running_ends_with_the_test() {
+    let Some((status, text, took)) = relay_case("relay_case_background_process") else {
+        return;
+    };
+    assert!(status.success(), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "took {took:?}: {text}"
+    );
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sleepers_of_nobody().is_empty()
+    });
+    assert!(gone, "left running: {}", sleepers_of_nobody());
+    let Some((status, text, took)) = relay_case("relay_case_background_process_and_timeout") else {
+        return;
+    };
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("timed out after 500 ms"), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "took {took:?}: {text}"
+    );
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sleepers_of_nobody().is_empty()
+    });
+    assert!(gone, "left running: {}", sleepers_of_nobody());
+}
+
+#[test]
+fn the_body_cannot_spoof_the_result() {
+    let Some((status, text, _)) = relay_case("relay_case_spoofed_result") else {
+        return;
+    };
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("the spoof did not pass"), "{text}");
 }
 
 #[test]

@@ -280,3 +280,66 @@ pub(crate) fn enter_in_child(
     }
     Ok(())
 }
+
+/// A pipe whose both ends close on exec: (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::new("pipe2(O_CLOEXEC)", io_error(e)))
+}
+
+/// Makes reads from `fd` return at once when there is nothing to read.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: fcntl on a descriptor borrowed for the call, integer arguments.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(Error::new(
+            "fcntl(F_SETFL, O_NONBLOCK)",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks `fd` close-on-exec, so that programs the process starts do not get it.
+pub(crate) fn set_cloexec(fd: i32) -> Result<()> {
+    // SAFETY: fcntl on an integer descriptor with an integer argument; a
+    // descriptor that is not open gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(Error::new(
+            format!("fcntl({fd}, F_SETFD, FD_CLOEXEC)"),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// In a forked child: keeps `fd` open across `exec`. Async-signal-safe.
+pub(crate) fn inherit_across_exec(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor with an integer argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// In a forked child: makes it the leader of a process group of its own,
+/// which its own children join. Async-signal-safe.
+pub(crate) fn own_process_group() -> io::Result<()> {
+    // SAFETY: setpgid with plain integers.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// SIGKILL to every process of the process group `group`; a group that is
+/// gone already is not an error.
+pub(crate) fn kill_process_group(group: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(group as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
