@@ -217,7 +217,8 @@ fn relay_case_bytes_that_are_not_utf8() {
 #[ignore = "fixture"]
 fn relay_case_background_process() {
     // Holds the test's stdout and stderr, and would outlive it.
-    Command::new("sleep").arg("1000").spawn().unwrap();
+    let sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::mem::forget(sleeper);
     println!("REPORT started");
 }
 
@@ -234,7 +235,8 @@ fn relay_case_spoofed_result() {
 #[netns_test(timeout = "500ms")]
 #[ignore = "fixture"]
 fn relay_case_background_process_and_timeout() {
-    Command::new("sleep").arg("1000").spawn().unwrap();
+    let sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::mem::forget(sleeper);
     std::thread::sleep(std::time::Duration::from_secs(60));
 }
 
