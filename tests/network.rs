@@ -446,5 +446,5 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("11 passed"), "{text}");
+    assert!(text.contains("12 passed"), "{text}");
 }

@@ -78,8 +78,11 @@ fn gc(name: Option<&str>) -> Result<(), String> {
         None => kept_list().into_iter().map(|k| k.name).collect(),
     };
     for name in &names {
-        remove_kept(name).map_err(|e| e.to_string())?;
-        println!("removed {name}");
+        if remove_kept(name).map_err(|e| e.to_string())? {
+            println!("removed {name}");
+        } else {
+            println!("{name}: no namespace of yours is kept under this name");
+        }
     }
     // Host-side veths exist only for root's tests, and only root removes them.
     if name.is_none() && nix::unistd::geteuid().is_root() {

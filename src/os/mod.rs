@@ -2,9 +2,11 @@
 //! texts that explain a refusal. Everything above it is written against
 //! this module; nothing here knows about tests or topologies.
 
+pub(crate) mod holder;
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;
+pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod sys;
 pub(crate) mod userns;

@@ -182,20 +182,26 @@ impl TestNamespace {
     }
 
     fn keep_namespaces(&self, nodes: &[MadeNode]) {
+        let own = match NetNs::registered_current() {
+            Ok(Some(own)) => own,
+            Ok(None) => {
+                eprintln!(
+                    "netns-test: cannot keep the namespaces of `{}`: its namespace is not registered",
+                    self.test
+                );
+                return;
+            }
+            Err(error) => {
+                eprintln!(
+                    "netns-test: cannot keep the namespaces of `{}`: {error}",
+                    self.test
+                );
+                return;
+            }
+        };
         let veth = self.veth.as_ref().map(|v| v.veth().clone());
-        let own = NetNs::try_current()
-            .ok_or_else(|| {
-                Error::detected(
-                    "find the test's namespace",
-                    std::io::ErrorKind::NotFound,
-                    "it is not registered",
-                )
-            })
-            .and_then(|ns| keep::keep(&ns, self.test, None, veth.as_ref()));
-        let others = nodes
-            .iter()
-            .map(|node| keep::keep(&node.ns, self.test, Some(&node.name), None));
-        for result in std::iter::once(own).chain(others) {
+        let nodes: Vec<(&str, &NetNs)> = nodes.iter().map(|n| (n.name.as_str(), &n.ns)).collect();
+        for result in keep::keep(self.test, &own, veth.as_ref(), &nodes) {
             match result {
                 Ok(message) => eprintln!("{message}"),
                 Err(error) => eprintln!(
