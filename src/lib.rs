@@ -62,13 +62,15 @@
 #![warn(missing_docs)]
 
 // The layers, from the bottom: what every layer may use (`error`,
-// `settings`, `pool`), the platform (`os`), the public handles (`veth`,
-// `netns`, `network`), the debugging aids (`debug`), what the attribute
-// calls (`run`). A module uses only those below it; `tests/layers.rs`
-// checks that.
+// `settings`, `pool`, and the plain data `impairment` and `veth_pair`), the
+// platform (`os`), the public handles (`veth`, `netns`, `network`), the
+// debugging aids (`debug`), what the attribute calls (`contract`, `run`). A
+// module uses only those below it; `tests/layers.rs` checks that.
 mod error;
+mod impairment;
 mod pool;
 mod settings;
+mod veth_pair;
 
 mod os;
 
@@ -78,16 +80,18 @@ mod veth;
 
 mod debug;
 
+mod contract;
 mod run;
 
 #[doc(hidden)]
 pub mod admin;
 
 pub use error::Error;
+pub use impairment::Impairment;
 pub use netns::NetNs;
-pub use network::{Impairment, Link, Network, Node, Switch};
+pub use network::{Link, Network, Node, Switch};
 pub use os::privilege::privileged;
-pub use veth::Veth;
+pub use veth_pair::Veth;
 
 /// Runs a test in a fresh network namespace. See the [crate documentation](crate).
 pub use netns_test_macros::netns_test;
@@ -102,9 +106,10 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
-    pub use crate::run::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on, run};
+    pub use crate::contract::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on};
+    pub use crate::run::run;
     pub use crate::settings::Policy;
-    pub use crate::veth::{AddressPair, VethSpec};
+    pub use crate::veth_pair::{AddressPair, VethSpec};
     pub use std::net::{Ipv4Addr, Ipv6Addr};
     pub use std::sync::atomic::AtomicBool;
 }
