@@ -14,7 +14,8 @@
 use crate::error::Error;
 use crate::os::netlink::{self, Netlink};
 use crate::pool::{self, VETH_SLOTS as SLOTS};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub(crate) use crate::veth_pair::{Veth, VethSpec};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,102 +29,6 @@ const NS_INDEX: i32 = 2;
 /// Host-side interface indexes: this base plus the slot, far above the
 /// indexes the kernel hands out in order.
 const HOST_INDEX_BASE: i32 = 0x4e00_0000;
-
-/// The veth pair of a `#[netns_test(veth)]` test: names and addresses of
-/// both ends. Get it with [`NetNs::veth`](crate::NetNs::veth).
-///
-/// ```no_run
-/// use netns_test::{netns_test, NetNs};
-///
-/// #[netns_test(veth)]
-/// fn reaches_the_host() {
-///     let ns = NetNs::current();
-///     let veth = ns.veth().expect("veth requested").clone();
-///     let server = std::net::TcpListener::bind((veth.ns_ipv4(), 8080)).unwrap();
-///     let connected = ns.host().run(move || {
-///         std::net::TcpStream::connect((veth.ns_ipv4(), 8080)).is_ok()
-///     });
-///     assert!(connected);
-/// }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Veth {
-    ns_name: String,
-    host_name: String,
-    host_index: i32,
-    ns_ipv4: Ipv4Addr,
-    host_ipv4: Ipv4Addr,
-    ipv4_prefix: u8,
-    ns_ipv6: Ipv6Addr,
-    host_ipv6: Ipv6Addr,
-    ipv6_prefix: u8,
-    mtu: u32,
-}
-
-impl Veth {
-    /// The interface's name in the test's namespace (`veth0`).
-    pub fn ns_name(&self) -> &str {
-        &self.ns_name
-    }
-    /// The interface's name in the host's namespace (`ntveth<N>`).
-    pub fn host_name(&self) -> &str {
-        &self.host_name
-    }
-    /// The IPv4 address of the test's end.
-    pub fn ns_ipv4(&self) -> Ipv4Addr {
-        self.ns_ipv4
-    }
-    /// The IPv4 address of the host's end; the test's default IPv4 route.
-    pub fn host_ipv4(&self) -> Ipv4Addr {
-        self.host_ipv4
-    }
-    /// The IPv4 prefix length of both ends (30 by default).
-    pub fn ipv4_prefix(&self) -> u8 {
-        self.ipv4_prefix
-    }
-    /// The IPv6 address of the test's end.
-    pub fn ns_ipv6(&self) -> Ipv6Addr {
-        self.ns_ipv6
-    }
-    /// The IPv6 address of the host's end; the test's default IPv6 route.
-    pub fn host_ipv6(&self) -> Ipv6Addr {
-        self.host_ipv6
-    }
-    /// The IPv6 prefix length of both ends (64 by default).
-    pub fn ipv6_prefix(&self) -> u8 {
-        self.ipv6_prefix
-    }
-    /// The MTU of both ends.
-    pub fn mtu(&self) -> u32 {
-        self.mtu
-    }
-
-    pub(crate) fn host_index(&self) -> i32 {
-        self.host_index
-    }
-}
-
-/// An address pair given by the user, for the macro's expansion.
-#[derive(Clone, Copy, Debug)]
-pub struct AddressPair<A> {
-    /// The test's end.
-    pub ns: A,
-    /// The host's end.
-    pub host: A,
-    /// The prefix length of both.
-    pub prefix: u8,
-}
-
-/// What `#[netns_test(veth(...))]` asked for.
-#[derive(Clone, Copy, Debug)]
-pub struct VethSpec {
-    /// MTU of both ends.
-    pub mtu: u32,
-    /// The user's IPv4 addresses, or a /30 from the pool.
-    pub ipv4: Option<AddressPair<Ipv4Addr>>,
-    /// The user's IPv6 addresses, or a /64 from the pool.
-    pub ipv6: Option<AddressPair<Ipv6Addr>>,
-}
 
 /// A slot, leased while this lives.
 struct Lease {
@@ -404,6 +309,8 @@ fn delete_stale_in_background(lease: Lease, name: String, index: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::veth_pair::AddressPair;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn slots_map_to_distinct_names_and_subnets() {

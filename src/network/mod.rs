@@ -26,11 +26,8 @@
 //! handles lets the kernel free every namespace, and with them every link:
 //! no per-link deletes.
 
-mod impairment;
-
-pub use impairment::Impairment;
-
 use crate::error::Error;
+use crate::impairment::Impairment;
 use crate::netns::NetNs;
 use crate::os::netlink::{self, Netlink};
 use crate::pool::{self, MAX_LINKS, MAX_SWITCHES};

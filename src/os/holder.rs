@@ -10,7 +10,7 @@
 use crate::error::Error;
 use nix::libc;
 use std::ffi::CString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// The first descriptor number of the held namespaces in the holder.
@@ -35,6 +35,7 @@ impl Holder {
         // Room for the child to move descriptors, made before the fork.
         let mut moved = vec![0i32; keep.len() + 1];
         let (wait, go) = crate::os::sys::pipe()?;
+        let (started, starting) = crate::os::sys::pipe()?;
         // SAFETY: the child runs only async-signal-safe system calls on
         // memory prepared before the fork (`hold`), and never returns.
         let pid = unsafe { libc::fork() };
@@ -45,9 +46,16 @@ impl Holder {
             ));
         }
         if pid == 0 {
-            hold(&name, &keep, wait.as_raw_fd(), &mut moved);
+            hold(&name, &keep, wait.as_raw_fd(), starting.as_raw_fd(), &mut moved);
         }
         drop(wait);
+        drop(starting);
+        // Until the holder has a session of its own, it would die with its
+        // maker's process group (a rootless test's child is killed with its).
+        let mut word = [0u8; 1];
+        std::fs::File::from(started)
+            .read_exact(&mut word)
+            .map_err(|e| Error::new("wait for the holder process to start", e))?;
         Ok(Holder { pid, go })
     }
 
@@ -67,11 +75,12 @@ impl Holder {
 /// In the forked child: a session of its own, the name, `/dev/null` as the
 /// standard streams, the kept descriptors in place and nothing else open;
 /// then it waits for the go, and holds until killed. Async-signal-safe.
-fn hold(name: &CString, keep: &[i32], wait: i32, moved: &mut [i32]) -> ! {
+fn hold(name: &CString, keep: &[i32], wait: i32, started: i32, moved: &mut [i32]) -> ! {
     // SAFETY (whole block): system calls with integers and pointers to
     // memory made before the fork; no allocation, no lock, no return.
     unsafe {
         libc::setsid();
+        libc::write(started, b"s".as_ptr().cast(), 1);
         libc::prctl(libc::PR_SET_NAME, name.as_ptr());
         // A maker out of descriptors (EMFILE) still gets its holder: the
         // soft limit goes up to the hard one.

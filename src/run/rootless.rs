@@ -12,8 +12,7 @@
 //! child, relays its output and reads how it ended; [`report_to_parent`] in
 //! the child runs the test and writes that.
 
-use super::outcome::{Ended, FailureKind};
-use super::spec::TestSpec;
+use crate::contract::{Ended, FailureKind, TestSpec};
 use crate::os::privilege;
 use crate::os::sys;
 use crate::os::userns::IdMaps;

@@ -2,8 +2,7 @@
 //! host first, entering fresh namespaces, and at the end the reports,
 //! captures, kept namespaces and the way home.
 
-use super::outcome::{Ended, FailureKind};
-use super::spec::TestSpec;
+use crate::contract::{Ended, FailureKind, TestSpec};
 use crate::debug::capture::{self, Capture};
 use crate::debug::{keep, trace};
 use crate::error::Error;

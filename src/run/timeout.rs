@@ -1,9 +1,8 @@
 //! `#[netns_test(timeout = "..")]`: the test runs on a thread of its own and
 //! fails when the time is up.
 
-use super::outcome::{Ended, FailureKind};
-use super::spec::TestSpec;
 use super::test_ns::HostSide;
+use crate::contract::{Ended, FailureKind, TestSpec};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::time::Duration;

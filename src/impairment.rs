@@ -3,7 +3,7 @@
 use crate::error::Error;
 use std::time::Duration;
 
-/// How a link misbehaves: see [`Link::impair`](super::Link::impair).
+/// How a link misbehaves: see [`Link::impair`](crate::Link::impair).
 ///
 /// ```
 /// use netns_test::Impairment;
@@ -15,8 +15,8 @@ use std::time::Duration;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Impairment {
-    pub(super) rate_kbit: Option<u64>,
-    pub(super) loss: Option<f64>,
+    pub(crate) rate_kbit: Option<u64>,
+    pub(crate) loss: Option<f64>,
     delay: Option<Duration>,
     jitter: Option<Duration>,
     duplicate: Option<f64>,
@@ -24,7 +24,7 @@ pub struct Impairment {
 }
 
 impl Impairment {
-    /// No impairment: passing it to [`Link::impair`](super::Link::impair) clears the link's.
+    /// No impairment: passing it to [`Link::impair`](crate::Link::impair) clears the link's.
     pub fn new() -> Impairment {
         Impairment::default()
     }
@@ -60,14 +60,14 @@ impl Impairment {
         self
     }
 
-    pub(super) fn needs_netem(&self) -> bool {
+    pub(crate) fn needs_netem(&self) -> bool {
         self.delay.is_some()
             || self.jitter.is_some()
             || self.duplicate.is_some()
             || self.reorder.is_some()
     }
 
-    pub(super) fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let invalid = |why: &str| Err(Error::invalid_input("impair", why));
         for percent in [self.loss, self.duplicate, self.reorder]
             .into_iter()
@@ -93,7 +93,7 @@ impl Impairment {
 
     /// struct tc_netem_qopt: latency and jitter in psched ticks (64 ns),
     /// limit in packets, loss, gap, duplicate (probabilities scaled to u32).
-    pub(super) fn netem_options(&self) -> [u32; 6] {
+    pub(crate) fn netem_options(&self) -> [u32; 6] {
         let ticks = |d: Option<Duration>| {
             (d.unwrap_or_default().as_nanos() / 64).min(u32::MAX as u128) as u32
         };
