@@ -29,9 +29,9 @@ pub struct Veth {
     pub(crate) ns_ipv4: Ipv4Addr,
     pub(crate) host_ipv4: Ipv4Addr,
     pub(crate) ipv4_prefix: u8,
-    pub(crate) ns_ipv6: Ipv6Addr,
-    pub(crate) host_ipv6: Ipv6Addr,
-    pub(crate) ipv6_prefix: u8,
+    pub(crate) ns_ipv6: Option<Ipv6Addr>,
+    pub(crate) host_ipv6: Option<Ipv6Addr>,
+    pub(crate) ipv6_prefix: Option<u8>,
     pub(crate) mtu: u32,
 }
 
@@ -56,16 +56,19 @@ impl Veth {
     pub fn ipv4_prefix(&self) -> u8 {
         self.ipv4_prefix
     }
-    /// The IPv6 address of the test's end.
-    pub fn ns_ipv6(&self) -> Ipv6Addr {
+    /// The IPv6 address of the test's end; `None` when the host has IPv6
+    /// disabled (as Docker's default network does): the pair is IPv4 only.
+    pub fn ns_ipv6(&self) -> Option<Ipv6Addr> {
         self.ns_ipv6
     }
-    /// The IPv6 address of the host's end; the test's default IPv6 route.
-    pub fn host_ipv6(&self) -> Ipv6Addr {
+    /// The IPv6 address of the host's end, the test's default IPv6 route;
+    /// `None` when the host has IPv6 disabled.
+    pub fn host_ipv6(&self) -> Option<Ipv6Addr> {
         self.host_ipv6
     }
-    /// The IPv6 prefix length of both ends (64 by default).
-    pub fn ipv6_prefix(&self) -> u8 {
+    /// The IPv6 prefix length of both ends (64 by default); `None` when the
+    /// host has IPv6 disabled.
+    pub fn ipv6_prefix(&self) -> Option<u8> {
         self.ipv6_prefix
     }
     /// The MTU of both ends.

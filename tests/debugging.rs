@@ -316,13 +316,17 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // A host-side veth of a slot no one holds, as a dead owner leaves it.
+    // A host-side veth of a slot no one holds, as a dead owner leaves it:
+    // the slot's name and interface index.
     let stale = "ntveth32766";
+    let index = (0x4e00_0000 + 32766).to_string();
     let made = Command::new("ip")
         .args([
             "link",
             "add",
             stale,
+            "index",
+            &index,
             "type",
             "veth",
             "peer",
@@ -332,6 +336,14 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
         .status()
         .unwrap();
     assert!(made.success());
+    /// Removes the pair if the test fails before gc does.
+    struct Cleanup(&'static str);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(stale);
     let removed = netns_test_tool(&["gc"]);
     assert!(
         removed.contains(&format!("removed stale host-side veth {stale}")),

@@ -79,9 +79,9 @@ fn signatures() {
     let _: fn(&Veth) -> Ipv4Addr = Veth::ns_ipv4;
     let _: fn(&Veth) -> Ipv4Addr = Veth::host_ipv4;
     let _: fn(&Veth) -> u8 = Veth::ipv4_prefix;
-    let _: fn(&Veth) -> Ipv6Addr = Veth::ns_ipv6;
-    let _: fn(&Veth) -> Ipv6Addr = Veth::host_ipv6;
-    let _: fn(&Veth) -> u8 = Veth::ipv6_prefix;
+    let _: fn(&Veth) -> Option<Ipv6Addr> = Veth::ns_ipv6;
+    let _: fn(&Veth) -> Option<Ipv6Addr> = Veth::host_ipv6;
+    let _: fn(&Veth) -> Option<u8> = Veth::ipv6_prefix;
     let _: fn(&Veth) -> u32 = Veth::mtu;
 
     handle::<Impairment>();

@@ -58,32 +58,7 @@ fn kept_name(test: &str, node: Option<&str>, inode: u64) -> String {
 /// The user's notes directory, made when `create`; `None` when it is not
 /// there and not to be made.
 fn notes(create: bool) -> Result<Option<PrivateDir>, Error> {
-    let uid = outside_uid()?;
-    if uid == 0 {
-        return PrivateDir::open(Path::new("/run"), &["netns-test", "kept"], create);
-    }
-    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
-        let runtime = PathBuf::from(runtime);
-        // Only a runtime directory of the user's alone, as the XDG spec has it.
-        let theirs = std::fs::symlink_metadata(&runtime).is_ok_and(|m| {
-            m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0
-        });
-        if theirs {
-            return PrivateDir::open(&runtime, &["netns-test", "kept"], create);
-        }
-    }
-    let top = format!("netns-test-{uid}");
-    PrivateDir::open(Path::new("/tmp"), &[&top, "kept"], create)
-}
-
-/// Removes the notes directory and its netns-test parent when they are empty.
-fn remove_empty(notes: &PrivateDir) {
-    let kept = notes.path();
-    if std::fs::remove_dir(kept).is_ok() {
-        if let Some(parent) = kept.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
+    PrivateDir::for_user("kept", create)
 }
 
 /// Keeps the test's own namespace `own` (with its veth pair) and its
@@ -241,24 +216,6 @@ fn is_our_holder(pid: i32, note: &str) -> bool {
         && field(note, "name").is_some_and(|name| comm.trim_end() == name)
 }
 
-/// The user's id outside any user namespace this process is in (a rootless
-/// test is uid 0 inside its own): from `/proc/self/uid_map`.
-fn outside_uid() -> Result<u32, Error> {
-    let path = Path::new("/proc/self/uid_map");
-    let map = std::fs::read_to_string(path).map_err(|e| Error::at("read", path, e))?;
-    let fields: Vec<u32> = map
-        .split_whitespace()
-        .take(3)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    Ok(match fields.as_slice() {
-        // A rootless test's map: uid 0 inside is the one user outside. (The
-        // initial namespace's map is "0 0 4294967295".)
-        [0, outside, 1] => *outside,
-        _ => nix::unistd::getuid().as_raw(),
-    })
-}
-
 /// `ntveth<slot>` becomes `ntkeep<slot>`, so that the slot's name is free.
 fn rename_host_side(veth: &Veth) -> Result<(), Error> {
     let kept = veth
@@ -340,7 +297,7 @@ pub fn remove(name: &str) -> Result<bool, Error> {
             let _ = std::fs::remove_dir(NETNS_DIR);
         }
     }
-    remove_empty(&notes);
+    notes.remove_if_empty();
     Ok(true)
 }
 

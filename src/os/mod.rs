@@ -3,6 +3,7 @@
 //! this module; nothing here knows about tests or topologies.
 
 pub(crate) mod holder;
+pub(crate) mod host_routes;
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;

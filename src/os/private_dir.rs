@@ -12,12 +12,78 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// An open directory of the caller's own.
+#[derive(Debug)]
 pub(crate) struct PrivateDir {
     fd: OwnedFd,
     path: PathBuf,
 }
 
 impl PrivateDir {
+    /// The user's own `netns-test/<leaf>` directory: for root (outside any
+    /// user namespace) `/run/netns-test/<leaf>`; for others
+    /// `$XDG_RUNTIME_DIR/netns-test/<leaf>` when that runtime directory is
+    /// theirs alone, else `/tmp/netns-test-<uid>/<leaf>`. `Ok(None)` when it
+    /// is missing and not to be made.
+    pub(crate) fn for_user(leaf: &str, create: bool) -> Result<Option<PrivateDir>, Error> {
+        let uid = crate::os::userns::outside_uid()?;
+        if uid == 0 {
+            return PrivateDir::open(Path::new("/run"), &["netns-test", leaf], create);
+        }
+        if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+            use std::os::unix::fs::MetadataExt;
+            let runtime = PathBuf::from(runtime);
+            // Only a runtime directory of the user's alone, as the XDG spec has it.
+            let theirs = std::fs::symlink_metadata(&runtime).is_ok_and(|m| {
+                m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0
+            });
+            if theirs {
+                return PrivateDir::open(&runtime, &["netns-test", leaf], create);
+            }
+        }
+        let top = format!("netns-test-{uid}");
+        PrivateDir::open(Path::new("/tmp"), &[&top, leaf], create)
+    }
+
+    /// Removes this directory and its `netns-test` parent when they are empty.
+    pub(crate) fn remove_if_empty(&self) {
+        if std::fs::remove_dir(&self.path).is_ok() {
+            if let Some(parent) = self.path.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+
+    /// Takes the exclusive lock of the file `name` in this directory (made
+    /// 0600 when missing), or `None` while another process holds it. The
+    /// kernel lets go of it when the process dies, even by SIGKILL; dropped,
+    /// the lock removes its file.
+    pub(crate) fn try_lock(&'static self, name: &str) -> Result<Option<Lock>, Error> {
+        let path = self.path.join(name);
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map_err(|e| Error::at("open", &path, e.into()))?;
+        let fd = match nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e)) => return Err(Error::at("flock", &path, e.into())),
+        };
+        // The holder before us may have removed the file between our open
+        // and our lock: only a lock on the file that is there counts.
+        let ours = fstat(&*fd).map_err(|e| Error::at("stat", &path, e.into()))?;
+        let there = nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        if there.map_or(true, |there| there.st_ino != ours.st_ino || there.st_dev != ours.st_dev) {
+            return Ok(None);
+        }
+        Ok(Some(Lock {
+            dir: self,
+            name: name.to_owned(),
+            _file: fd,
+        }))
+    }
     /// Opens `base/components...`, making the missing components with mode
     /// 0700 when `create` (else `Ok(None)` when one is missing). `base` must
     /// exist; each component must be the caller's own, mode 0700 or
@@ -47,11 +113,6 @@ impl PrivateDir {
             check_private(&fd, &path)?;
         }
         Ok(Some(PrivateDir { fd, path }))
-    }
-
-    /// Its path, for messages.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Creates the file `name` with `contents`, mode 0600; fails if anything
@@ -121,6 +182,22 @@ fn open_base(base: &Path) -> Result<OwnedFd, Error> {
         .open(base)
         .map(OwnedFd::from)
         .map_err(|e| Error::at("open directory", base, e))
+}
+
+/// The exclusive lock of a file in a [`PrivateDir`]; see [`PrivateDir::try_lock`].
+#[derive(Debug)]
+pub(crate) struct Lock {
+    dir: &'static PrivateDir,
+    name: String,
+    _file: nix::fcntl::Flock<OwnedFd>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Still locked, so the file is ours to remove; the lock goes with
+        // the descriptor right after.
+        let _ = self.dir.remove_file(&self.name);
+    }
 }
 
 fn open_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Error> {

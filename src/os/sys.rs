@@ -343,3 +343,52 @@ pub(crate) fn kill_process_group(group: u32) {
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+/// Whether the calling thread's network namespace has an interface `name`.
+pub(crate) fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
+/// The driver of the interface `name` (`veth`, `bridge`, ...), from the
+/// ethtool ioctl; `None` when there is no such interface.
+pub(crate) fn link_driver(name: &str) -> Option<String> {
+    /// struct ethtool_drvinfo of <linux/ethtool.h>: the command, then
+    /// driver, version, fw_version, bus_info, erom_version, reserved2 and
+    /// five counters.
+    #[repr(C)]
+    struct DriverInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 4 * 5],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let mut info = DriverInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 32 * 4 + 12 + 4 * 5],
+    };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *slot = *byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut info as *mut DriverInfo).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq and writes the drvinfo it points
+    // to, both alive and of the kernel's layout for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}

@@ -43,10 +43,10 @@ impl HostSide {
         Ok(HostSide { veth })
     }
 
-    /// The veth pair's host-side name and index, for deleting it when the
+    /// What deletes the veth pair (or keeps it from being made) when the
     /// test times out.
-    pub(crate) fn veth(&self) -> Option<crate::veth::Veth> {
-        self.veth.as_ref().map(|v| v.veth().clone())
+    pub(crate) fn veth(&self) -> Option<crate::veth::PairHandle> {
+        self.veth.as_ref().map(VethSetup::handle)
     }
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn run_with_timeout(
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let mut message = spec.timed_out_message();
             if let Some(veth) = &veth {
-                if let Err(error) = crate::veth::delete_now(veth) {
+                if let Err(error) = veth.delete_now() {
                     message.push_str(&format!("; deleting its veth pair failed: {error}"));
                 }
             }
