@@ -7,6 +7,7 @@ pub(crate) mod mounts;
 pub(crate) mod netlink;
 pub(crate) mod privilege;
 pub(crate) mod sys;
+pub(crate) mod uapi;
 pub(crate) mod userns;
 
 /// The time since the Unix epoch (zero if the clock is before it).
