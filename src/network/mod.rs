@@ -440,6 +440,16 @@ pub struct Link {
     inner: Arc<LinkInner>,
 }
 
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b] = &self.inner.ends;
+        f.debug_struct("Link")
+            .field("a", &format_args!("{}:{}", a.node.name(), a.name))
+            .field("b", &format_args!("{}:{}", b.node.name(), b.name))
+            .finish()
+    }
+}
+
 struct LinkInner {
     ends: [End; 2],
     /// Whether an nftables loss rule was loaded on the ends.

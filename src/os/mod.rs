@@ -10,6 +10,7 @@ pub(crate) mod netlink;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod sys;
+pub(crate) mod uapi;
 pub(crate) mod userns;
 
 /// The time since the Unix epoch (zero if the clock is before it).

@@ -1,0 +1,13 @@
+//! The few kernel uAPI numbers that neither libc nor the netlink-packet
+//! crates define (checked against libc 0.2.191, netlink-packet-route 0.34,
+//! netlink-packet-netfilter 0.4). Each is part of the kernel's stable ABI;
+//! remove one here when a dependency starts to define it.
+
+/// `include/uapi/linux/pkt_sched.h`: the attributes of a tbf qdisc's
+/// `TCA_OPTIONS`, and `struct tc_ratespec`'s link layer.
+pub(crate) mod tbf {
+    pub(crate) const TCA_TBF_PARMS: u16 = 1;
+    pub(crate) const TCA_TBF_RATE64: u16 = 4;
+    pub(crate) const TCA_TBF_BURST: u16 = 6;
+    pub(crate) const TC_LINKLAYER_ETHERNET: u8 = 1;
+}
