@@ -73,6 +73,12 @@ impl Error {
         }
     }
 
+    /// The same error, naming `path`.
+    pub(crate) fn at_path(mut self, path: &Path) -> Error {
+        self.path = Some(path.to_owned());
+        self
+    }
+
     /// Names the topology node the operation ran in.
     pub(crate) fn in_node(mut self, node: &str) -> Error {
         self.operation = format!("{} in node {node}", self.operation).into();

@@ -62,32 +62,85 @@
 #![warn(missing_docs)]
 
 // The layers, from the bottom: what every layer may use (`error`,
-// `settings`, `pool`), the platform (`os`), the public handles (`veth`,
-// `netns`, `network`), the debugging aids (`debug`), what the attribute
-// calls (`run`). A module uses only those below it; `tests/layers.rs`
-// checks that.
-mod error;
-mod pool;
-mod settings;
+// `settings`, `pool`, and the plain data `impairment` and `veth_pair`), the
+// platform (`os`), the public handles (`veth`, `netns`, `network`), the
+// debugging aids (`debug`), what the attribute calls (`contract`, `run`). A
+// module uses only those below it; `tests/layers.rs` checks that.
+//
+// The platform boundary: Linux, where network namespaces exist, gets the
+// modules that make them; every other platform gets `unsupported`, the same
+// public API failing with "network namespaces need Linux". On Linux,
+// `--cfg netns_test_unsupported_platform` builds that side instead, to test it.
 
-mod os;
+/// Items for Linux.
+macro_rules! linux {
+    ($($item:item)*) => {$(
+        #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+        $item
+    )*};
+}
 
-mod netns;
-mod network;
-mod veth;
+/// Items for every other platform (and Linux under the cfg).
+macro_rules! elsewhere {
+    ($($item:item)*) => {$(
+        #[cfg(not(all(target_os = "linux", not(netns_test_unsupported_platform))))]
+        $item
+    )*};
+}
 
-mod debug;
+/// Items for every platform; elsewhere, what only Linux uses of them is dead.
+macro_rules! shared {
+    ($($item:item)*) => {$(
+        #[cfg_attr(
+            not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+            allow(dead_code)
+        )]
+        $item
+    )*};
+}
 
-mod run;
+// What Linux and the other platforms share: the error type, the settings,
+// plain data, and the platform-independent half of the attribute's contract.
+shared! {
+    mod error;
+    mod settings;
+    mod impairment;
+    mod schedule;
+    mod veth_pair;
+    mod contract;
+}
 
-#[doc(hidden)]
-pub mod admin;
+linux! {
+    mod pool;
+
+    mod os;
+
+    mod netns;
+    mod network;
+    mod veth;
+
+    mod debug;
+
+    mod run;
+
+    #[doc(hidden)]
+    pub mod admin;
+
+    pub use netns::NetNs;
+    pub use network::{Link, Network, Node, Switch};
+    pub use os::privilege::privileged;
+}
+
+elsewhere! {
+    mod unsupported;
+
+    pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
+}
 
 pub use error::Error;
-pub use netns::NetNs;
-pub use network::{Impairment, Link, Network, Node, Schedule, Switch};
-pub use os::privilege::privileged;
-pub use veth::Veth;
+pub use impairment::Impairment;
+pub use schedule::Schedule;
+pub use veth_pair::Veth;
 
 /// Runs a test in a fresh network namespace. See the [crate documentation](crate).
 pub use netns_test_macros::netns_test;
@@ -102,9 +155,15 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
-    pub use crate::run::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on, run};
+    pub use crate::contract::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on};
     pub use crate::settings::Policy;
-    pub use crate::veth::{AddressPair, VethSpec};
+    pub use crate::veth_pair::{AddressPair, VethSpec};
+    linux! {
+        pub use crate::run::run;
+    }
+    elsewhere! {
+        pub use crate::unsupported::run;
+    }
     pub use std::net::{Ipv4Addr, Ipv6Addr};
     pub use std::sync::atomic::AtomicBool;
 }

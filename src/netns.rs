@@ -289,20 +289,28 @@ impl NetNs {
 
     /// The namespace of the calling thread, or `None` when netns-test did not make it.
     pub fn try_current() -> Option<NetNs> {
-        let id = sys::thread_ns_id(NsKind::Net).ok()?;
+        NetNs::registered_current().ok().flatten()
+    }
+
+    /// [`NetNs::try_current`], with the error when the namespace is
+    /// netns-test's but its files cannot be opened (out of descriptors, say).
+    pub(crate) fn registered_current() -> Result<Option<NetNs>, Error> {
+        let id = sys::thread_ns_id(NsKind::Net)?;
         let mut map = lock_registry();
-        let registered = map.get_mut(&id)?;
+        let Some(registered) = map.get_mut(&id) else {
+            return Ok(None);
+        };
         if let Some(inner) = registered.handle.upgrade() {
-            return Some(NetNs { inner });
+            return Ok(Some(NetNs { inner }));
         }
         // Registered by a test that has not asked for its handle yet: this
         // thread is inside, so it can open the namespace files.
-        let ns = NetNs::open_this_thread(false, registered.veth.clone()).ok()?;
+        let ns = NetNs::open_this_thread(false, registered.veth.clone())?;
         if ns.inner.id != id {
-            return None;
+            return Ok(None);
         }
         registered.handle = Arc::downgrade(&ns.inner);
-        Some(ns)
+        Ok(Some(ns))
     }
 
     /// A handle to the calling thread's namespaces, held by new file descriptors.

@@ -9,6 +9,7 @@
 //! | `NETNS_TEST_UNSUPPORTED` | `skip` | a test the kernel refuses passes with a `skipped:` line |
 //! | `NETNS_TEST_SEED` | `0x5eed` (hex) or `24301` (decimal); a list `0xa,0xb` | the seed of a test's networks (the k-th network takes the k-th, the last one repeats) |
 //! | `NETNS_TEST_INSIDE` | a test's name | set by netns-test in the child process of a rootless test |
+//! | `NETNS_TEST_RESULT_FD` | a descriptor and a nonce | set with `NETNS_TEST_INSIDE`: where the child writes how the test ended, and the word that marks the body's output |
 
 use std::sync::OnceLock;
 
@@ -109,6 +110,23 @@ pub(crate) fn rootless_child_of() -> Option<&'static str> {
 /// user namespace of its own.
 pub(crate) fn in_rootless_child() -> bool {
     rootless_child_of().is_some()
+}
+
+/// The variable that names the descriptor a rootless child reports on.
+pub(crate) const RESULT_FD: &str = "NETNS_TEST_RESULT_FD";
+
+/// `NETNS_TEST_RESULT_FD=<fd> <nonce>`: in the child process of a rootless
+/// test, the descriptor its parent reads the test's end from, and the nonce
+/// of the lines that mark the body's output.
+pub(crate) fn result_fd() -> Option<(i32, &'static str)> {
+    static FD: OnceLock<Option<(i32, String)>> = OnceLock::new();
+    FD.get_or_init(|| {
+        let value = std::env::var(RESULT_FD).ok()?;
+        let (fd, nonce) = value.split_once(' ')?;
+        Some((fd.parse().ok()?, nonce.to_owned()))
+    })
+    .as_ref()
+    .map(|(fd, nonce)| (*fd, nonce.as_str()))
 }
 
 /// `NETNS_TEST_SEED`: the seed of the `k`-th network a test makes (from

@@ -1,26 +1,36 @@
 //! `#[netns_test(veth)]`: a veth pair from the test's namespace to the host,
-//! with addresses and names unique across threads and processes.
+//! with addresses and names unique across threads and processes, that never
+//! changes how the host routes its own traffic.
 //!
 //! Each pair takes a *slot* `0..32768`. A slot fixes the host-side name
 //! (`ntveth<slot>`), its interface index, an IPv4 /30 in 198.18.0.0/15 and an
-//! IPv6 /64 in a fixed ULA prefix. A slot is leased by binding an abstract
-//! unix socket named after it in the host's network namespace: the kernel
-//! releases the lease when the process dies, even by SIGKILL, and no file is
-//! involved. A leased slot whose host-side interface still exists (the kernel
-//! removes it about 40 ms after the test's namespace dies; or its owner died
-//! while something kept the namespace alive) is skipped, and the stale
-//! interface is deleted in the background.
+//! IPv6 /64 in a fixed ULA prefix. A slot is leased by an exclusive `flock`
+//! on the file `<slot>` in the user's own directory (`/run/netns-test/veth`
+//! for root, mode 0700), which no other user can open; the kernel releases
+//! the lease when the process dies, even by SIGKILL, and the file goes with
+//! the lease. A slot is skipped while its interface index is in use (a kept
+//! test's renamed end, or an end the kernel has not removed yet: that takes
+//! about 40 ms after the test's namespace dies), and while its subnets
+//! overlap anything of the host's routing; a stale `ntveth<slot>` (a veth
+//! with the slot's index whose owner died while something held its
+//! namespace) is deleted in the background.
 
 use crate::error::Error;
+use crate::os::host_routes::{self, HostUse, Net};
 use crate::os::netlink::{self, Netlink};
+use crate::os::private_dir::{Lock, PrivateDir};
+use crate::os::sys;
 use crate::pool::{self, VETH_SLOTS as SLOTS};
+pub(crate) use crate::veth_pair::{Veth, VethSpec};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::OnceLock;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Host-side interface names: this prefix and the slot number (≤ 11 bytes).
 pub(crate) const HOST_NAME_PREFIX: &str = "ntveth";
+/// What a kept test's host-side end is renamed to, with its slot number.
+pub(crate) const KEPT_NAME_PREFIX: &str = "ntkeep";
 /// The test-side interface's name.
 const NS_NAME: &str = "veth0";
 /// The test-side interface's index (1 is `lo`).
@@ -29,106 +39,35 @@ const NS_INDEX: i32 = 2;
 /// indexes the kernel hands out in order.
 const HOST_INDEX_BASE: i32 = 0x4e00_0000;
 
-/// The veth pair of a `#[netns_test(veth)]` test: names and addresses of
-/// both ends. Get it with [`NetNs::veth`](crate::NetNs::veth).
-///
-/// ```no_run
-/// use netns_test::{netns_test, NetNs};
-///
-/// #[netns_test(veth)]
-/// fn reaches_the_host() {
-///     let ns = NetNs::current();
-///     let veth = ns.veth().expect("veth requested").clone();
-///     let server = std::net::TcpListener::bind((veth.ns_ipv4(), 8080)).unwrap();
-///     let connected = ns.host().run(move || {
-///         std::net::TcpStream::connect((veth.ns_ipv4(), 8080)).is_ok()
-///     });
-///     assert!(connected);
-/// }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Veth {
-    ns_name: String,
-    host_name: String,
-    host_index: i32,
-    ns_ipv4: Ipv4Addr,
-    host_ipv4: Ipv4Addr,
-    ipv4_prefix: u8,
-    ns_ipv6: Ipv6Addr,
-    host_ipv6: Ipv6Addr,
-    ipv6_prefix: u8,
-    mtu: u32,
-}
-
-impl Veth {
-    /// The interface's name in the test's namespace (`veth0`).
-    pub fn ns_name(&self) -> &str {
-        &self.ns_name
-    }
-    /// The interface's name in the host's namespace (`ntveth<N>`).
-    pub fn host_name(&self) -> &str {
-        &self.host_name
-    }
-    /// The IPv4 address of the test's end.
-    pub fn ns_ipv4(&self) -> Ipv4Addr {
-        self.ns_ipv4
-    }
-    /// The IPv4 address of the host's end; the test's default IPv4 route.
-    pub fn host_ipv4(&self) -> Ipv4Addr {
-        self.host_ipv4
-    }
-    /// The IPv4 prefix length of both ends (30 by default).
-    pub fn ipv4_prefix(&self) -> u8 {
-        self.ipv4_prefix
-    }
-    /// The IPv6 address of the test's end.
-    pub fn ns_ipv6(&self) -> Ipv6Addr {
-        self.ns_ipv6
-    }
-    /// The IPv6 address of the host's end; the test's default IPv6 route.
-    pub fn host_ipv6(&self) -> Ipv6Addr {
-        self.host_ipv6
-    }
-    /// The IPv6 prefix length of both ends (64 by default).
-    pub fn ipv6_prefix(&self) -> u8 {
-        self.ipv6_prefix
-    }
-    /// The MTU of both ends.
-    pub fn mtu(&self) -> u32 {
-        self.mtu
-    }
-
-    pub(crate) fn host_index(&self) -> i32 {
-        self.host_index
-    }
-}
-
-/// An address pair given by the user, for the macro's expansion.
-#[derive(Clone, Copy, Debug)]
-pub struct AddressPair<A> {
-    /// The test's end.
-    pub ns: A,
-    /// The host's end.
-    pub host: A,
-    /// The prefix length of both.
-    pub prefix: u8,
-}
-
-/// What `#[netns_test(veth(...))]` asked for.
-#[derive(Clone, Copy, Debug)]
-pub struct VethSpec {
-    /// MTU of both ends.
-    pub mtu: u32,
-    /// The user's IPv4 addresses, or a /30 from the pool.
-    pub ipv4: Option<AddressPair<Ipv4Addr>>,
-    /// The user's IPv6 addresses, or a /64 from the pool.
-    pub ipv6: Option<AddressPair<Ipv6Addr>>,
-}
+/// The ranges a user-given veth subnet must lie in: private, shared and
+/// documentation ranges, never addresses of the internet.
+const USER_RANGES: [(&str, u8); 9] = [
+    ("10.0.0.0", 8),
+    ("172.16.0.0", 12),
+    ("192.168.0.0", 16),
+    ("100.64.0.0", 10),
+    ("192.0.2.0", 24),
+    ("198.51.100.0", 24),
+    ("203.0.113.0", 24),
+    ("fc00::", 7),
+    ("2001:db8::", 32),
+];
 
 /// A slot, leased while this lives.
 struct Lease {
     slot: u32,
-    _socket: OwnedFd,
+    _lock: Lock,
+}
+
+/// Whether the pair exists: creation (on the test's thread) and deletion
+/// (when the test times out) take turns, so that a pair is never made after
+/// its test was given up.
+#[derive(Debug, Default)]
+enum PairState {
+    #[default]
+    NotYet,
+    Created,
+    Deleted,
 }
 
 /// A veth pair prepared on the host's side, before the test thread leaves it.
@@ -136,14 +75,31 @@ pub(crate) struct VethSetup {
     veth: Veth,
     host_netlink: Netlink,
     host_ns: OwnedFd,
+    state: Arc<Mutex<PairState>>,
     _lease: Lease,
+}
+
+/// What a timeout needs to delete a test's pair from another thread.
+#[derive(Clone)]
+pub(crate) struct PairHandle {
+    veth: Veth,
+    state: Arc<Mutex<PairState>>,
 }
 
 impl VethSetup {
     /// Leases a slot and opens what the host side needs. Runs on a thread in
     /// the host's network namespace.
     pub(crate) fn prepare(spec: &VethSpec) -> Result<VethSetup, Error> {
-        refuse_subnets_the_host_uses(spec)?;
+        let ipv6 = host_has_ipv6();
+        if spec.ipv6.is_some() && !ipv6 {
+            return Err(Error::detected(
+                "check the veth addresses",
+                std::io::ErrorKind::Unsupported,
+                "the host has IPv6 disabled (net.ipv6.conf.default.disable_ipv6 = 1, as in Docker's default \
+                 network), so the veth pair cannot have the IPv6 addresses given: leave `ipv6` and `host_ipv6` out",
+            ));
+        }
+        refuse_user_subnets(spec)?;
         let lease = lease_a_slot()?;
         let slot = lease.slot;
         let (pool_host_ipv4, pool_host_ipv6) = pool::veth_end(slot, 1);
@@ -152,9 +108,10 @@ impl VethSetup {
             Some(pair) => (pair.ns, pair.host, pair.prefix),
             None => (pool_ns_ipv4, pool_host_ipv4, 30),
         };
-        let (ns_ipv6, host_ipv6, ipv6_prefix) = match spec.ipv6 {
-            Some(pair) => (pair.ns, pair.host, pair.prefix),
-            None => (pool_ns_ipv6, pool_host_ipv6, 64),
+        let ipv6 = match (spec.ipv6, ipv6) {
+            (Some(pair), _) => Some((pair.ns, pair.host, pair.prefix)),
+            (None, true) => Some((pool_ns_ipv6, pool_host_ipv6, 64)),
+            (None, false) => None,
         };
         Ok(VethSetup {
             veth: Veth {
@@ -164,13 +121,14 @@ impl VethSetup {
                 ns_ipv4,
                 host_ipv4,
                 ipv4_prefix,
-                ns_ipv6,
-                host_ipv6,
-                ipv6_prefix,
+                ns_ipv6: ipv6.map(|(ns, _, _)| ns),
+                host_ipv6: ipv6.map(|(_, host, _)| host),
+                ipv6_prefix: ipv6.map(|(_, _, prefix)| prefix),
                 mtu: spec.mtu,
             },
             host_netlink: Netlink::open()?,
-            host_ns: crate::os::sys::open_thread_ns(crate::os::sys::NsKind::Net)?,
+            host_ns: sys::open_thread_ns(sys::NsKind::Net)?,
+            state: Arc::default(),
             _lease: lease,
         })
     }
@@ -180,13 +138,29 @@ impl VethSetup {
         &self.veth
     }
 
+    /// What a timeout needs to delete the pair.
+    pub(crate) fn handle(&self) -> PairHandle {
+        PairHandle {
+            veth: self.veth.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// Creates the pair from the calling thread, now in the test's fresh
     /// namespace: one batch of messages there (link, addresses, default
-    /// routes) and one in the host (peer up, its addresses).
+    /// routes) and one in the host (peer up, its addresses). Refused when
+    /// the test has timed out already.
     pub(crate) fn create(&mut self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, PairState::Deleted) {
+            return Err(Error::detected(
+                "create the veth pair",
+                std::io::ErrorKind::TimedOut,
+                "the test timed out before its veth pair was made",
+            ));
+        }
         let v = &self.veth;
-        let mut here = Netlink::open()?;
-        here.run(vec![
+        let mut here = vec![
             netlink::new_veth(
                 NS_NAME,
                 NS_INDEX,
@@ -196,26 +170,47 @@ impl VethSetup {
                 v.mtu,
             ),
             netlink::add_address(NS_INDEX, IpAddr::V4(v.ns_ipv4), v.ipv4_prefix),
-            netlink::add_address(NS_INDEX, IpAddr::V6(v.ns_ipv6), v.ipv6_prefix),
             netlink::add_default_route(NS_INDEX, IpAddr::V4(v.host_ipv4)),
-            netlink::add_default_route(NS_INDEX, IpAddr::V6(v.host_ipv6)),
-        ])
-        .map_err(explain_host_refusal)?;
-        self.host_netlink
-            .run(vec![
-                netlink::set_up(v.host_index, &v.host_name),
-                netlink::add_address(v.host_index, IpAddr::V4(v.host_ipv4), v.ipv4_prefix),
-                netlink::add_address(v.host_index, IpAddr::V6(v.host_ipv6), v.ipv6_prefix),
-            ])
-            .map_err(explain_host_refusal)
+        ];
+        let mut there = vec![
+            netlink::set_up(v.host_index, &v.host_name),
+            netlink::add_address(v.host_index, IpAddr::V4(v.host_ipv4), v.ipv4_prefix),
+        ];
+        if let (Some(ns), Some(host), Some(prefix)) = (v.ns_ipv6, v.host_ipv6, v.ipv6_prefix) {
+            here.push(netlink::add_address(NS_INDEX, IpAddr::V6(ns), prefix));
+            here.push(netlink::add_default_route(NS_INDEX, IpAddr::V6(host)));
+            there.push(netlink::add_address(v.host_index, IpAddr::V6(host), prefix));
+        }
+        Netlink::open()?.run(here).map_err(explain_host_refusal)?;
+        *state = PairState::Created;
+        self.host_netlink.run(there).map_err(explain_host_refusal)
     }
 }
 
-/// Deletes the host side of `veth` (and so the pair) now, from a thread in
-/// the host's namespace. For tests that time out: their namespace may live
-/// on with their abandoned thread.
-pub(crate) fn delete_now(veth: &Veth) -> Result<(), Error> {
-    Netlink::open()?.run(vec![netlink::delete_link(veth.host_index, &veth.host_name)])
+impl PairHandle {
+    /// Deletes the pair now, from a thread in the host's namespace, or makes
+    /// sure it is never created. For tests that time out: their namespace
+    /// may live on with their abandoned thread.
+    pub(crate) fn delete_now(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, PairState::Created) {
+            delete_by_name_and_index(&self.veth.host_name, self.veth.host_index)?;
+        }
+        *state = PairState::Deleted;
+        Ok(())
+    }
+}
+
+/// Deletes the link `index` if it is still named `name`.
+fn delete_by_name_and_index(name: &str, index: i32) -> Result<(), Error> {
+    if interface_name(index).as_deref() != Some(name) {
+        return Ok(());
+    }
+    match Netlink::open()?.run(vec![netlink::delete_link(index, name)]) {
+        // The kernel removed it first.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(()),
+        other => other,
+    }
 }
 
 fn explain_host_refusal(error: Error) -> Error {
@@ -230,32 +225,82 @@ fn explain_host_refusal(error: Error) -> Error {
     }
 }
 
-/// User-given addresses must not put a subnet the host already has on an
-/// interface onto the veth: the host would route its own traffic to the test
-/// (or lose its gateway, if the host's end took the gateway's address).
-fn refuse_subnets_the_host_uses(spec: &VethSpec) -> Result<(), Error> {
-    if spec.ipv4.is_none() && spec.ipv6.is_none() {
+/// Whether new interfaces of the host get IPv6 (Docker's default network
+/// disables it). Read once per process.
+fn host_has_ipv6() -> bool {
+    static IPV6: OnceLock<bool> = OnceLock::new();
+    *IPV6.get_or_init(|| {
+        ["net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"]
+            .iter()
+            .all(|key| sys::read_sysctl(key).as_deref() == Some("0"))
+    })
+}
+
+/// The host's addresses, subnets, routes and gateways, but those of
+/// netns-test's own pairs.
+fn foreign_host_uses() -> Result<Vec<HostUse>, Error> {
+    host_routes::host_uses(&[HOST_NAME_PREFIX, KEPT_NAME_PREFIX])
+}
+
+/// The whole pool: 198.18.0.0/15 and fdc7:3a59:41e2::/48.
+fn pool_nets() -> [Net; 2] {
+    [
+    Net::new(IpAddr::V4(Ipv4Addr::from(pool::IPV4)), 15),
+    Net::new(IpAddr::V6(pool::ula(0, 0)), 48),
+]
+}
+
+/// What of the host's routing overlaps the pool, read once per process:
+/// those slots are never used.
+fn pool_clashes() -> Result<&'static [HostUse], Error> {
+    static CLASHES: OnceLock<Result<Vec<HostUse>, String>> = OnceLock::new();
+    let pool = pool_nets();
+    CLASHES
+        .get_or_init(|| {
+            foreign_host_uses()
+                .map(|uses| {
+                    uses.into_iter()
+                        .filter(|u| pool.iter().any(|p| p.overlaps(&u.net)))
+                        .collect()
+                })
+                .map_err(|e| e.to_string())
+        })
+        .as_deref()
+        .map_err(|e| Error::detected("read the host's routes", std::io::ErrorKind::Other, e.clone()))
+}
+
+/// What of the host's routing a slot's subnets would overlap, if anything.
+fn slot_clash(slot: u32, clashes: &[HostUse]) -> Option<&HostUse> {
+    let (v4, v6) = pool::veth_end(slot, 1);
+    let subnets = [Net::new(IpAddr::V4(v4), 30), Net::new(IpAddr::V6(v6), 64)];
+    clashes
+        .iter()
+        .find(|u| subnets.iter().any(|s| s.overlaps(&u.net)))
+}
+
+/// A user-given subnet must lie in a private or documentation range, and
+/// overlap neither the pool nor anything of the host's routing: otherwise
+/// the host would send its own traffic (to its gateway, its networks, or
+/// the internet) into the test.
+fn refuse_user_subnets(spec: &VethSpec) -> Result<(), Error> {
+    let subnets: Vec<Net> = spec
+        .ipv4
+        .map(|p| Net::new(IpAddr::V4(p.ns), p.prefix))
+        .into_iter()
+        .chain(spec.ipv6.map(|p| Net::new(IpAddr::V6(p.ns), p.prefix)))
+        .collect();
+    if subnets.is_empty() {
         return Ok(());
     }
-    let addresses =
-        nix::ifaddrs::getifaddrs().map_err(|e| Error::new("getifaddrs on the host", e.into()))?;
-    for interface in addresses {
-        let Some(address) = interface.address else {
-            continue;
-        };
-        let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-            (Some(v4), _) => IpAddr::V4(v4.ip()),
-            (_, Some(v6)) => IpAddr::V6(v6.ip()),
-            _ => continue,
-        };
-        if let Some(subnet) = user_subnet_containing(spec, ip) {
+    let uses = foreign_host_uses()?;
+    for subnet in &subnets {
+        if let Some(why) = user_subnet_refusal(subnet, &uses) {
             return Err(Error::detected(
                 "check the veth addresses",
                 std::io::ErrorKind::AddrInUse,
                 format!(
-                    "the subnet {subnet} overlaps the host's own address {ip} on {}: \
-                     pick a subnet the host does not use (or leave the addresses out for a unique one)",
-                    interface.interface_name
+                    "the subnet {} {why}: pick another subnet (or leave the addresses out for a unique one from the pool)",
+                    masked(subnet)
                 ),
             ));
         }
@@ -263,31 +308,74 @@ fn refuse_subnets_the_host_uses(spec: &VethSpec) -> Result<(), Error> {
     Ok(())
 }
 
-/// The user-given subnet of `spec` that contains `ip`, written `net/len`.
-fn user_subnet_containing(spec: &VethSpec, ip: IpAddr) -> Option<String> {
-    fn same_network(a: u128, b: u128, width: u32, prefix: u8) -> bool {
-        let shift = width - u32::from(prefix);
-        shift >= width || a >> shift == b >> shift
+/// Why `subnet` may not be a veth pair's, if it may not.
+fn user_subnet_refusal(subnet: &Net, uses: &[HostUse]) -> Option<String> {
+    let pool = pool_nets();
+    if let Some(pool) = pool.iter().find(|p| p.overlaps(subnet)) {
+        return Some(format!("overlaps netns-test's own pool {pool}"));
     }
-    match ip {
-        IpAddr::V4(ip) => spec.ipv4.and_then(|pair| {
-            same_network(
-                u32::from(ip).into(),
-                u32::from(pair.ns).into(),
-                32,
-                pair.prefix,
-            )
-            .then(|| format!("{}/{}", pair.ns, pair.prefix))
-        }),
-        IpAddr::V6(ip) => spec.ipv6.and_then(|pair| {
-            same_network(ip.into(), pair.ns.into(), 128, pair.prefix)
-                .then(|| format!("{}/{}", pair.ns, pair.prefix))
-        }),
+    let allowed = USER_RANGES
+        .iter()
+        .map(|(a, p)| Net::new(a.parse().expect("a valid range"), *p))
+        .any(|range| range.contains(subnet));
+    if !allowed {
+        let ranges: Vec<String> = USER_RANGES.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        return Some(format!(
+            "is not in a private or documentation range ({})",
+            ranges.join(", ")
+        ));
     }
+    uses.iter()
+        .find(|u| u.net.overlaps(subnet))
+        .map(|clash| format!("overlaps {}", clash.what))
+}
+
+/// A network written with its host bits cleared: 10.0.0.0/30 for 10.0.0.2/30.
+fn masked(net: &Net) -> String {
+    let address = match net.address {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a).checked_shr(32 - u32::from(net.prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(bits.checked_shl(32 - u32::from(net.prefix)).unwrap_or(0)))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a).checked_shr(128 - u32::from(net.prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits.checked_shl(128 - u32::from(net.prefix)).unwrap_or(0)))
+        }
+    };
+    format!("{address}/{}", net.prefix)
 }
 
 fn host_name(slot: u32) -> String {
     format!("{HOST_NAME_PREFIX}{slot}")
+}
+
+/// The slot of a host-side name, only in its one canonical form
+/// (`ntveth5`, not `ntveth05` or `ntveth+5`).
+fn slot_of(name: &str) -> Option<u32> {
+    let number = name.strip_prefix(HOST_NAME_PREFIX)?;
+    let slot: u32 = number.parse().ok()?;
+    (slot < SLOTS && number == slot.to_string()).then_some(slot)
+}
+
+/// The name of the host's interface with `index`, if there is one.
+fn interface_name(index: i32) -> Option<String> {
+    let mut name = [0 as nix::libc::c_char; nix::libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into `name`.
+    let found = unsafe { nix::libc::if_indextoname(index as u32, name.as_mut_ptr()) };
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Whether the host's interface with `index` is the slot's own stale end:
+/// the canonical name and a veth.
+fn is_stale_end(slot: u32, index: i32) -> bool {
+    interface_name(index).is_some_and(|name| {
+        name == host_name(slot) && sys::link_driver(&name).as_deref() == Some("veth")
+    })
 }
 
 /// The next slot this process tries: a rotating counter from a random start,
@@ -303,60 +391,64 @@ fn next_slot() -> u32 {
         % SLOTS
 }
 
+/// The directory of the leases: the user's own `netns-test/veth`, made once
+/// per process.
+fn leases() -> Result<&'static PrivateDir, Error> {
+    static LEASES: OnceLock<Result<PrivateDir, String>> = OnceLock::new();
+    LEASES
+        .get_or_init(|| {
+            PrivateDir::for_user("veth", true)
+                .map(|dir| dir.expect("made when missing"))
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::detected("open the veth leases", std::io::ErrorKind::Other, e.clone()))
+}
+
 fn lease_a_slot() -> Result<Lease, Error> {
+    let clashes = pool_clashes()?;
     for _ in 0..SLOTS {
-        if let Some(lease) = try_lease(next_slot())? {
+        if let Some(lease) = try_lease(next_slot(), clashes)? {
             return Ok(lease);
         }
     }
-    Err(Error::detected(
-        "lease a veth slot",
-        std::io::ErrorKind::Other,
-        format!("all {SLOTS} slots are in use"),
-    ))
+    let why = match clashes.first() {
+        Some(clash) => format!(
+            "the host's routing overlaps the pool 198.18.0.0/15 or fdc7:3a59:41e2::/48: {} (give the test \
+             addresses of its own with veth(ipv4 = .., host_ipv4 = ..))",
+            clash.what
+        ),
+        None => format!("all {SLOTS} slots are in use"),
+    };
+    Err(Error::detected("lease a veth slot", std::io::ErrorKind::AddrInUse, why))
 }
 
-/// Leases `slot` if no one holds it and its host-side interface is gone.
-fn try_lease(slot: u32) -> Result<Option<Lease>, Error> {
-    let Some(lease) = bind_lease(slot)? else {
+/// Leases `slot` if its subnets are free on the host, no one holds it and
+/// its interface index is free.
+fn try_lease(slot: u32, clashes: &[HostUse]) -> Result<Option<Lease>, Error> {
+    if slot_clash(slot, clashes).is_some() {
+        return Ok(None);
+    }
+    let Some(lock) = leases()?.try_lock(&slot.to_string())? else {
         return Ok(None);
     };
-    let name = host_name(slot);
-    match nix::net::if_::if_nametoindex(name.as_str()) {
-        Err(_) => Ok(Some(lease)),
-        Ok(index) => {
-            delete_stale_in_background(lease, name, index as i32);
-            Ok(None)
-        }
+    let lease = Lease { slot, _lock: lock };
+    let index = HOST_INDEX_BASE + slot as i32;
+    if interface_name(index).is_none() && !sys::interface_exists(&host_name(slot)) {
+        return Ok(Some(lease));
     }
-}
-
-/// Binds the slot's lease socket, or `None` when someone holds it.
-fn bind_lease(slot: u32) -> Result<Option<Lease>, Error> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
-    let socket = socket(
-        AddressFamily::Unix,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::new("socket(AF_UNIX)", e.into()))?;
-    let name = format!("netns-test/veth/{slot}");
-    let address = UnixAddr::new_abstract(name.as_bytes())
-        .map_err(|e| Error::new("abstract socket name", e.into()))?;
-    match bind(socket.as_raw_fd(), &address) {
-        Ok(()) => Ok(Some(Lease {
-            slot,
-            _socket: socket,
-        })),
-        Err(nix::errno::Errno::EADDRINUSE) => Ok(None),
-        Err(e) => Err(Error::new(format!("bind lease socket @{name}"), e.into())),
+    if is_stale_end(slot, index) {
+        delete_stale_in_background(lease, host_name(slot), index);
     }
+    // Otherwise a kept test's renamed end holds the index, or an interface
+    // that is not ours has the name: the slot waits.
+    Ok(None)
 }
 
 /// Deletes every host-side veth whose slot no one holds (its owner died while
-/// something kept its namespace alive) and returns their names. Safe while
-/// tests run: a live test holds its slot's lease.
+/// something kept its namespace alive) and returns their names. Only the
+/// canonical `ntveth<slot>`, a veth with the slot's index. Safe while tests
+/// run: a live test holds its slot's lease.
 pub fn remove_stale() -> Result<Vec<String>, Error> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
@@ -364,39 +456,32 @@ pub fn remove_stale() -> Result<Vec<String>, Error> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(slot) = name
-            .strip_prefix(HOST_NAME_PREFIX)
-            .and_then(|n| n.parse::<u32>().ok())
-            .filter(|s| *s < SLOTS)
-        else {
+        let Some(slot) = slot_of(&name) else {
             continue;
         };
-        let Some(lease) = bind_lease(slot)? else {
+        let index = HOST_INDEX_BASE + slot as i32;
+        if !is_stale_end(slot, index) {
+            continue;
+        }
+        let Some(lease) = leases()?.try_lock(&slot.to_string())? else {
             continue; // a live test's
         };
-        if let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) {
-            match Netlink::open()?.run(vec![netlink::delete_link(index as i32, &name)]) {
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => {}
-                other => other?,
-            }
-            removed.push(name);
-        }
+        delete_by_name_and_index(&name, index)?;
+        removed.push(name);
         drop(lease);
     }
+    // The leases' directory stays: tests running now have it open.
     Ok(removed)
 }
 
-/// The slot's host-side interface exists although its lease was free: the
+/// The slot's own host-side end exists although its lease was free: the
 /// kernel is still removing it, or its owner died while something kept its
 /// namespace alive. Delete it, keeping the lease until done.
 fn delete_stale_in_background(lease: Lease, name: String, index: i32) {
     let _ = std::thread::Builder::new()
         .name("netns-test-gc".into())
         .spawn(move || {
-            if let Ok(mut netlink) = Netlink::open() {
-                // ENODEV: the kernel finished first.
-                let _ = netlink.run(vec![netlink::delete_link(index, &name)]);
-            }
+            let _ = delete_by_name_and_index(&name, index);
             drop(lease);
         });
 }
@@ -405,79 +490,139 @@ fn delete_stale_in_background(lease: Lease, name: String, index: i32) {
 mod tests {
     use super::*;
 
+    fn net(text: &str) -> Net {
+        let (a, p) = text.split_once('/').unwrap();
+        Net::new(a.parse().unwrap(), p.parse().unwrap())
+    }
+
+    fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn root() -> bool {
+        let root = crate::os::privilege::privileged() && nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("skipped: needs root on the host");
+        }
+        root
+    }
+
     #[test]
     fn slots_map_to_distinct_names_and_subnets() {
         assert_eq!(host_name(0), "ntveth0");
         assert!(host_name(SLOTS - 1).len() <= 15);
         assert!((0..1000).map(|_| next_slot()).all(|s| s < SLOTS));
+        assert_eq!(slot_of("ntveth5"), Some(5));
+        assert_eq!(slot_of("ntveth32767"), Some(32767));
+        for foreign in ["ntveth05", "ntveth+5", "ntveth32768", "ntveth", "ntveth5a", "ntkeep5"] {
+            assert_eq!(slot_of(foreign), None, "{foreign}");
+        }
     }
 
     #[test]
     fn a_leased_slot_is_not_leased_twice_and_a_stale_interface_is_removed() {
-        if !crate::os::privilege::privileged() {
-            eprintln!("skipped: needs CAP_NET_ADMIN on the host");
+        if !root() {
             return;
         }
         // The last slot, which the rotating counter of this short-lived test
         // binary is unlikely to reach.
         let slot = SLOTS - 1;
-        let held = try_lease(slot).unwrap().expect("the slot is free");
-        assert!(try_lease(slot).unwrap().is_none(), "leased twice");
+        let held = try_lease(slot, &[]).unwrap().expect("the slot is free");
+        assert!(try_lease(slot, &[]).unwrap().is_none(), "leased twice");
         drop(held);
-        // A stale host-side interface for the slot, as a dead owner leaves it.
+        // A stale host-side end for the slot, as a dead owner leaves it: its
+        // name, its index, a veth.
         let name = host_name(slot);
         let peer = format!("{name}p");
-        let made = std::process::Command::new("ip")
-            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let index = (HOST_INDEX_BASE + slot as i32).to_string();
+        assert!(ip(&["link", "add", &name, "index", &index, "type", "veth", "peer", "name", &peer]));
         assert!(
-            try_lease(slot).unwrap().is_none(),
+            try_lease(slot, &[]).unwrap().is_none(),
             "a slot whose interface exists"
         );
         let gone = (0..250).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            nix::net::if_::if_nametoindex(name.as_str()).is_err()
+            !sys::interface_exists(&name)
         });
         assert!(gone, "{name} was not removed");
-        assert!(nix::net::if_::if_nametoindex(peer.as_str()).is_err());
+        assert!(!sys::interface_exists(&peer));
         // The background deleter gives the lease back right after the delete.
         let free_again = (0..250).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));
-            try_lease(slot).unwrap().is_some()
+            try_lease(slot, &[]).unwrap().is_some()
         });
         assert!(free_again, "free again once removed");
     }
 
     #[test]
-    fn user_subnets_that_hold_a_host_address_are_found() {
-        let spec = VethSpec {
-            mtu: 1500,
-            ipv4: Some(AddressPair {
-                ns: Ipv4Addr::new(192, 0, 2, 2),
-                host: Ipv4Addr::new(192, 0, 2, 1),
-                prefix: 24,
-            }),
-            ipv6: Some(AddressPair {
-                ns: "2001:db8:7::2".parse().unwrap(),
-                host: "2001:db8:7::1".parse().unwrap(),
-                prefix: 64,
-            }),
-        };
-        let found = |ip: &str| user_subnet_containing(&spec, ip.parse().unwrap());
-        assert_eq!(found("192.0.2.77").as_deref(), Some("192.0.2.2/24"));
-        assert_eq!(found("192.0.3.1"), None);
-        assert_eq!(found("2001:db8:7::99").as_deref(), Some("2001:db8:7::2/64"));
-        assert_eq!(found("2001:db8:8::1"), None);
-        let pooled = VethSpec {
-            ipv4: None,
-            ipv6: None,
-            ..spec
-        };
-        assert_eq!(
-            user_subnet_containing(&pooled, "192.0.2.77".parse().unwrap()),
-            None
-        );
+    fn interfaces_that_are_not_a_slots_own_stale_end_are_left_alone() {
+        if !root() {
+            return;
+        }
+        // A bridge with a slot's name, a veth with a slot's name written
+        // another way, and a kept test's renamed end holding a slot's index.
+        let bridge = host_name(SLOTS - 2);
+        let padded = "ntveth032764";
+        let kept = format!("{KEPT_NAME_PREFIX}{}", SLOTS - 3);
+        let kept_index = (HOST_INDEX_BASE + (SLOTS - 3) as i32).to_string();
+        assert!(ip(&["link", "add", &bridge, "type", "bridge"]));
+        assert!(ip(&["link", "add", padded, "type", "veth", "peer", "name", "ntpaddedp"]));
+        assert!(ip(&["link", "add", &kept, "index", &kept_index, "type", "veth", "peer", "name", "ntkeptp"]));
+        let busy_bridge = try_lease(SLOTS - 2, &[]).unwrap().is_none();
+        let busy_kept = try_lease(SLOTS - 3, &[]).unwrap().is_none();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let removed = remove_stale().unwrap();
+        let left = [&bridge, padded, &kept].map(sys::interface_exists);
+        for name in [&bridge, padded, &kept] {
+            ip(&["link", "del", name]);
+        }
+        assert!(busy_bridge, "a slot whose name a bridge has");
+        assert!(busy_kept, "a slot whose index a kept end has");
+        assert!(!removed.iter().any(|r| [&bridge, padded, &kept].contains(&r.as_str())), "{removed:?}");
+        assert_eq!(left, [true; 3], "a foreign interface was deleted");
+    }
+
+    #[test]
+    fn slots_that_overlap_the_hosts_routing_are_skipped() {
+        let clashes = [HostUse {
+            net: net("198.18.1.0/24"),
+            what: "a proxy's fake-ip range".into(),
+        }];
+        // Slot 64 is 198.18.1.0/30.
+        assert!(slot_clash(64, &clashes).is_some());
+        assert!(slot_clash(127, &clashes).is_some());
+        assert!(slot_clash(63, &clashes).is_none());
+        assert!(slot_clash(128, &clashes).is_none());
+    }
+
+    #[test]
+    fn user_subnets_must_be_private_and_free_on_the_host() {
+        let uses = [
+            HostUse {
+                net: net("10.0.0.1/32"),
+                what: "the host's gateway 10.0.0.1 on eth0".into(),
+            },
+            HostUse {
+                net: net("192.168.0.0/16"),
+                what: "the host's route to 192.168.0.0/16 on wg0".into(),
+            },
+        ];
+        let refusal = |subnet: &str| user_subnet_refusal(&net(subnet), &uses);
+        assert!(refusal("10.0.0.2/30").unwrap().contains("gateway 10.0.0.1"));
+        assert!(refusal("192.168.7.0/24").unwrap().contains("192.168.0.0/16 on wg0"));
+        assert!(refusal("10.0.0.0/8").unwrap().contains("gateway"), "wider, both ways");
+        assert!(refusal("200.0.0.1/1").is_some(), "half the internet");
+        assert!(refusal("8.8.8.0/24").unwrap().contains("private or documentation range"));
+        assert!(refusal("198.18.4.0/24").unwrap().contains("own pool"));
+        assert!(refusal("fdc7:3a59:41e2:1::/64").unwrap().contains("own pool"));
+        assert_eq!(refusal("198.51.100.2/24"), None);
+        assert_eq!(refusal("10.9.0.2/30"), None);
+        assert_eq!(refusal("2001:db8:7::2/64"), None);
+        assert_eq!(masked(&net("10.9.0.2/30")), "10.9.0.0/30");
+        assert_eq!(masked(&net("200.0.0.1/1")), "128.0.0.0/1");
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use netns_test::{NetNs, netns_test};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -221,6 +222,11 @@ fn a_capture_holds_the_tcp_handshake() {
     let (output, text) = run_fixture("fixture_captures_a_connection", &[]);
     assert!(output.status.success(), "{text}");
     let pcap = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+    // Packets may hold secrets: readable by the user alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "{}", path.display());
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
     let packets = tcp_flags_on_port(&pcap, 4321);
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
@@ -310,13 +316,17 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // A host-side veth of a slot no one holds, as a dead owner leaves it.
+    // A host-side veth of a slot no one holds, as a dead owner leaves it:
+    // the slot's name and interface index.
     let stale = "ntveth32766";
+    let index = (0x4e00_0000 + 32766).to_string();
     let made = Command::new("ip")
         .args([
             "link",
             "add",
             stale,
+            "index",
+            &index,
             "type",
             "veth",
             "peer",
@@ -326,6 +336,14 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
         .status()
         .unwrap();
     assert!(made.success());
+    /// Removes the pair if the test fails before gc does.
+    struct Cleanup(&'static str);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(stale);
     let removed = netns_test_tool(&["gc"]);
     assert!(
         removed.contains(&format!("removed stale host-side veth {stale}")),
@@ -404,4 +422,124 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
     }
     assert!(netns_test_tool(&["list"]).contains("no kept namespaces"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A process of root's that is not a holder, and its start time.
+fn bystander() -> (std::process::Child, String) {
+    let child = Command::new("sleep").arg("60").spawn().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(19)
+        .unwrap()
+        .to_owned();
+    (child, start)
+}
+
+/// A namespace some other program named under /run/netns (a VPN's, say),
+/// removed when dropped. (Not with `ip netns add`, which also turns
+/// /run/netns into a mount point of its own and leaves it so.)
+struct ForeignNamespace {
+    name: String,
+    made_the_directory: bool,
+}
+
+impl ForeignNamespace {
+    fn add() -> ForeignNamespace {
+        let name = format!("nt-foreign-{}", std::process::id());
+        let made_the_directory = !Path::new("/run/netns").exists();
+        std::fs::create_dir_all("/run/netns").unwrap();
+        let path = Path::new("/run/netns").join(&name);
+        std::fs::write(&path, "").unwrap();
+        let made = Command::new("unshare")
+            .arg(format!("--net={}", path.display()))
+            .arg("true")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        ForeignNamespace {
+            name,
+            made_the_directory,
+        }
+    }
+}
+
+impl Drop for ForeignNamespace {
+    fn drop(&mut self) {
+        let path = Path::new("/run/netns").join(&self.name);
+        let _ = Command::new("umount").arg(&path).status();
+        let _ = std::fs::remove_file(&path);
+        if self.made_the_directory {
+            let _ = std::fs::remove_dir("/run/netns");
+        }
+    }
+}
+
+#[test]
+fn gc_as_root_touches_only_what_its_own_notes_name() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let planted = Path::new("/tmp/netns-test-0");
+    if planted.exists() {
+        println!("skipped: {} exists already", planted.display());
+        return;
+    }
+    let foreign = ForeignNamespace::add();
+    let (mut sleeper, start) = bystander();
+    // Another user plants notes where root's were read from when
+    // XDG_RUNTIME_DIR was unset (plain sudo): one naming the foreign
+    // namespace, one naming root's process with its start time.
+    let script = format!(
+        "mkdir -p {dir}/kept && chmod -R 777 {dir} && \
+         printf 'test=x\\nsince=0\\n' > {dir}/kept/{name} && \
+         printf 'test=x\\nsince=0\\npid={pid}\\nstart={start}\\nfd=3\\n' > {dir}/kept/planted",
+        dir = planted.display(),
+        name = foreign.name,
+        pid = sleeper.id(),
+    );
+    let planting = Command::new("sh")
+        .args(["-c", &script])
+        .uid(65533)
+        .gid(65533)
+        .status()
+        .unwrap();
+    // And a note in root's own directory that names the process but not
+    // a holder's name: gc must not kill what it did not start.
+    let own_dir = Path::new("/run/netns-test/kept");
+    std::fs::create_dir_all(own_dir).unwrap();
+    std::fs::write(
+        own_dir.join("not-a-holder"),
+        format!(
+            "test=x\nsince=0\npid={}\nstart={start}\nname=ntkeep-00000000\n",
+            sleeper.id()
+        ),
+    )
+    .unwrap();
+    let gc = Command::new(env!("CARGO_BIN_EXE_netns-test"))
+        .arg("gc")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let by_name = Command::new(env!("CARGO_BIN_EXE_netns-test"))
+        .args(["gc", &foreign.name])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let alive = sleeper.try_wait().unwrap().is_none();
+    let foreign_there = Path::new("/run/netns").join(&foreign.name).exists();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    std::fs::remove_dir_all(planted).unwrap();
+    assert!(planting.success());
+    assert!(gc.status.success(), "{}", common::text(&gc));
+    assert!(
+        common::text(&by_name).contains("no namespace of yours is kept under this name"),
+        "{}",
+        common::text(&by_name)
+    );
+    assert!(foreign_there, "gc removed a namespace it did not keep");
+    assert!(alive, "gc killed a process that is not its holder");
+    assert!(!own_dir.join("not-a-holder").exists(), "its own note stays");
 }

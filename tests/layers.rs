@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 /// The top-level modules from the bottom up; a module may use those before it.
 const LAYERS: &[&[&str]] = &[
     &["error", "settings", "pool"],
+    &["impairment", "veth_pair"],
+    &["schedule"],
+    &["contract"],
     &["os"],
     &["veth"],
     &["netns"],
     &["network"],
     &["debug"],
-    &["run"],
+    &["run", "unsupported"],
     &["admin"],
     &["lib"],
 ];

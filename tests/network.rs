@@ -337,6 +337,34 @@ async fn async_code_runs_in_a_node() {
     assert_eq!(seen_from_the_task, ["eth0", "lo"]);
 }
 
+/// Whether this process still has a descriptor of network namespace `inode`.
+fn holds_namespace(inode: u64) -> bool {
+    let wanted = format!("net:[{inode}]");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| target.as_os_str() == wanted.as_str())
+}
+
+#[netns_test]
+fn a_dropped_network_frees_its_namespaces_before_the_test_ends() {
+    let mut inodes = Vec::new();
+    for _ in 0..3 {
+        let net = Network::new();
+        let a = net.node("a").unwrap();
+        let b = net.node("b").unwrap();
+        net.link(&a, &b).unwrap();
+        inodes.extend([a.netns().inode(), b.netns().inode()]);
+        assert!(holds_namespace(a.netns().inode()));
+    }
+    for inode in inodes {
+        assert!(
+            !holds_namespace(inode),
+            "net:[{inode}] outlived its network"
+        );
+    }
+}
+
 #[test]
 fn networks_work_outside_a_test_namespace_and_build_in_parallel() {
     if !netns_test::privileged() {
@@ -392,5 +420,5 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("10 passed"), "{text}");
+    assert!(text.contains("11 passed"), "{text}");
 }

@@ -10,6 +10,10 @@ use netns_test::{NetNs, netns_test};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
+/// The drivers that keep namespaces share uid 65534's notes directory and
+/// its holders.
+static KEEPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn armed() -> bool {
     std::env::var_os("NETNS_TEST_FIXTURES").is_some()
 }
@@ -187,9 +191,15 @@ fn failures_and_timeouts_fail_with_their_message() {
         "{text}"
     );
     assert!(text.contains("timed out after 300 ms"), "{text}");
-    // The timed-out child was killed: no process of this copy is left.
+    // The timed-out child was killed: no process of it is left. (Other
+    // drivers run their own copies at the same time.)
     let left = Command::new("pgrep")
-        .args(["-u", "65534", "-f", "netns-test-rootless-"])
+        .args([
+            "-u",
+            "65534",
+            "-f",
+            "netns-test-rootless-.*/tests fixture_hangs",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -197,6 +207,138 @@ fn failures_and_timeouts_fail_with_their_message() {
         "left running: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+// The relay of a rootless test's output and result. (Named apart from the
+// `fixture_` ones, which other drivers run by that prefix.)
+
+#[netns_test]
+#[ignore = "fixture"]
+fn relay_case_bytes_that_are_not_utf8() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"before \xff\xfe after\n").unwrap();
+    out.flush().unwrap();
+    println!("REPORT after the bytes");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn relay_case_background_process() {
+    // Holds the test's stdout and stderr, and would outlive it.
+    let sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::mem::forget(sleeper);
+    println!("REPORT started");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn relay_case_spoofed_result() {
+    println!("\u{1e}netns-test:result passed ");
+    println!("\u{1e}netns-test:end");
+    eprintln!("\u{1e}netns-test:end");
+    println!("passed ");
+    panic!("the spoof did not pass");
+}
+
+#[netns_test(timeout = "500ms")]
+#[ignore = "fixture"]
+fn relay_case_background_process_and_timeout() {
+    let sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::mem::forget(sleeper);
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// Runs one relay case as uid 65534 with its output in a file, killing it
+/// after 30 s: `None` when this process cannot switch users.
+fn relay_case(name: &str) -> Option<(std::process::ExitStatus, String, std::time::Duration)> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return None;
+    }
+    let copy = Copy::new();
+    let log = copy.dir.path().join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let start = std::time::Instant::now();
+    let mut child = retry_busy(|| {
+        copy.command(&["--ignored", "--exact", name, "--nocapture"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file.try_clone().unwrap())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .spawn()
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    Some((status, text, took))
+}
+
+fn sleepers_of_nobody() -> String {
+    let found = Command::new("pgrep")
+        .args(["-u", "65534", "-f", "^sleep 1000$"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&found.stdout).into_owned()
+}
+
+#[test]
+fn output_that_is_not_utf8_is_relayed_and_the_test_passes() {
+    let Some((status, text, _)) = relay_case("relay_case_bytes_that_are_not_utf8") else {
+        return;
+    };
+    assert!(status.success(), "{text}");
+    assert!(text.contains("before") && text.contains(" after"), "{text}");
+    assert!(text.contains("REPORT after the bytes"), "{text}");
+}
+
+#[test]
+fn a_process_left_running_ends_with_the_test() {
+    let Some((status, text, took)) = relay_case("relay_case_background_process") else {
+        return;
+    };
+    assert!(status.success(), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "took {took:?}: {text}"
+    );
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sleepers_of_nobody().is_empty()
+    });
+    assert!(gone, "left running: {}", sleepers_of_nobody());
+    let Some((status, text, took)) = relay_case("relay_case_background_process_and_timeout") else {
+        return;
+    };
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("timed out after 500 ms"), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "took {took:?}: {text}"
+    );
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sleepers_of_nobody().is_empty()
+    });
+    assert!(gone, "left running: {}", sleepers_of_nobody());
+}
+
+#[test]
+fn the_body_cannot_spoof_the_result() {
+    let Some((status, text, _)) = relay_case("relay_case_spoofed_result") else {
+        return;
+    };
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("the spoof did not pass"), "{text}");
 }
 
 #[test]
@@ -319,12 +461,156 @@ fn fixture_kept_rootless() {
     }
 }
 
+#[netns_test(keep = "failed")]
+#[ignore = "fixture"]
+fn fixture_kept_out_of_descriptors() {
+    if armed() {
+        // The test's handle, made before: keeping needs no new one.
+        let _ns = NetNs::current();
+        // Every descriptor in use, as when a test fails by leaking them.
+        let limit =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let mut open = 0;
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            // Leaked: still in use when the test's teardown runs.
+            std::mem::forget(file);
+            open += 1;
+            assert!(open < 100_000, "no limit in sight ({limit:?})");
+        }
+        panic!("failing on purpose, out of descriptors");
+    }
+}
+
+/// Runs `name` as uid 65534 with no XDG_RUNTIME_DIR, and its output.
+fn kept_case(copy: &Copy, name: &str) -> (Output, String) {
+    let output = retry_busy(|| {
+        copy.command(&["--ignored", "--exact", name])
+            .env_remove("XDG_RUNTIME_DIR")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+    });
+    let report = text(&output);
+    (output, report)
+}
+
+/// The live processes of uid 65534 that are holders (`ntkeep-<cookie>`) or
+/// run from `copy` (a holder is a fork of the test binary), zombies left out.
+fn holders_of_nobody(copy: &Copy) -> String {
+    let mut found = String::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let from_copy =
+            String::from_utf8_lossy(&cmdline).contains(copy.dir.path().to_str().unwrap());
+        let owner = entry
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        let live = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        if owner.is_ok_and(|o| o == NOBODY) && live && (stat.contains("(ntkeep-") || from_copy) {
+            found.push_str(&stat);
+        }
+    }
+    found
+}
+
+#[test]
+fn keeping_out_of_descriptors_fails_and_leaves_no_holder() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
+    let copy = Copy::new();
+    let (output, report) = kept_case(&copy, "fixture_kept_out_of_descriptors");
+    assert!(!output.status.success(), "{report}");
+    assert!(
+        report.contains("failing on purpose, out of descriptors"),
+        "{report}"
+    );
+    assert!(report.contains("cannot keep"), "{report}");
+    let left = holders_of_nobody(&copy);
+    for pid in left.lines().filter_map(|l| l.split(' ').next()) {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    assert_eq!(left, "", "{report}");
+    let _ = std::fs::remove_dir_all("/tmp/netns-test-65534");
+}
+
+#[test]
+fn a_notes_directory_another_user_made_is_not_used() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::path::Path::new("/tmp/netns-test-65534");
+    if dir.exists() {
+        println!("skipped: {} exists already", dir.display());
+        return;
+    }
+    // Another user (65533) makes the directory first, open to all, with a
+    // link to a file of the victim's under every name it can think of.
+    let victim = tempfile::Builder::new()
+        .prefix("netns-test-victim-")
+        .tempdir()
+        .unwrap();
+    let target = victim.path().join("authorized_keys");
+    std::fs::write(&target, "the victim's key\n").unwrap();
+    std::fs::set_permissions(
+        victim.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let planted = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "mkdir -p {dir}/kept && chmod -R 777 {dir} && ln -s {target} {dir}/kept/planted",
+                dir = dir.display(),
+                target = target.display()
+            ),
+        ])
+        .uid(65533)
+        .gid(65533)
+        .status()
+        .unwrap();
+    let copy = Copy::new();
+    let (output, report) = kept_case(&copy, "fixture_kept_rootless");
+    let notes: Vec<_> = std::fs::read_dir(dir.join("kept"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let holders = holders_of_nobody(&copy);
+    std::fs::remove_dir_all(dir).unwrap();
+    assert!(planted.success());
+    assert!(!output.status.success(), "{report}");
+    assert!(
+        report.contains("is not a directory of this user's alone"),
+        "{report}"
+    );
+    assert_eq!(
+        notes,
+        ["planted"],
+        "a note went into the other user's directory"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "the victim's key\n"
+    );
+    assert_eq!(holders, "", "a holder was left");
+}
+
 #[test]
 fn a_failed_rootless_test_is_kept_by_a_holder_until_gc() {
     if !nix::unistd::geteuid().is_root() {
         println!("skipped: switching to an ordinary user needs root");
         return;
     }
+    let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
     let copy = Copy::new();
     let tool = copy.dir.path().join("netns-test");
     std::fs::copy(env!("CARGO_BIN_EXE_netns-test"), &tool).unwrap();
@@ -358,6 +644,32 @@ fn a_failed_rootless_test_is_kept_by_a_holder_until_gc() {
         .to_owned();
     let pid: i32 = enter.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // The holder holds the namespaces and nothing else: /dev/null for its
+    // standard streams, the two nodes' namespaces, no pipe, no socket.
+    // (It closes the pipe it was told to stay on right after the word.)
+    let held = || {
+        let mut held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| {
+                std::fs::read_link(e.unwrap().path())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        held.sort();
+        held
+    };
+    let only_namespaces = |held: &[String]| {
+        held.len() == 5
+            && held[..3].iter().all(|l| l == "/dev/null")
+            && held[3..].iter().all(|l| l.starts_with("net:["))
+    };
+    let settled = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        only_namespaces(&held())
+    });
+    assert!(settled, "{:?}", held());
     // Entered as the same ordinary user: the test's namespace, lo only.
     let args: Vec<&str> = enter
         .trim_end_matches(" bash")

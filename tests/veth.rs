@@ -14,7 +14,10 @@ fn tcp_and_udp_both_ways_at_body_start() {
     println!("{veth:?}");
     for (inside, outside) in [
         (IpAddr::V4(veth.ns_ipv4()), IpAddr::V4(veth.host_ipv4())),
-        (IpAddr::V6(veth.ns_ipv6()), IpAddr::V6(veth.host_ipv6())),
+        (
+            IpAddr::V6(veth.ns_ipv6().unwrap()),
+            IpAddr::V6(veth.host_ipv6().unwrap()),
+        ),
     ] {
         // Host -> test, TCP.
         let server = TcpListener::bind((inside, 8080)).unwrap();
@@ -72,12 +75,15 @@ fn the_test_side_has_addresses_and_default_routes() {
     assert_eq!(veth.ns_name(), "veth0");
     assert!(veth.host_name().starts_with("ntveth") && veth.host_name().len() <= 15);
     assert_eq!(
-        (veth.ipv4_prefix(), veth.ipv6_prefix(), veth.mtu()),
+        (veth.ipv4_prefix(), veth.ipv6_prefix().unwrap(), veth.mtu()),
         (30, 64, 1500)
     );
     assert_eq!(veth.ns_ipv4().octets()[0], 198);
     assert!(matches!(veth.ns_ipv4().octets()[1], 18 | 19));
-    assert_eq!(veth.ns_ipv6().segments()[..3], [0xfdc7, 0x3a59, 0x41e2]);
+    assert_eq!(
+        veth.ns_ipv6().unwrap().segments()[..3],
+        [0xfdc7, 0x3a59, 0x41e2]
+    );
     let v4 = ip(&["-4", "route", "show", "default"]);
     assert!(
         v4.contains(&format!("default via {} dev veth0", veth.host_ipv4())),
@@ -85,7 +91,10 @@ fn the_test_side_has_addresses_and_default_routes() {
     );
     let v6 = ip(&["-6", "route", "show", "default"]);
     assert!(
-        v6.contains(&format!("default via {} dev veth0", veth.host_ipv6())),
+        v6.contains(&format!(
+            "default via {} dev veth0",
+            veth.host_ipv6().unwrap()
+        )),
         "{v6}"
     );
     let addresses = ip(&["-o", "addr", "show", "dev", "veth0"]);
@@ -94,7 +103,7 @@ fn the_test_side_has_addresses_and_default_routes() {
         "{addresses}"
     );
     assert!(
-        addresses.contains(&format!("{}/64", veth.ns_ipv6())),
+        addresses.contains(&format!("{}/64", veth.ns_ipv6().unwrap())),
         "{addresses}"
     );
     // Ours are added with IFA_F_NODAD: never tentative. (The kernel's own
@@ -102,7 +111,7 @@ fn the_test_side_has_addresses_and_default_routes() {
     // runs, even with accept_dad = 0.)
     let ours = addresses
         .lines()
-        .find(|l| l.contains(&veth.ns_ipv6().to_string()))
+        .find(|l| l.contains(&veth.ns_ipv6().unwrap().to_string()))
         .unwrap();
     assert!(
         !ours.contains("tentative") && ours.contains("nodad"),
@@ -124,7 +133,7 @@ fn the_test_side_has_addresses_and_default_routes() {
         "{host_side}"
     );
     assert!(
-        host_side.contains(&format!("{}/64", veth.host_ipv6())),
+        host_side.contains(&format!("{}/64", veth.host_ipv6().unwrap())),
         "{host_side}"
     );
 }
@@ -152,8 +161,8 @@ fn addresses_are_configurable() {
     assert_eq!(veth.ns_ipv4().to_string(), "198.51.100.2");
     assert_eq!(veth.host_ipv4().to_string(), "198.51.100.1");
     assert_eq!(veth.ipv4_prefix(), 24);
-    assert_eq!(veth.ns_ipv6().to_string(), "2001:db8:7::2");
-    assert_eq!(veth.ipv6_prefix(), 64);
+    assert_eq!(veth.ns_ipv6().unwrap().to_string(), "2001:db8:7::2");
+    assert_eq!(veth.ipv6_prefix().unwrap(), 64);
     let server = TcpListener::bind(("198.51.100.2", 80)).unwrap();
     assert!(
         NetNs::current()
@@ -246,7 +255,7 @@ fn parallel_tests_get_distinct_pairs() {
     };
     assert_eq!(distinct(&|v| v.host_name().to_owned()), 64);
     assert_eq!(distinct(&|v| v.ns_ipv4().to_string()), 64);
-    assert_eq!(distinct(&|v| v.ns_ipv6().to_string()), 64);
+    assert_eq!(distinct(&|v| v.ns_ipv6().unwrap().to_string()), 64);
 }
 
 static HUNG: std::sync::Mutex<Option<netns_test::Veth>> = std::sync::Mutex::new(None);
@@ -271,4 +280,211 @@ fn a_timed_out_test_loses_its_pair_at_once() {
     // The body still sleeps in its namespace; the host side is gone already.
     let exists = std::path::Path::new("/sys/class/net").join(veth.host_name());
     assert!(!exists.exists(), "{} still exists", veth.host_name());
+}
+
+fn armed() -> bool {
+    std::env::var_os("NETNS_TEST_FIXTURES").is_some()
+}
+
+fn root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        println!("skipped: needs root");
+    }
+    root
+}
+
+/// Runs fixtures of this binary, one at a time, through `sh -c "<prefix> exec <binary> ..."`.
+fn run_fixtures(prefix: &str, fixtures: &[&str]) -> (std::process::Output, String) {
+    let exe = std::env::current_exe().unwrap();
+    let script =
+        format!("{prefix} exec \"$0\" --ignored --exact --nocapture --test-threads=1 \"$@\"");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(exe)
+        .args(fixtures)
+        .env("NETNS_TEST_FIXTURES", "1")
+        .output()
+        .unwrap();
+    let text = common::text(&output);
+    (output, text)
+}
+
+#[netns_test(veth)]
+#[ignore = "fixture"]
+fn fixture_ipv4_only_host() {
+    if !armed() {
+        return;
+    }
+    let ns = NetNs::current();
+    let veth = ns.veth().unwrap().clone();
+    assert_eq!(
+        (veth.ns_ipv6(), veth.host_ipv6(), veth.ipv6_prefix()),
+        (None, None, None)
+    );
+    let server = TcpListener::bind((veth.ns_ipv4(), 8080)).unwrap();
+    let address = veth.ns_ipv4();
+    ns.host()
+        .run(move || TcpStream::connect((address, 8080)))
+        .unwrap();
+    server.accept().unwrap();
+    println!("REPORT ipv4 only ok");
+}
+
+#[test]
+fn a_host_with_ipv6_disabled_gets_an_ipv4_only_pair() {
+    if !root() {
+        return;
+    }
+    // The fixture's host is a network namespace of its own with IPv6
+    // disabled, as in Docker's default network; this host is untouched.
+    let (output, text) = run_fixtures(
+        "unshare --net sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+         echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && \"$@\"' sh",
+        &["fixture_ipv4_only_host"],
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("REPORT ipv4 only ok"), "{text}");
+}
+
+#[netns_test(veth, timeout = "1ms")]
+#[ignore = "fixture"]
+fn fixture_a_times_out_before_its_pair_is_made() {
+    std::thread::sleep(std::time::Duration::from_secs(5));
+}
+
+#[test]
+#[ignore = "fixture"]
+fn fixture_b_finds_no_pair_left_by_a_timed_out_test() {
+    if !armed() {
+        return;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Every thread's network view; the abandoned test thread is one of them.
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let devices = std::fs::read_to_string(task.path().join("net/dev")).unwrap_or_default();
+        assert!(
+            !devices.contains("veth0:"),
+            "a timed-out test's pair was made after its timeout: {devices}"
+        );
+    }
+    println!("REPORT no pair left");
+}
+
+#[test]
+fn a_test_that_times_out_before_its_pair_is_made_never_gets_one() {
+    if !root() {
+        return;
+    }
+    let (_, text) = run_fixtures(
+        "",
+        &[
+            "fixture_a_times_out_before_its_pair_is_made",
+            "fixture_b_finds_no_pair_left_by_a_timed_out_test",
+        ],
+    );
+    assert!(text.contains("timed out after 1 ms"), "{text}");
+    assert!(text.contains("REPORT no pair left"), "{text}");
+    assert!(!text.contains("deleting its veth pair failed"), "{text}");
+}
+
+#[test]
+#[ignore = "fixture"]
+fn fixture_holds_every_abstract_lease_name() {
+    if !armed() {
+        return;
+    }
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    let (from, to): (u32, u32) = (
+        std::env::var("FROM").unwrap().parse().unwrap(),
+        std::env::var("TO").unwrap().parse().unwrap(),
+    );
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        limit.1,
+        limit.1,
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    for slot in from..to {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let name = format!("netns-test/veth/{slot}");
+        if bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+        )
+        .is_ok()
+        {
+            held.push(fd);
+        }
+    }
+    println!("HOLDING {}", held.len());
+    std::thread::sleep(std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn another_user_cannot_take_the_leases() {
+    if !root() {
+        return;
+    }
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let copy = common::Copy::new();
+    // Another user (65533) holds every name the leases once were (abstract
+    // sockets), in two processes for its descriptor limit.
+    let mut attackers: Vec<std::process::Child> = [(0, 16384), (16384, 32768)]
+        .into_iter()
+        .map(|(from, to)| {
+            common::retry_busy(|| {
+                copy.command(&[
+                    "--ignored",
+                    "--exact",
+                    "fixture_holds_every_abstract_lease_name",
+                    "--nocapture",
+                ])
+                .env("FROM", from.to_string())
+                .env("TO", to.to_string())
+                .uid(65533)
+                .gid(65533)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+            })
+        })
+        .collect();
+    let mut holding = 0;
+    for attacker in &mut attackers {
+        let line = std::io::BufReader::new(attacker.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("HOLDING "))
+            .unwrap_or_default();
+        holding += line
+            .trim_start_matches("HOLDING ")
+            .parse::<u32>()
+            .unwrap_or(0);
+    }
+    // The lease files are root's alone.
+    let lease_dir = std::path::Path::new("/run/netns-test/veth");
+    let peek = std::process::Command::new("ls")
+        .arg(lease_dir)
+        .uid(65533)
+        .gid(65533)
+        .output()
+        .unwrap();
+    let (output, text) = run_fixtures("", &["fixture_records_its_veth"]);
+    for attacker in &mut attackers {
+        let _ = attacker.kill();
+        let _ = attacker.wait();
+    }
+    assert_eq!(holding, 32768, "the attack did not hold every name");
+    assert!(!peek.status.success(), "another user can list the leases");
+    assert!(output.status.success(), "{text}");
 }

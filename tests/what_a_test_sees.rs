@@ -350,3 +350,43 @@ fn a_test_called_on_a_plain_thread_moves_it_back() {
 fn inner_test_body() {
     assert_eq!(interfaces(), ["lo"]);
 }
+
+#[netns_test(capture = "all")]
+#[ignore = "fixture"]
+fn fixture_capture_cannot_start() {}
+
+#[test]
+fn a_failed_setup_takes_a_thread_that_goes_on_back_home() {
+    if !netns_test::privileged() {
+        println!("skipped: calls a netns test in this process, which needs root");
+        return;
+    }
+    // A file where the capture directory goes: the setup fails after the
+    // thread entered its fresh namespaces.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+    let blocker = target
+        .join("netns-test")
+        .join("fixture_capture_cannot_start");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let mount_ns = || std::fs::read_link("/proc/thread-self/ns/mnt").unwrap();
+    // A thread that is not the harness's own (a tokio worker, say) goes on
+    // after the test.
+    let (before, after, failed) = std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            let before = (thread_netns(), mount_ns());
+            let failed = std::panic::catch_unwind(fixture_capture_cannot_start).is_err();
+            (before, (thread_netns(), mount_ns()), failed)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(failed, "the setup did not fail");
+    assert_eq!(
+        after, before,
+        "the thread was left in the test's namespaces"
+    );
+}

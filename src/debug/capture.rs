@@ -6,6 +6,7 @@
 //! receives. Nothing of this exists unless capture is asked for.
 
 use crate::error::Error;
+use crate::os::sys;
 use nix::libc;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -50,9 +51,10 @@ impl Capture {
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
         set_receive_timeout(&socket, 20_000)?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::at("create directory", dir, e))?;
+            sys::create_private_dir_all(dir)?;
         }
-        let file = File::create(&path).map_err(|e| Error::at("create", &path, e))?;
+        // Packets may hold secrets: the file and its directory are the user's alone.
+        let file = sys::create_private_file(&path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let stop = Arc::clone(&stop);

@@ -1,28 +1,36 @@
 //! Keeping a failed test's namespaces for inspection, and cleaning them up.
 //!
-//! A kept namespace is bind-mounted at `/run/netns/<test>-<inode>`, as
-//! `ip netns add` names one, so `ip netns list` and `ip netns exec` see it,
-//! with a note in `/run/netns-test/kept/<name>` (test and time) that tells
-//! `netns-test list` and `netns-test gc` which entries are ours. A kept
+//! As root, a kept namespace is bind-mounted at `/run/netns/<test>-<inode>`,
+//! as `ip netns add` names one, so `ip netns list` and `ip netns exec` see
+//! it. Rootless, a holder process forked from the test thread keeps the
+//! test's namespaces (see [`crate::os::holder`]). Either way a note in the
+//! user's own notes directory (root: `/run/netns-test/kept`; others:
+//! `$XDG_RUNTIME_DIR/netns-test/kept` or `/tmp/netns-test-<uid>/kept`, made
+//! with mode 0700 and used only when it is the user's alone) tells
+//! `netns-test list` and `netns-test gc` what is theirs: `gc` touches
+//! nothing without such a note, and kills a holder only when it is the
+//! user's process with the start time and the name the note gives. A kept
 //! test's host-side veth is renamed `ntkeep<slot>` so that its slot's name
 //! can be handed out again.
 
 use crate::error::Error;
 use crate::netns::NetNs;
+use crate::os::holder::{FIRST_HELD_FD, Holder};
 use crate::os::netlink::{self, Netlink};
+use crate::os::private_dir::PrivateDir;
 use crate::os::{sys, unix_time};
 use crate::settings;
 use crate::veth::Veth;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const NETNS_DIR: &str = "/run/netns";
-const NOTES_DIR: &str = "/run/netns-test/kept";
 
 /// A kept namespace, as `netns-test list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
-    /// Its name under `/run/netns`.
+    /// Its name: under `/run/netns` as root, a note's name rootless.
     pub name: String,
     /// The test it comes from.
     pub test: String,
@@ -42,40 +50,77 @@ fn kept_name(test: &str, node: Option<&str>, inode: u64) -> String {
     let last = test.rsplit("::").next().unwrap_or(test);
     let short: String = super::file_safe(last).chars().take(40).collect();
     match node {
-        Some(node) => format!("{short}-{node}-{inode}"),
+        Some(node) => format!("{short}-{}-{inode}", super::file_safe(node)),
         None => format!("{short}-{inode}"),
     }
 }
 
-/// Keeps `ns` (the test's own namespace, or a topology `node` of it) and
-/// returns the lines that say how to get in.
+/// The user's notes directory, made when `create`; `None` when it is not
+/// there and not to be made.
+fn notes(create: bool) -> Result<Option<PrivateDir>, Error> {
+    PrivateDir::for_user("kept", create)
+}
+
+/// Keeps the test's own namespace `own` (with its veth pair) and its
+/// topology `nodes`, and returns for each the lines that say how to get in.
 pub(crate) fn keep(
-    ns: &NetNs,
+    test: &str,
+    own: &NetNs,
+    veth: Option<&Veth>,
+    nodes: &[(&str, &NetNs)],
+) -> Vec<Result<String, Error>> {
+    let mut all = vec![(None, own)];
+    all.extend(nodes.iter().map(|(name, ns)| (Some(*name), *ns)));
+    if settings::in_rootless_child() {
+        return match keep_rootless(test, &all) {
+            Ok(messages) => messages.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error)],
+        };
+    }
+    all.into_iter()
+        .map(|(node, ns)| keep_as_root(test, node, ns, if node.is_none() { veth } else { None }))
+        .collect()
+}
+
+/// As root: the note first, then the bind mount under `/run/netns`; a
+/// failed mount takes the note back.
+fn keep_as_root(
     test: &str,
     node: Option<&str>,
+    ns: &NetNs,
     veth: Option<&Veth>,
 ) -> Result<String, Error> {
     let name = kept_name(test, node, ns.inode());
-    if settings::in_rootless_child() {
-        return keep_rootless(ns, test, node, &name);
-    }
     let source = ns.net_path();
-    let note = format!("test={test}\nsince={}\n", unix_time().as_secs());
     let target = Path::new(NETNS_DIR).join(&name);
     let veth = veth.cloned();
+    let inode = ns.inode();
     // The bind mount must be made in the host's mount namespace.
     ns.host().run(|| -> Result<(), Error> {
-        std::fs::create_dir_all(NETNS_DIR)
-            .map_err(|e| Error::at("create", Path::new(NETNS_DIR), e))?;
-        std::fs::create_dir_all(NOTES_DIR)
-            .map_err(|e| Error::at("create", Path::new(NOTES_DIR), e))?;
-        std::fs::File::create(&target).map_err(|e| Error::at("create", &target, e))?;
-        if let Err(error) = sys::bind_mount(&source, &target) {
-            let _ = std::fs::remove_file(&target);
+        let notes = notes(true)?.expect("made when missing");
+        let note = format!(
+            "test={test}\nsince={}\ninode={inode}\n",
+            unix_time().as_secs()
+        );
+        notes.create_file(&name, note.as_bytes())?;
+        let mounted = std::fs::create_dir_all(NETNS_DIR)
+            .map_err(|e| Error::at("create", Path::new(NETNS_DIR), e))
+            .and_then(|()| {
+                std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(|e| Error::at("create", &target, e))
+            })
+            .and_then(|_| {
+                sys::bind_mount(&source, &target).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&target);
+                })
+            });
+        if let Err(error) = mounted {
+            let _ = notes.remove_file(&name);
             return Err(error);
         }
-        let note_path = Path::new(NOTES_DIR).join(&name);
-        std::fs::write(&note_path, note).map_err(|e| Error::at("write", &note_path, e))?;
         if let Some(veth) = &veth {
             rename_host_side(veth)?;
         }
@@ -91,67 +136,66 @@ pub(crate) fn keep(
 }
 
 /// Rootless: the test's namespaces live in its user namespace, which ends
-/// with the test's process; a holder process forked from the test thread
-/// (so inside all of them, holding every descriptor) keeps them alive until
-/// `netns-test gc`. One holder per test process.
-fn keep_rootless(ns: &NetNs, test: &str, node: Option<&str>, name: &str) -> Result<String, Error> {
-    let holder = holder_pid()?;
-    let dir = user_notes_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::at("create", &dir, e))?;
-    let fd = ns.as_fd().as_raw_fd();
-    let note = format!(
-        "test={test}\nsince={}\npid={holder}\nstart={}\nfd={fd}\n",
-        unix_time().as_secs(),
-        process_start(holder).unwrap_or_default()
-    );
-    let note_path = dir.join(name);
-    std::fs::write(&note_path, note).map_err(|e| Error::at("write", &note_path, e))?;
-    let enter = match node {
-        None => format!("nsenter -t {holder} -U -n -m --preserve-credentials bash"),
-        Some(_) => format!(
-            "nsenter -t {holder} -U --preserve-credentials --net=/proc/{holder}/fd/{fd} bash"
-        ),
-    };
-    Ok(format!(
-        "netns-test: kept the network namespace of test `{test}`{} as {name}, held by process {holder} (rootless):\n  \
-         {enter}\n  \
-         remove it with: netns-test gc {name}   (cargo run --bin netns-test -- gc {name})",
-        node.map(|n| format!(" (node {n})")).unwrap_or_default(),
-    ))
+/// with the test's process. One holder process, forked from the test thread
+/// (so inside the test's own namespaces) and holding the nodes' by
+/// descriptor, keeps them until `netns-test gc`; it stays only once every
+/// note is written.
+fn keep_rootless(test: &str, all: &[(Option<&str>, &NetNs)]) -> Result<Vec<String>, Error> {
+    let notes = notes(true)?.expect("made when missing");
+    let cookie = cookie();
+    let name = format!("ntkeep-{cookie}");
+    let nodes: Vec<_> = all.iter().filter(|(node, _)| node.is_some()).collect();
+    let held: Vec<_> = nodes.iter().map(|(_, ns)| ns.as_fd()).collect();
+    let holder = Holder::fork(&name, &held)?;
+    let pid = holder.pid();
+    let start = process_start(pid).unwrap_or_default();
+    let mut written: Vec<String> = Vec::new();
+    let mut messages = Vec::new();
+    let mut next_fd = FIRST_HELD_FD;
+    for (node, ns) in all {
+        let kept = kept_name(test, *node, ns.inode());
+        let fd = if node.is_some() {
+            next_fd += 1;
+            Some(next_fd - 1)
+        } else {
+            None
+        };
+        let note = format!(
+            "test={test}\nsince={}\npid={pid}\nstart={start}\nname={name}\n{}",
+            unix_time().as_secs(),
+            fd.map(|fd| format!("fd={fd}\n")).unwrap_or_default()
+        );
+        if let Err(error) = notes.create_file(&kept, note.as_bytes()) {
+            // The holder ends when dropped unconfirmed.
+            for kept in &written {
+                let _ = notes.remove_file(kept);
+            }
+            return Err(error);
+        }
+        let enter = match fd {
+            None => format!("nsenter -t {pid} -U -n -m --preserve-credentials bash"),
+            Some(fd) => {
+                format!("nsenter -t {pid} -U --preserve-credentials --net=/proc/{pid}/fd/{fd} bash")
+            }
+        };
+        messages.push(format!(
+            "netns-test: kept the network namespace of test `{test}`{} as {kept}, held by process {pid} (rootless):\n  \
+             {enter}\n  \
+             remove it with: netns-test gc {kept}   (cargo run --bin netns-test -- gc {kept})",
+            node.map(|n| format!(" (node {n})")).unwrap_or_default(),
+        ));
+        written.push(kept);
+    }
+    holder.confirm()?;
+    Ok(messages)
 }
 
-/// The holder process of this (rootless test) process, forked on first use
-/// from the calling thread, which is in the test's namespaces.
-fn holder_pid() -> Result<i32, Error> {
-    static HOLDER: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-    if let Some(pid) = HOLDER.get() {
-        return Ok(*pid);
-    }
-    // SAFETY: the child makes async-signal-safe calls only (setsid, open,
-    // dup2, pause) and never returns into Rust code.
-    let pid = unsafe { nix::libc::fork() };
-    if pid < 0 {
-        return Err(Error::new(
-            "fork a holder process",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    if pid == 0 {
-        // SAFETY: see above; the parent's pipes (its stdout and stderr) are
-        // let go so that whoever reads them sees their end.
-        unsafe {
-            nix::libc::setsid();
-            let null = nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR);
-            for fd in 0..3 {
-                nix::libc::dup2(null, fd);
-            }
-            loop {
-                nix::libc::pause();
-            }
-        }
-    }
-    let _ = HOLDER.set(pid);
-    Ok(pid)
+/// Eight hex digits no one can guess, to name a holder.
+fn cookie() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(unix_time().as_nanos());
+    format!("{:08x}", hasher.finish() as u32)
 }
 
 /// A process's start time (field 22 of /proc/PID/stat), to tell it from a
@@ -162,30 +206,14 @@ fn process_start(pid: i32) -> Option<String> {
     after_name.split(' ').nth(19).map(str::to_owned)
 }
 
-/// Where rootless notes go: `$XDG_RUNTIME_DIR/netns-test/kept`, else
-/// `/tmp/netns-test-<uid>/kept`.
-fn user_notes_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => Path::new(&dir).join("netns-test/kept"),
-        None => PathBuf::from(format!("/tmp/netns-test-{}/kept", outside_uid())),
-    }
-}
-
-/// The user's id outside any user namespace this process is in (a rootless
-/// test is uid 0 inside its own): from `/proc/self/uid_map`.
-fn outside_uid() -> u32 {
-    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    let fields: Vec<u32> = map
-        .split_whitespace()
-        .take(3)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    match fields.as_slice() {
-        // A rootless test's map: uid 0 inside is the one user outside. (The
-        // initial namespace's map is "0 0 4294967295".)
-        [0, outside, 1] => *outside,
-        _ => nix::unistd::getuid().as_raw(),
-    }
+/// Whether `pid` is the holder a note describes: a process of this user,
+/// with the note's start time and name.
+fn is_our_holder(pid: i32, note: &str) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let ours = std::fs::metadata(&proc).is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw());
+    let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+    ours && process_start(pid).is_some_and(|start| Some(start) == field(note, "start"))
+        && field(note, "name").is_some_and(|name| comm.trim_end() == name)
 }
 
 /// `ntveth<slot>` becomes `ntkeep<slot>`, so that the slot's name is free.
@@ -201,17 +229,24 @@ fn rename_host_side(veth: &Veth) -> Result<(), Error> {
     ])
 }
 
-/// The namespaces netns-test kept: as root under `/run/netns`, and this
-/// user's rootless ones held by holder processes.
+/// The namespaces this user kept: as root under `/run/netns`, rootless
+/// held by holder processes.
 pub fn list() -> Vec<Kept> {
-    let mut kept: Vec<Kept> = notes()
+    let Ok(Some(notes)) = notes(false) else {
+        return Vec::new();
+    };
+    let mut kept: Vec<Kept> = notes
+        .names()
         .into_iter()
-        .map(|(name, _, note)| Kept {
-            name,
-            test: field(&note, "test").unwrap_or_default(),
-            since: field(&note, "since")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
+        .filter_map(|name| {
+            let note = notes.read_file(&name)?;
+            Some(Kept {
+                test: field(&note, "test").unwrap_or_default(),
+                since: field(&note, "since")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                name,
+            })
         })
         .collect();
     kept.sort_by(|a, b| a.name.cmp(&b.name));
@@ -224,41 +259,57 @@ fn field(note: &str, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Every note: name, path, contents.
-fn notes() -> Vec<(String, PathBuf, String)> {
-    let mut notes = Vec::new();
-    for dir in [PathBuf::from(NOTES_DIR), user_notes_dir()] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if let Ok(note) = std::fs::read_to_string(entry.path()) {
-                notes.push((name, entry.path(), note));
-            }
-        }
-    }
-    notes
-}
-
-/// Removes one kept namespace (its bind mount, `/run/netns` entry and note).
-/// Removing one that is not there is not an error.
-pub fn remove(name: &str) -> Result<(), Error> {
-    if name.contains('/') || name.starts_with('.') {
+/// Removes one kept namespace of this user's: its note, and its
+/// `/run/netns` entry or its holder. Returns whether there was one: nothing
+/// without a note of ours is touched, and removing what is not there is not
+/// an error.
+pub fn remove(name: &str) -> Result<bool, Error> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(Error::invalid_input(
             "gc",
             format!("{name:?} is not a kept namespace's name"),
         ));
     }
-    if let Some((_, path, note)) = notes()
-        .into_iter()
-        .find(|(n, _, note)| n == name && field(note, "pid").is_some())
-    {
-        return remove_held(&path, &note);
+    let Some(notes) = notes(false)? else {
+        return Ok(false);
+    };
+    let Some(note) = notes.read_file(name) else {
+        return Ok(false);
+    };
+    match field(&note, "pid").and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) => {
+            notes.remove_file(name)?;
+            let still_needed = notes.names().iter().any(|other| {
+                notes
+                    .read_file(other)
+                    .is_some_and(|other| field(&other, "pid") == field(&note, "pid"))
+            });
+            if !still_needed && is_our_holder(pid, &note) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        None => {
+            unmount_kept(name, &note)?;
+            notes.remove_file(name)?;
+            let _ = std::fs::remove_dir(NETNS_DIR);
+        }
     }
-    let target: PathBuf = Path::new(NETNS_DIR).join(name);
+    notes.remove_if_empty();
+    Ok(true)
+}
+
+/// Detaches and removes `/run/netns/<name>` when it is still the namespace
+/// the note names (its inode).
+fn unmount_kept(name: &str, note: &str) -> Result<(), Error> {
+    let target = Path::new(NETNS_DIR).join(name);
+    let inode = field(note, "inode").and_then(|i| i.parse::<u64>().ok());
+    let same = std::fs::metadata(&target).is_ok_and(|m| Some(m.ino()) == inode);
+    if !same {
+        return Ok(());
+    }
     match sys::detach_mount(&target) {
         Err(e)
             if matches!(
@@ -267,44 +318,10 @@ pub fn remove(name: &str) -> Result<(), Error> {
             ) => {}
         other => other?,
     }
-    for path in [target, Path::new(NOTES_DIR).join(name)] {
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::at("remove", &path, e));
-            }
-            _ => {}
-        }
+    match std::fs::remove_file(&target) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::at("remove", &target, e)),
+        _ => Ok(()),
     }
-    // The directories go when empty (remove_dir refuses otherwise).
-    for dir in [NOTES_DIR, "/run/netns-test", NETNS_DIR] {
-        let _ = std::fs::remove_dir(dir);
-    }
-    Ok(())
-}
-
-/// Removes a rootless note, and ends its holder once no other note needs it.
-fn remove_held(path: &Path, note: &str) -> Result<(), Error> {
-    std::fs::remove_file(path).map_err(|e| Error::at("remove", path, e))?;
-    let pid = field(note, "pid").and_then(|p| p.parse::<i32>().ok());
-    let still_needed = notes()
-        .iter()
-        .any(|(_, _, other)| field(other, "pid").and_then(|p| p.parse().ok()) == pid);
-    if let (Some(pid), false) = (pid, still_needed) {
-        // Only the same process: its start time matches the note's.
-        if process_start(pid).is_some() && process_start(pid) == field(note, "start") {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::remove_dir(dir);
-        if let Some(parent) = dir.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -315,6 +332,7 @@ mod tests {
     fn kept_names_are_short_and_safe() {
         assert_eq!(kept_name("module::fails_here", None, 42), "fails_here-42");
         assert_eq!(kept_name("t::case/1", Some("r1"), 7), "case_1-r1-7");
+        assert_eq!(kept_name("t::x", Some("edge/1"), 7), "x-edge_1-7");
         assert!(kept_name(&"x".repeat(100), None, 1).len() < 50);
     }
 }

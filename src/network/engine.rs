@@ -8,7 +8,7 @@
 
 use super::pipeline::{Counters, Pipeline};
 use super::prng::Prng;
-use super::schedule::Plan;
+use crate::schedule::Plan;
 use crate::error::Error;
 use crate::os::packet;
 use std::os::fd::{AsFd, OwnedFd};

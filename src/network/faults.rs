@@ -13,8 +13,9 @@
 //! veth. Cleared, it loses the redirect and is a plain veth again.
 
 use super::engine::{DirectionId, Engine, Sockets};
-use super::schedule::{Plan, Schedule};
-use super::{Impairment, Link, NetworkInner, Node};
+use crate::schedule::{Plan, Schedule};
+use super::{Link, NetworkInner, Node};
+use crate::impairment::Impairment;
 use crate::error::Error;
 use crate::os::{netlink, packet};
 use std::os::fd::AsFd;

@@ -28,13 +28,8 @@
 
 mod engine;
 mod faults;
-mod impairment;
 mod pipeline;
 mod prng;
-mod schedule;
-
-pub use impairment::Impairment;
-pub use schedule::Schedule;
 
 use crate::error::Error;
 use crate::netns::NetNs;
@@ -510,6 +505,16 @@ pub struct Switch {
 #[derive(Clone)]
 pub struct Link {
     inner: Arc<LinkInner>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b] = &self.inner.ends;
+        f.debug_struct("Link")
+            .field("a", &format_args!("{}:{}", a.node.name(), a.name))
+            .field("b", &format_args!("{}:{}", b.node.name(), b.name))
+            .finish()
+    }
 }
 
 struct LinkInner {

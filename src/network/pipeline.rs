@@ -14,9 +14,9 @@
 //! nothing: they are never lost, corrupted, duplicated or reordered, and
 //! only see the MTU, the rate and the fixed delay.
 
-use super::impairment::Model;
+use crate::impairment::Model;
 use super::prng::Prng;
-use super::schedule::Plan;
+use crate::schedule::Plan;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
@@ -319,7 +319,7 @@ pub(super) fn is_upkeep(frame: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Impairment;
+    use crate::impairment::Impairment;
     use std::time::Duration;
 
     const MS: u64 = 1_000_000;
@@ -565,7 +565,7 @@ mod tests {
     #[test]
     fn a_plan_changes_the_model_at_its_times() {
         let ms = Duration::from_millis;
-        let plan = super::super::Schedule::new()
+        let plan = crate::schedule::Schedule::new()
             .then(ms(10), Impairment::new().loss(100.0))
             .then(ms(10), Impairment::new())
             .repeat()

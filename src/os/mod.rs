@@ -2,12 +2,16 @@
 //! texts that explain a refusal. Everything above it is written against
 //! this module; nothing here knows about tests or topologies.
 
+pub(crate) mod holder;
+pub(crate) mod host_routes;
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;
 pub(crate) mod packet;
+pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod sys;
+pub(crate) mod uapi;
 pub(crate) mod userns;
 
 /// The time since the Unix epoch (zero if the clock is before it).

@@ -210,6 +210,34 @@ pub(crate) fn write_existing(path: &Path, value: &[u8]) -> io::Result<()> {
         .write_all(value)
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (existing ones are
+/// left as they are).
+pub(crate) fn create_private_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::at("create directory", dir, e))
+}
+
+/// Opens `path` for writing, truncated, readable by its owner only (0600,
+/// also when it existed), and not through a symbolic link.
+pub(crate) fn create_private_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::at("create", path, e))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::at("chmod 0600", path, e))?;
+    Ok(file)
+}
+
 /// A sysctl's value, trimmed, from `/proc/sys/<key>` (`key` in the path form,
 /// `user/max_user_namespaces`); `None` when it cannot be read.
 pub(crate) fn read_sysctl(key: &str) -> Option<String> {
@@ -251,4 +279,116 @@ pub(crate) fn enter_in_child(
         unsafe { libc::chdir(cwd_buffer.as_ptr().cast()) };
     }
     Ok(())
+}
+
+/// A pipe whose both ends close on exec: (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::new("pipe2(O_CLOEXEC)", io_error(e)))
+}
+
+/// Makes reads from `fd` return at once when there is nothing to read.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: fcntl on a descriptor borrowed for the call, integer arguments.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(Error::new(
+            "fcntl(F_SETFL, O_NONBLOCK)",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks `fd` close-on-exec, so that programs the process starts do not get it.
+pub(crate) fn set_cloexec(fd: i32) -> Result<()> {
+    // SAFETY: fcntl on an integer descriptor with an integer argument; a
+    // descriptor that is not open gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(Error::new(
+            format!("fcntl({fd}, F_SETFD, FD_CLOEXEC)"),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// In a forked child: keeps `fd` open across `exec`. Async-signal-safe.
+pub(crate) fn inherit_across_exec(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor with an integer argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// In a forked child: makes it the leader of a process group of its own,
+/// which its own children join. Async-signal-safe.
+pub(crate) fn own_process_group() -> io::Result<()> {
+    // SAFETY: setpgid with plain integers.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// SIGKILL to every process of the process group `group`; a group that is
+/// gone already is not an error.
+pub(crate) fn kill_process_group(group: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(group as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Whether the calling thread's network namespace has an interface `name`.
+pub(crate) fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
+/// The driver of the interface `name` (`veth`, `bridge`, ...), from the
+/// ethtool ioctl; `None` when there is no such interface.
+pub(crate) fn link_driver(name: &str) -> Option<String> {
+    /// struct ethtool_drvinfo of <linux/ethtool.h>: the command, then
+    /// driver, version, fw_version, bus_info, erom_version, reserved2 and
+    /// five counters.
+    #[repr(C)]
+    struct DriverInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 4 * 5],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let mut info = DriverInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 32 * 4 + 12 + 4 * 5],
+    };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *slot = *byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut info as *mut DriverInfo).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq and writes the drvinfo it points
+    // to, both alive and of the kernel's layout for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }

@@ -2,7 +2,27 @@
 //! child: `unshare(CLONE_NEWUSER)` fails with EINVAL in a multi-threaded
 //! process, and a test binary always is one.
 
+use crate::error::Error;
 use nix::libc;
+use std::path::Path;
+
+/// The user's id outside any user namespace this process is in (a rootless
+/// test is uid 0 inside its own): from `/proc/self/uid_map`.
+pub(crate) fn outside_uid() -> Result<u32, Error> {
+    let path = Path::new("/proc/self/uid_map");
+    let map = std::fs::read_to_string(path).map_err(|e| Error::at("read", path, e))?;
+    let fields: Vec<u32> = map
+        .split_whitespace()
+        .take(3)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Ok(match fields.as_slice() {
+        // A rootless test's map: uid 0 inside is the one user outside. (The
+        // initial namespace's map is "0 0 4294967295".)
+        [0, outside, 1] => *outside,
+        _ => nix::unistd::getuid().as_raw(),
+    })
+}
 
 /// The user and group maps of a child's user namespace: uid and gid 0
 /// inside are the real user and group outside.

@@ -1,22 +1,16 @@
 //! What `#[netns_test]` expands to: one call, [`run`], generic over the
 //! test's return type only, then `.finish()`. An async test is a sync body
-//! that calls [`block_on`].
+//! that calls [`block_on`](crate::contract::block_on).
 //!
 //! Not a public API: the macro and this module change together (the runtime
 //! crate pins the macro crate's exact version).
 
-mod outcome;
 mod rootless;
-mod spec;
 mod test_ns;
 mod timeout;
 
-pub use outcome::{Outcome, TestReturn};
-pub use spec::{Flavor, TestSpec, Timeout};
-
+use crate::contract::{Ended, FailureKind, Outcome, TestReturn, TestSpec};
 use crate::settings::{self, ModeSetting};
-use outcome::{Ended, FailureKind};
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use test_ns::{HostSide, TestNamespace};
 
@@ -35,26 +29,6 @@ pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) ->
                 .map_or_else(|ended| ended, Ended::of_value)
         }),
     }
-}
-
-/// Runs an async test's future on the tokio runtime its attribute asks for,
-/// built on the calling thread, which is in the test's namespace: its
-/// worker threads start there too.
-pub fn block_on<F: Future>(spec: &TestSpec, future: F) -> F::Output {
-    let mut builder = match spec.flavor {
-        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
-        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-    };
-    if let Some(threads) = spec.worker_threads {
-        builder.worker_threads(threads);
-    }
-    let runtime = builder.enable_all().build().unwrap_or_else(|e| {
-        panic!(
-            "netns-test: cannot build the tokio runtime of test `{}`: {e}",
-            spec.name
-        )
-    });
-    runtime.block_on(future)
 }
 
 /// Where a test runs.

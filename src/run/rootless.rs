@@ -5,68 +5,127 @@
 //! `unshare(CLONE_NEWUSER)` refuses a multi-threaded process, and a test
 //! binary always is one; a freshly forked child is not, so the user
 //! namespace is made in the child between `fork` and `exec`
-//! ([`IdMaps::enter_new_user_namespace`]).
+//! ([`IdMaps::enter_new_user_namespace`]), which also joins a process group
+//! of its own, so that everything the test started goes with it.
 //!
 //! Two sides: [`run_in_child_process`] in the test's process starts the
 //! child, relays its output and reads how it ended; [`report_to_parent`] in
 //! the child runs the test and writes that.
 
-use super::outcome::{Ended, FailureKind};
-use super::spec::TestSpec;
+use crate::contract::{Ended, FailureKind, TestSpec};
 use crate::os::privilege;
+use crate::os::sys;
 use crate::os::userns::IdMaps;
 use crate::settings;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Lines the child prints around the body's output, and before its result.
-const BEGIN: &str = "\u{1e}netns-test:begin";
-const END: &str = "\u{1e}netns-test:end";
-const RESULT: &str = "\u{1e}netns-test:result ";
+/// The lines the child prints around the body's output, so that libtest's
+/// own lines in the child are not relayed; the nonce, new for each child,
+/// keeps the body from printing them by chance. How the test ended travels
+/// on a descriptor of its own, which the body cannot write to by printing.
+fn markers(nonce: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("\u{1e}netns-test:begin {nonce}\n").into_bytes(),
+        format!("\u{1e}netns-test:end {nonce}\n").into_bytes(),
+    )
+}
 
-/// In the child: reports how the test ended on stdout and ends the process,
-/// which exists for this one test.
+/// A word no one can guess: 64 bits from the hasher keys the OS gives std.
+fn new_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// How long the relays may go on after the child ended: its own children
+/// (killed with its process group) may still flush, or hold a pipe from
+/// another session.
+const RELAY_GRACE: Duration = Duration::from_secs(2);
+
+/// In the child: runs the test, reports how it ended on the result
+/// descriptor and ends the process, which exists for this one test.
 pub(crate) fn report_to_parent(run: impl FnOnce() -> Ended) -> ! {
-    use std::io::Write;
-    println!("{BEGIN}");
-    eprintln!("{BEGIN}");
+    let (fd, nonce) = settings::result_fd().unwrap_or((-1, ""));
+    // Programs the body starts do not get it.
+    let result = sys::set_cloexec(fd).ok().map(|()| {
+        // SAFETY: the parent passed this open descriptor for the child's
+        // result alone (NETNS_TEST_RESULT_FD); nothing else here owns it.
+        unsafe { std::fs::File::from_raw_fd(fd) }
+    });
+    let (begin, end) = markers(nonce);
+    print_raw(&begin, true);
+    print_raw(&begin, false);
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
         .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref()));
-    eprintln!("{END}");
-    println!("{END}\n{RESULT}{}", ended.encode());
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    print_raw(&end, true);
+    print_raw(&end, false);
+    if let Some(mut result) = result {
+        let _ = result.write_all(ended.encode().as_bytes());
+    }
     std::process::exit(0)
+}
+
+fn print_raw(bytes: &[u8], to_stdout: bool) {
+    let _ = if to_stdout {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|()| out.flush())
+    } else {
+        std::io::stderr().write_all(bytes)
+    };
 }
 
 /// In the test's process: runs the test `spec` in a child process in a new
 /// user namespace, relays the body's output (so that libtest captures it as
-/// any test's), enforces the timeout by killing the child, and returns how
-/// the test ended.
+/// any test's), enforces the timeout by killing the child's process group,
+/// and returns how the test ended.
 pub(crate) fn run_in_child_process(spec: &TestSpec) -> Ended {
-    let mut child = match spawn_child(spec) {
-        Ok(child) => child,
+    let nonce = new_nonce();
+    let (mut child, result) = match spawn_child(spec, &nonce) {
+        Ok(spawned) => spawned,
         Err(ended) => return ended,
     };
+    let (done, relays_done) = mpsc::channel();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let relay_err = std::thread::spawn(move || relay(stderr, false));
-    let relay_out = std::thread::spawn(move || relay(stdout, true));
+    for (stream, to_stdout) in [
+        (Box::new(stdout) as Box<dyn Read + Send>, true),
+        (Box::new(stderr), false),
+    ] {
+        let done = done.clone();
+        let markers = markers(&nonce);
+        // A thread spawned from the test's thread prints to the test's
+        // captured output, as libtest captures it.
+        std::thread::spawn(move || {
+            relay(stream, &markers, to_stdout);
+            let _ = done.send(());
+        });
+    }
     let deadline = spec
         .timeout
         .map(|t| Instant::now() + Duration::from_millis(t.millis));
     let status = wait_until(&mut child, deadline);
-    let result_line = relay_out.join().unwrap_or(None);
-    let _ = relay_err.join();
+    // Whatever the body left running in the child's process group goes with it.
+    sys::kill_process_group(child.id());
+    let relays_until = Instant::now() + RELAY_GRACE;
+    for _ in 0..2 {
+        let left = relays_until.saturating_duration_since(Instant::now());
+        if relays_done.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     match status {
         Err(error) => Ended::failed(
             FailureKind::Setup,
             format!("netns-test: waiting for the process of test `{}`: {error}", spec.name),
         ),
         Ok(None) => Ended::failed(FailureKind::TimedOut, spec.timed_out_message()),
-        Ok(Some(status)) => result_line.as_deref().and_then(Ended::decode).unwrap_or_else(|| {
+        Ok(Some(status)) => read_result(result).unwrap_or_else(|| {
             Ended::failed(
                 FailureKind::Setup,
                 format!(
@@ -78,14 +137,18 @@ pub(crate) fn run_in_child_process(spec: &TestSpec) -> Ended {
     }
 }
 
-/// Starts this test binary again for the one test, in a new user namespace.
-fn spawn_child(spec: &TestSpec) -> Result<Child, Ended> {
-    let exe = std::env::current_exe().map_err(|e| {
-        Ended::failed(
-            FailureKind::Setup,
-            format!("netns-test: cannot find the test binary to re-run: {e}"),
-        )
-    })?;
+/// Starts this test binary again for the one test, in a new user namespace
+/// and a process group of its own; returns it and the read end of its
+/// result descriptor.
+fn spawn_child(spec: &TestSpec, nonce: &str) -> Result<(Child, OwnedFd), Ended> {
+    let setup_failed = |what: &str, error: String| {
+        Ended::failed(FailureKind::Setup, format!("netns-test: {what}: {error}"))
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| setup_failed("cannot find the test binary to re-run", e.to_string()))?;
+    let (result_read, result_write) =
+        sys::pipe().map_err(|e| setup_failed("cannot make the result pipe", e.to_string()))?;
+    let result_fd = result_write.as_raw_fd();
     let mut command = Command::new(exe);
     command
         .args([
@@ -97,22 +160,41 @@ fn spawn_child(spec: &TestSpec) -> Result<Child, Ended> {
             "-q",
         ])
         .env(settings::INSIDE, spec.name)
+        .env(settings::RESULT_FD, format!("{result_fd} {nonce}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let maps = IdMaps::for_this_process();
-    // SAFETY: the hook makes system calls only (prctl, unshare, open, write,
-    // close) on buffers prepared before the fork; it does not allocate or lock.
+    // SAFETY: the hook makes system calls only (setpgid, fcntl, prctl,
+    // unshare, open, write, close) on buffers prepared before the fork; it
+    // does not allocate or lock.
     unsafe {
-        command.pre_exec(move || maps.enter_new_user_namespace());
+        command.pre_exec(move || {
+            sys::own_process_group()?;
+            sys::inherit_across_exec(result_fd)?;
+            maps.enter_new_user_namespace()
+        });
     }
-    command.spawn().map_err(|error| {
+    let child = command.spawn().map_err(|error| {
         Ended::setup_failed(spec.name, privilege::explain_user_namespace_refusal(error))
-    })
+    })?;
+    // Only the child writes a result: reading stops at what it wrote.
+    drop(result_write);
+    Ok((child, result_read))
 }
 
-/// Waits for the child until `deadline`, then kills it: `Ok(None)` when
-/// the time ran out.
+/// What the child wrote on its result descriptor before it ended. The
+/// descriptor is read without waiting: a process the body started without
+/// `exec` may still hold its write end.
+fn read_result(result: OwnedFd) -> Option<Ended> {
+    sys::set_nonblocking(result.as_fd()).ok()?;
+    let mut text = Vec::new();
+    let _ = std::fs::File::from(result).read_to_end(&mut text);
+    Ended::decode(std::str::from_utf8(&text).ok()?)
+}
+
+/// Waits for the child until `deadline`, then kills it and its process
+/// group: `Ok(None)` when the time ran out.
 fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
     let Some(deadline) = deadline else {
         return child.wait().map(Some);
@@ -122,6 +204,7 @@ fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<O
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {
+            sys::kill_process_group(child.id());
             let _ = child.kill();
             let _ = child.wait();
             return Ok(None);
@@ -130,25 +213,47 @@ fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<O
     }
 }
 
-/// Copies the child's output between the markers to this thread's stdout or
-/// stderr (which libtest captures), and returns the result line.
-fn relay(stream: impl Read, to_stdout: bool) -> Option<String> {
+/// Copies the child's output between the markers to this thread's stdout
+/// or stderr, byte for byte (text that is not UTF-8 is shown with
+/// replacement characters).
+fn relay(mut stream: impl Read, (begin, end): &(Vec<u8>, Vec<u8>), to_stdout: bool) {
+    let mut pending: Vec<u8> = Vec::new();
     let mut inside = false;
-    let mut result = None;
-    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-        if line == BEGIN {
-            inside = true;
-        } else if line == END {
-            inside = false;
-        } else if let Some(rest) = line.strip_prefix(RESULT) {
-            result = Some(rest.to_owned());
-        } else if inside {
-            if to_stdout {
-                println!("{line}");
-            } else {
-                eprintln!("{line}");
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&chunk[..read]);
+        // Whole lines, each a marker or the body's output.
+        while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=newline).collect();
+            if line == *begin {
+                inside = true;
+            } else if line == *end {
+                inside = false;
+            } else if inside {
+                show(&line, to_stdout);
             }
         }
+        // A long line without an end is shown as it comes.
+        if inside && pending.len() >= chunk.len() {
+            show(&std::mem::take(&mut pending), to_stdout);
+        }
     }
-    result
+    if inside && !pending.is_empty() {
+        show(&pending, to_stdout);
+    }
+}
+
+fn show(bytes: &[u8], to_stdout: bool) {
+    let text = String::from_utf8_lossy(bytes);
+    if to_stdout {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
 }

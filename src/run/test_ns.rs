@@ -2,8 +2,7 @@
 //! host first, entering fresh namespaces, and at the end the reports,
 //! captures, kept namespaces and the way home.
 
-use super::outcome::{Ended, FailureKind};
-use super::spec::TestSpec;
+use crate::contract::{Ended, FailureKind, TestSpec};
 use crate::debug::capture::{self, Capture};
 use crate::debug::{keep, trace};
 use crate::error::Error;
@@ -44,10 +43,10 @@ impl HostSide {
         Ok(HostSide { veth })
     }
 
-    /// The veth pair's host-side name and index, for deleting it when the
+    /// What deletes the veth pair (or keeps it from being made) when the
     /// test times out.
-    pub(crate) fn veth(&self) -> Option<crate::veth::Veth> {
-        self.veth.as_ref().map(|v| v.veth().clone())
+    pub(crate) fn veth(&self) -> Option<crate::veth::PairHandle> {
+        self.veth.as_ref().map(VethSetup::handle)
     }
 }
 
@@ -75,13 +74,38 @@ impl TestNamespace {
     }
 
     fn set_up(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
-        let HostSide { mut veth } = host;
-        let trace = trace::Steps::new(spec.name);
         let home = if on_own_harness_thread(spec) {
             None
         } else {
             Some(Home::here()?)
         };
+        match Self::set_up_inside(spec, host) {
+            Ok(mut namespace) => {
+                namespace.home = home;
+                Ok(namespace)
+            }
+            Err(error) => {
+                // Never leave a thread that goes on (a tokio worker, say)
+                // half in the test's namespaces.
+                if let Some(home) = home {
+                    if let Err(back) = home.go_back() {
+                        panic!(
+                            "netns-test: setting up the namespaces of test `{}` failed ({error}), \
+                             and moving the thread back failed too: {back}",
+                            spec.name
+                        );
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Everything from the fresh namespaces on; on error the caller takes
+    /// the thread home.
+    fn set_up_inside(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
+        let HostSide { mut veth } = host;
+        let trace = trace::Steps::new(spec.name);
         isolation::isolate_this_thread()?;
         trace.step("new network and mount namespace, lo up, accept_dad=0");
         let capture_policy = spec.capture_policy();
@@ -98,7 +122,11 @@ impl TestNamespace {
             veth.create()?;
             trace.step("veth pair created");
         }
+        let keep = spec.keep_policy();
         let nodes = Arc::new(Nodes {
+            // Held for the end of the test only when a policy may need them:
+            // otherwise a dropped Network frees its namespaces at once.
+            hold: keep.is_some() || capture_dir.is_some(),
             capture_dir,
             made: Mutex::default(),
             seeds: Mutex::default(),
@@ -110,12 +138,12 @@ impl TestNamespace {
         trace.step("registered");
         Ok(TestNamespace {
             test: spec.name,
-            keep: spec.keep_policy(),
+            keep,
             capture,
             nodes,
             _registration: registration,
             veth,
-            home,
+            home: None,
         })
     }
 
@@ -155,20 +183,26 @@ impl TestNamespace {
     }
 
     fn keep_namespaces(&self, nodes: &[MadeNode]) {
+        let own = match NetNs::registered_current() {
+            Ok(Some(own)) => own,
+            Ok(None) => {
+                eprintln!(
+                    "netns-test: cannot keep the namespaces of `{}`: its namespace is not registered",
+                    self.test
+                );
+                return;
+            }
+            Err(error) => {
+                eprintln!(
+                    "netns-test: cannot keep the namespaces of `{}`: {error}",
+                    self.test
+                );
+                return;
+            }
+        };
         let veth = self.veth.as_ref().map(|v| v.veth().clone());
-        let own = NetNs::try_current()
-            .ok_or_else(|| {
-                Error::detected(
-                    "find the test's namespace",
-                    std::io::ErrorKind::NotFound,
-                    "it is not registered",
-                )
-            })
-            .and_then(|ns| keep::keep(&ns, self.test, None, veth.as_ref()));
-        let others = nodes
-            .iter()
-            .map(|node| keep::keep(&node.ns, self.test, Some(&node.name), None));
-        for result in std::iter::once(own).chain(others) {
+        let nodes: Vec<(&str, &NetNs)> = nodes.iter().map(|n| (n.name.as_str(), &n.ns)).collect();
+        for result in keep::keep(self.test, &own, veth.as_ref(), &nodes) {
             match result {
                 Ok(message) => eprintln!("{message}"),
                 Err(error) => eprintln!(
@@ -250,6 +284,8 @@ pub(crate) fn on_own_harness_thread(spec: &TestSpec) -> bool {
 /// The topology nodes a running test made, for its keep and capture
 /// policies.
 struct Nodes {
+    /// Whether to hold the nodes until the test ends (keep or capture is on).
+    hold: bool,
     /// Where the nodes' captures go, when the test captures.
     capture_dir: Option<PathBuf>,
     made: Mutex<Vec<MadeNode>>,
@@ -265,6 +301,9 @@ struct MadeNode {
 
 impl Observer for Nodes {
     fn made(&self, name: &str, ns: &NetNs) -> Result<(), Error> {
+        if !self.hold {
+            return Ok(());
+        }
         let capture = self
             .capture_dir
             .as_ref()

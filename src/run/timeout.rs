@@ -1,9 +1,8 @@
 //! `#[netns_test(timeout = "..")]`: the test runs on a thread of its own and
 //! fails when the time is up.
 
-use super::outcome::{Ended, FailureKind};
-use super::spec::TestSpec;
 use super::test_ns::HostSide;
+use crate::contract::{Ended, FailureKind, TestSpec};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -48,7 +47,7 @@ pub(crate) fn run_with_timeout(
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let mut message = spec.timed_out_message();
             if let Some(veth) = &veth {
-                if let Err(error) = crate::veth::delete_now(veth) {
+                if let Err(error) = veth.delete_now() {
                     message.push_str(&format!("; deleting its veth pair failed: {error}"));
                 }
             }

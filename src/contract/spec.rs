@@ -1,7 +1,7 @@
 //! One test's options, as the attribute wrote them into a `static`.
 
 use crate::settings::{self, Policy};
-use crate::veth::VethSpec;
+use crate::veth_pair::VethSpec;
 use std::sync::atomic::AtomicBool;
 
 /// A timeout as the user wrote it, and its value.

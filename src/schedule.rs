@@ -1,6 +1,6 @@
 //! [`Schedule`]: impairments that change during a test.
 
-use super::impairment::{Impairment, Model};
+use crate::impairment::{Impairment, Model};
 use crate::error::Error;
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ impl Schedule {
     }
 
     /// Checks every step: the error names the step and the bad value.
-    pub(super) fn plan(&self) -> Result<Plan, Error> {
+    pub(crate) fn plan(&self) -> Result<Plan, Error> {
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, (duration, impairment)) in self.steps.iter().enumerate() {
             let model = impairment.check().map_err(|why| {
@@ -68,14 +68,14 @@ impl Schedule {
 
 /// A checked [`Schedule`], in nanoseconds.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Plan {
+pub(crate) struct Plan {
     pub steps: Vec<(u64, Model)>,
     pub repeat: bool,
 }
 
 impl Plan {
     /// A plan of one step that lasts for ever.
-    pub(super) fn constant(model: Model) -> Plan {
+    pub(crate) fn constant(model: Model) -> Plan {
         Plan {
             steps: vec![(u64::MAX, model)],
             repeat: false,
@@ -84,7 +84,7 @@ impl Plan {
 
     /// The step in force `elapsed` nanoseconds after the start, and when
     /// (after the start) the next step begins, if one does.
-    pub(super) fn at(&self, elapsed: u64) -> (Model, Option<u64>) {
+    pub(crate) fn at(&self, elapsed: u64) -> (Model, Option<u64>) {
         if self.steps.is_empty() {
             return (Model::default(), None);
         }

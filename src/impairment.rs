@@ -5,25 +5,25 @@ use crate::error::Error;
 use std::time::Duration;
 
 /// The longest delay, and the largest jitter, a link accepts.
-pub(super) const MAX_DELAY: Duration = Duration::from_secs(60);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 /// The fastest rate limit, in kbit/s (100 Gbit/s).
-pub(super) const MAX_RATE_KBIT: u64 = 100_000_000;
+pub(crate) const MAX_RATE_KBIT: u64 = 100_000_000;
 /// The smallest and largest queue of a rate-limited direction, in bytes:
 /// at least one full-size frame.
-pub(super) const MIN_QUEUE_BYTES: u64 = 1514;
-pub(super) const MAX_QUEUE_BYTES: u64 = 1 << 30;
+pub(crate) const MIN_QUEUE_BYTES: u64 = 1514;
+pub(crate) const MAX_QUEUE_BYTES: u64 = 1 << 30;
 /// The smallest and largest path MTU of [`Impairment::mtu`].
-pub(super) const MIN_MTU: u32 = 68;
-pub(super) const MAX_MTU: u32 = 65535;
+pub(crate) const MIN_MTU: u32 = 68;
+pub(crate) const MAX_MTU: u32 = 65535;
 /// The longest mean burst of [`Impairment::loss_bursts`], in packets.
-pub(super) const MAX_BURST: u32 = 1_000_000;
+pub(crate) const MAX_BURST: u32 = 1_000_000;
 
-/// How a link misbehaves: pass it to [`Link::impair`](super::Link::impair)
-/// (both directions), [`Link::impair_from`](super::Link::impair_from) (one
-/// direction) or a [`Schedule`](super::Schedule).
+/// How a link misbehaves: pass it to [`Link::impair`](crate::Link::impair)
+/// (both directions), [`Link::impair_from`](crate::Link::impair_from) (one
+/// direction) or a [`Schedule`](crate::Schedule).
 ///
 /// Every knob acts on each direction it is applied to; every random choice
-/// comes from the network's seed ([`Network::seed`](super::Network::seed)).
+/// comes from the network's seed ([`Network::seed`](crate::Network::seed)).
 /// A knob left out does nothing; [`Impairment::new`] alone clears a link.
 ///
 /// ```
@@ -53,7 +53,7 @@ pub struct Impairment {
 }
 
 impl Impairment {
-    /// No impairment: given to [`Link::impair`](super::Link::impair), it
+    /// No impairment: given to [`Link::impair`](crate::Link::impair), it
     /// clears the link.
     pub fn new() -> Impairment {
         Impairment::default()
@@ -139,12 +139,12 @@ impl Impairment {
     /// Checks every value and returns what the engine runs: an
     /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error of
     /// `operation` that names the value and its valid range.
-    pub(super) fn model(&self, operation: &'static str) -> Result<Model, Error> {
+    pub(crate) fn model(&self, operation: &'static str) -> Result<Model, Error> {
         self.check()
             .map_err(|why| Error::invalid_input(operation, why))
     }
 
-    pub(super) fn check(&self) -> Result<Model, String> {
+    pub(crate) fn check(&self) -> Result<Model, String> {
         let invalid = Err;
         let percent = |name: &str, value: Option<f64>| -> Result<f64, String> {
             match value {
@@ -250,7 +250,7 @@ impl Impairment {
 /// A checked [`Impairment`], in the engine's units: nanoseconds,
 /// probabilities from 0 to 1, bytes per second.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(super) struct Model {
+pub(crate) struct Model {
     /// Whether any knob is set, even to a value that changes nothing
     /// (`loss(0.0)`): the direction then goes through the engine.
     pub engaged: bool,
@@ -269,7 +269,7 @@ pub(super) struct Model {
 impl Model {
     /// Whether no knob is set ([`Impairment::new`]): the direction is a
     /// plain veth.
-    pub(super) fn is_clear(&self) -> bool {
+    pub(crate) fn is_clear(&self) -> bool {
         !self.engaged
     }
 }
@@ -277,7 +277,7 @@ impl Model {
 /// The two transition probabilities of a Gilbert–Elliott channel whose
 /// bad state loses every packet and good state none.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct GilbertElliott {
+pub(crate) struct GilbertElliott {
     /// From good to bad, per packet.
     pub enter: f64,
     /// From bad to good, per packet: 1 / mean burst length.
