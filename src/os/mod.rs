@@ -5,6 +5,7 @@
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;
+pub(crate) mod nftables;
 pub(crate) mod privilege;
 pub(crate) mod sys;
 pub(crate) mod uapi;
