@@ -7,6 +7,7 @@ pub(crate) mod host_routes;
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;
+pub(crate) mod nftables;
 pub(crate) mod packet;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;

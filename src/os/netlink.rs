@@ -388,10 +388,10 @@ fn bpf_filter(index: i32, hook: u16, k: u32, more: &[u8], what: String) -> Messa
         minor: hook,
     };
     // Priority 1, protocol ETH_P_ALL (in network order).
-    m.header.info = (1u32 << 16) | u32::from(tc::ETH_P_ALL.to_be());
+    m.header.info = (1u32 << 16) | u32::from((libc::ETH_P_ALL as u16).to_be());
     // struct sock_filter: code u16, jt u8, jf u8, k u32.
     let mut program = [0u8; 8];
-    program[0..2].copy_from_slice(&tc::BPF_RET_K.to_ne_bytes());
+    program[0..2].copy_from_slice(&((libc::BPF_RET | libc::BPF_K) as u16).to_ne_bytes());
     program[4..8].copy_from_slice(&k.to_ne_bytes());
     let mut options = raw_attribute(tc::TCA_BPF_OPS_LEN, &1u16.to_ne_bytes());
     options.extend(raw_attribute(tc::TCA_BPF_OPS, &program));

@@ -5,17 +5,13 @@
 //! wait (ppoll).
 
 use crate::error::Error;
+use crate::os::uapi::ethtool::{ETHTOOL_GLINK, ETHTOOL_STXCSUM};
 use nix::libc;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const ETHTOOL_STXCSUM: u32 = 0x17;
-const ETHTOOL_GLINK: u32 = 0x0a;
+const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 /// What the engine asks of its sockets' buffers: room for bursts of
 /// thousands of frames, so that no frame is dropped outside the model.
 const BUFFER_BYTES: libc::c_int = 32 << 20;
@@ -81,7 +77,7 @@ pub(crate) fn receiver(index: i32) -> Result<OwnedFd, Error> {
     // (synchronize_net, about 10 ms) to unhook it. Bound with ETH_P_ALL, it
     // is hooked once, on this interface only.
     let fd = packet_socket(0, libc::SOCK_NONBLOCK)?;
-    if !set_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) {
+    if !set_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1) {
         return Err(last_error("setsockopt(PACKET_IGNORE_OUTGOING)"));
     }
     large_buffer(&fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
@@ -94,7 +90,7 @@ pub(crate) fn receiver(index: i32) -> Result<OwnedFd, Error> {
 /// egress filters. It receives nothing.
 pub(crate) fn sender(index: i32) -> Result<OwnedFd, Error> {
     let fd = packet_socket(0, libc::SOCK_NONBLOCK)?;
-    if !set_int(&fd, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1) {
+    if !set_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1) {
         return Err(last_error("setsockopt(PACKET_QDISC_BYPASS)"));
     }
     large_buffer(&fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
@@ -118,7 +114,7 @@ fn ethtool_value(socket: BorrowedFd<'_>, name: &str, cmd: u32, data: u32) -> io:
     }
     request.ifr_ifru.ifru_data = (&raw mut value).cast();
     // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to; both outlive the call.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, &mut request) };
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -4,8 +4,7 @@
 //! remove one here when a dependency starts to define it.
 
 /// The fault engine's filters: `include/uapi/linux/pkt_cls.h` (cls_bpf's
-/// options, actions, verdicts), `tc_act/tc_mirred.h`, `if_ether.h`,
-/// `filter.h` (classic BPF).
+/// options, actions, verdicts) and `tc_act/tc_mirred.h`.
 pub(crate) mod tc {
     pub(crate) const TCA_BPF_ACT: u16 = 1;
     pub(crate) const TCA_BPF_OPS_LEN: u16 = 4;
@@ -18,7 +17,11 @@ pub(crate) mod tc {
     pub(crate) const TC_ACT_SHOT: u32 = 2;
     pub(crate) const TC_ACT_STOLEN: i32 = 4;
     pub(crate) const TCA_EGRESS_REDIR: i32 = 1;
-    pub(crate) const ETH_P_ALL: u16 = 0x0003;
-    /// Classic BPF `ret #k` (BPF_RET | BPF_K).
-    pub(crate) const BPF_RET_K: u16 = 0x06;
+}
+
+/// `include/uapi/linux/ethtool.h`: the two legacy ethtool commands the
+/// fault engine sends.
+pub(crate) mod ethtool {
+    pub(crate) const ETHTOOL_GLINK: u32 = 0x0a;
+    pub(crate) const ETHTOOL_STXCSUM: u32 = 0x17;
 }
