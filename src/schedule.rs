@@ -1,7 +1,7 @@
 //! [`Schedule`]: impairments that change during a test.
 
-use crate::impairment::{Impairment, Model};
 use crate::error::Error;
+use crate::impairment::{Impairment, Model};
 use std::time::Duration;
 
 /// Impairments that follow each other in time: each step holds for its

@@ -241,6 +241,16 @@ impl Node {
     pub fn masquerade(&self, _outside: &Link) -> Result<(), Error> {
         match self.0 {}
     }
+
+    pub fn forward_port(
+        &self,
+        _outside: &Link,
+        _port: u16,
+        _server: &Node,
+        _server_port: u16,
+    ) -> Result<(), Error> {
+        match self.0 {}
+    }
 }
 
 /// A bridge in a namespace of its own: none exist on this platform.

@@ -230,9 +230,12 @@ fn explain_host_refusal(error: Error) -> Error {
 fn host_has_ipv6() -> bool {
     static IPV6: OnceLock<bool> = OnceLock::new();
     *IPV6.get_or_init(|| {
-        ["net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"]
-            .iter()
-            .all(|key| sys::read_sysctl(key).as_deref() == Some("0"))
+        [
+            "net/ipv6/conf/all/disable_ipv6",
+            "net/ipv6/conf/default/disable_ipv6",
+        ]
+        .iter()
+        .all(|key| sys::read_sysctl(key).as_deref() == Some("0"))
     })
 }
 
@@ -245,9 +248,9 @@ fn foreign_host_uses() -> Result<Vec<HostUse>, Error> {
 /// The whole pool: 198.18.0.0/15 and fdc7:3a59:41e2::/48.
 fn pool_nets() -> [Net; 2] {
     [
-    Net::new(IpAddr::V4(Ipv4Addr::from(pool::IPV4)), 15),
-    Net::new(IpAddr::V6(pool::ula(0, 0)), 48),
-]
+        Net::new(IpAddr::V4(Ipv4Addr::from(pool::IPV4)), 15),
+        Net::new(IpAddr::V6(pool::ula(0, 0)), 48),
+    ]
 }
 
 /// What of the host's routing overlaps the pool, read once per process:
@@ -266,7 +269,13 @@ fn pool_clashes() -> Result<&'static [HostUse], Error> {
                 .map_err(|e| e.to_string())
         })
         .as_deref()
-        .map_err(|e| Error::detected("read the host's routes", std::io::ErrorKind::Other, e.clone()))
+        .map_err(|e| {
+            Error::detected(
+                "read the host's routes",
+                std::io::ErrorKind::Other,
+                e.clone(),
+            )
+        })
 }
 
 /// What of the host's routing a slot's subnets would overlap, if anything.
@@ -319,7 +328,10 @@ fn user_subnet_refusal(subnet: &Net, uses: &[HostUse]) -> Option<String> {
         .map(|(a, p)| Net::new(a.parse().expect("a valid range"), *p))
         .any(|range| range.contains(subnet));
     if !allowed {
-        let ranges: Vec<String> = USER_RANGES.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        let ranges: Vec<String> = USER_RANGES
+            .iter()
+            .map(|(a, p)| format!("{a}/{p}"))
+            .collect();
         return Some(format!(
             "is not in a private or documentation range ({})",
             ranges.join(", ")
@@ -334,12 +346,20 @@ fn user_subnet_refusal(subnet: &Net, uses: &[HostUse]) -> Option<String> {
 fn masked(net: &Net) -> String {
     let address = match net.address {
         IpAddr::V4(a) => {
-            let bits = u32::from(a).checked_shr(32 - u32::from(net.prefix)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(bits.checked_shl(32 - u32::from(net.prefix)).unwrap_or(0)))
+            let bits = u32::from(a)
+                .checked_shr(32 - u32::from(net.prefix))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(
+                bits.checked_shl(32 - u32::from(net.prefix)).unwrap_or(0),
+            ))
         }
         IpAddr::V6(a) => {
-            let bits = u128::from(a).checked_shr(128 - u32::from(net.prefix)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(bits.checked_shl(128 - u32::from(net.prefix)).unwrap_or(0)))
+            let bits = u128::from(a)
+                .checked_shr(128 - u32::from(net.prefix))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(
+                bits.checked_shl(128 - u32::from(net.prefix)).unwrap_or(0),
+            ))
         }
     };
     format!("{address}/{}", net.prefix)
@@ -420,7 +440,11 @@ fn lease_a_slot() -> Result<Lease, Error> {
         ),
         None => format!("all {SLOTS} slots are in use"),
     };
-    Err(Error::detected("lease a veth slot", std::io::ErrorKind::AddrInUse, why))
+    Err(Error::detected(
+        "lease a veth slot",
+        std::io::ErrorKind::AddrInUse,
+        why,
+    ))
 }
 
 /// Leases `slot` if its subnets are free on the host, no one holds it and
@@ -518,7 +542,14 @@ mod tests {
         assert!((0..1000).map(|_| next_slot()).all(|s| s < SLOTS));
         assert_eq!(slot_of("ntveth5"), Some(5));
         assert_eq!(slot_of("ntveth32767"), Some(32767));
-        for foreign in ["ntveth05", "ntveth+5", "ntveth32768", "ntveth", "ntveth5a", "ntkeep5"] {
+        for foreign in [
+            "ntveth05",
+            "ntveth+5",
+            "ntveth32768",
+            "ntveth",
+            "ntveth5a",
+            "ntkeep5",
+        ] {
             assert_eq!(slot_of(foreign), None, "{foreign}");
         }
     }
@@ -539,7 +570,9 @@ mod tests {
         let name = host_name(slot);
         let peer = format!("{name}p");
         let index = (HOST_INDEX_BASE + slot as i32).to_string();
-        assert!(ip(&["link", "add", &name, "index", &index, "type", "veth", "peer", "name", &peer]));
+        assert!(ip(&[
+            "link", "add", &name, "index", &index, "type", "veth", "peer", "name", &peer
+        ]));
         assert!(
             try_lease(slot, &[]).unwrap().is_none(),
             "a slot whose interface exists"
@@ -570,8 +603,28 @@ mod tests {
         let kept = format!("{KEPT_NAME_PREFIX}{}", SLOTS - 3);
         let kept_index = (HOST_INDEX_BASE + (SLOTS - 3) as i32).to_string();
         assert!(ip(&["link", "add", &bridge, "type", "bridge"]));
-        assert!(ip(&["link", "add", padded, "type", "veth", "peer", "name", "ntpaddedp"]));
-        assert!(ip(&["link", "add", &kept, "index", &kept_index, "type", "veth", "peer", "name", "ntkeptp"]));
+        assert!(ip(&[
+            "link",
+            "add",
+            padded,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ntpaddedp"
+        ]));
+        assert!(ip(&[
+            "link",
+            "add",
+            &kept,
+            "index",
+            &kept_index,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ntkeptp"
+        ]));
         let busy_bridge = try_lease(SLOTS - 2, &[]).unwrap().is_none();
         let busy_kept = try_lease(SLOTS - 3, &[]).unwrap().is_none();
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -582,7 +635,12 @@ mod tests {
         }
         assert!(busy_bridge, "a slot whose name a bridge has");
         assert!(busy_kept, "a slot whose index a kept end has");
-        assert!(!removed.iter().any(|r| [&bridge, padded, &kept].contains(&r.as_str())), "{removed:?}");
+        assert!(
+            !removed
+                .iter()
+                .any(|r| [&bridge, padded, &kept].contains(&r.as_str())),
+            "{removed:?}"
+        );
         assert_eq!(left, [true; 3], "a foreign interface was deleted");
     }
 
@@ -613,12 +671,27 @@ mod tests {
         ];
         let refusal = |subnet: &str| user_subnet_refusal(&net(subnet), &uses);
         assert!(refusal("10.0.0.2/30").unwrap().contains("gateway 10.0.0.1"));
-        assert!(refusal("192.168.7.0/24").unwrap().contains("192.168.0.0/16 on wg0"));
-        assert!(refusal("10.0.0.0/8").unwrap().contains("gateway"), "wider, both ways");
+        assert!(
+            refusal("192.168.7.0/24")
+                .unwrap()
+                .contains("192.168.0.0/16 on wg0")
+        );
+        assert!(
+            refusal("10.0.0.0/8").unwrap().contains("gateway"),
+            "wider, both ways"
+        );
         assert!(refusal("200.0.0.1/1").is_some(), "half the internet");
-        assert!(refusal("8.8.8.0/24").unwrap().contains("private or documentation range"));
+        assert!(
+            refusal("8.8.8.0/24")
+                .unwrap()
+                .contains("private or documentation range")
+        );
         assert!(refusal("198.18.4.0/24").unwrap().contains("own pool"));
-        assert!(refusal("fdc7:3a59:41e2:1::/64").unwrap().contains("own pool"));
+        assert!(
+            refusal("fdc7:3a59:41e2:1::/64")
+                .unwrap()
+                .contains("own pool")
+        );
         assert_eq!(refusal("198.51.100.2/24"), None);
         assert_eq!(refusal("10.9.0.2/30"), None);
         assert_eq!(refusal("2001:db8:7::2/64"), None);

@@ -422,7 +422,7 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("11 passed"), "{text}");
+    assert!(text.contains("16 passed"), "{text}");
 }
 
 /// NAT and loss speak nf_tables over netlink: the masquerade and loss tests
@@ -458,4 +458,152 @@ fn nat_and_loss_need_no_nft_program() {
     if nix::unistd::geteuid().is_root() {
         run(true);
     }
+}
+
+#[netns_test]
+fn a_link_cut_and_healed_keeps_its_addresses_and_routes_in_both_families() {
+    // a -- r -- b: a reaches b only through its default routes via r.
+    let net = Network::new();
+    let a = net.node("a").unwrap();
+    let r = net.router("r").unwrap();
+    let b = net.node("b").unwrap();
+    let uplink = net.link(&a, &r).unwrap();
+    let far = net.link(&r, &b).unwrap();
+    let targets = [IpAddr::V4(b.ipv4_on(&far)), IpAddr::V6(b.ipv6_on(&far))];
+    for target in targets {
+        let _server = serve_once(&b, target, 7000);
+        assert!(connects(&a, target, 7000), "before the cut: {target}");
+    }
+    uplink.set_down().unwrap();
+    uplink.set_up().unwrap();
+    for target in targets {
+        let _server = serve_once(&b, target, 7001);
+        assert!(
+            connects(&a, target, 7001),
+            "after the cut and heal: {target}"
+        );
+    }
+    // And the link's own addresses, both ways.
+    for target in [
+        IpAddr::V4(r.ipv4_on(&uplink)),
+        IpAddr::V6(r.ipv6_on(&uplink)),
+    ] {
+        let _server = serve_once(&r, target, 7002);
+        assert!(connects(&a, target, 7002), "on the healed link: {target}");
+    }
+}
+
+#[netns_test]
+fn a_node_cannot_be_linked_to_itself() {
+    let net = Network::new();
+    let a = net.node("a").unwrap();
+    let error = net.link(&a, &a).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+    assert!(error.to_string().contains("two different nodes"), "{error}");
+}
+
+#[netns_test]
+fn node_names_must_be_host_names_and_unique() {
+    let net = Network::new();
+    for bad in ["edge/1", "", "-a", "under_score"] {
+        let error = net.node(bad).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{bad}: {error}"
+        );
+        assert!(
+            error.to_string().contains("not a valid host name"),
+            "{error}"
+        );
+    }
+    net.node("edge-1").unwrap();
+    let error = net.router("edge-1").unwrap_err();
+    assert!(error.to_string().contains("already"), "{error}");
+}
+
+#[netns_test]
+fn every_node_reaches_every_other_by_name() {
+    let net = Network::new();
+    let client = net.node("client").unwrap();
+    let router = net.router("gateway").unwrap();
+    let lan = net.switch("lan").unwrap();
+    net.link(&client, &router).unwrap();
+    net.attach(&router, &lan).unwrap();
+    // A node made after the others' addresses, and one after it.
+    let server = net.node("server").unwrap();
+    net.attach(&server, &lan).unwrap();
+    let listener = server
+        .netns()
+        .run(|| TcpListener::bind("0.0.0.0:80").unwrap());
+    let peer = client.netns().run(|| {
+        let stream = TcpStream::connect(("server", 80)).unwrap();
+        stream.peer_addr().unwrap()
+    });
+    // IPv4 first.
+    assert!(peer.is_ipv4(), "{peer}");
+    listener.accept().unwrap();
+    let listener6 = client.netns().run(|| TcpListener::bind("[::]:81").unwrap());
+    server
+        .netns()
+        .run(|| TcpStream::connect(("client", 81)).unwrap());
+    listener6.accept().unwrap();
+    // Every name resolves from every node, in both families.
+    for from in [&client, &router, &server] {
+        let resolved = from.netns().run(|| {
+            use std::net::ToSocketAddrs;
+            ["client", "gateway", "server"].map(|name| {
+                let all: Vec<IpAddr> = (name, 1)
+                    .to_socket_addrs()
+                    .unwrap()
+                    .map(|a| a.ip())
+                    .collect();
+                (
+                    all.iter().any(IpAddr::is_ipv4),
+                    all.iter().any(IpAddr::is_ipv6),
+                )
+            })
+        });
+        assert_eq!(resolved, [(true, true); 3], "from {}", from.name());
+    }
+}
+
+#[netns_test]
+fn a_forwarded_port_reaches_a_server_behind_nat() {
+    // client --outside-- router (NAT) --inside-- server
+    let net = Network::new();
+    let client = net.node("client").unwrap();
+    let router = net.router("router").unwrap();
+    let server = net.node("server").unwrap();
+    let outside = net.link(&client, &router).unwrap();
+    let inside = net.link(&router, &server).unwrap();
+    router.masquerade(&outside).unwrap();
+    router.forward_port(&outside, 8080, &server, 80).unwrap();
+    let tcp = server.netns().run(|| TcpListener::bind("[::]:80").unwrap());
+    let udp = server.netns().run(|| UdpSocket::bind("[::]:80").unwrap());
+    for public in [
+        IpAddr::V4(router.ipv4_on(&outside)),
+        IpAddr::V6(router.ipv6_on(&outside)),
+    ] {
+        let from = client.netns().run(move || {
+            let stream = TcpStream::connect((public, 8080)).unwrap();
+            stream.local_addr().unwrap().ip()
+        });
+        let (_, peer) = tcp.accept().unwrap();
+        // Destination NAT only: the server sees the client as it is.
+        assert_eq!(peer.ip().to_canonical(), from, "over {public}");
+        client.netns().run(move || {
+            let socket =
+                UdpSocket::bind((if public.is_ipv4() { "0.0.0.0" } else { "::" }, 0)).unwrap();
+            socket.send_to(b"forwarded", (public, 8080)).unwrap();
+        });
+        let mut buf = [0u8; 16];
+        udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (n, _) = udp.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"forwarded", "over {public}");
+    }
+    // Not forwarded: another port stays closed.
+    let public = IpAddr::V4(router.ipv4_on(&outside));
+    assert!(!connects(&client, public, 8081));
+    let _ = inside;
 }

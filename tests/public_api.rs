@@ -67,6 +67,7 @@ fn signatures() {
     let _: fn(&Node, &Link) -> String = Node::interface_on;
     let _: fn(&Node, &str, IpAddr) -> Result<(), Error> = Node::route;
     let _: fn(&Node, &Link) -> Result<(), Error> = Node::masquerade;
+    let _: fn(&Node, &Link, u16, &Node, u16) -> Result<(), Error> = Node::forward_port;
 
     thread_safe::<Switch>();
     thread_safe::<Link>();

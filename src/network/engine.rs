@@ -8,9 +8,9 @@
 
 use super::pipeline::{Counters, Pipeline};
 use super::prng::Prng;
-use crate::schedule::Plan;
 use crate::error::Error;
 use crate::os::packet;
+use crate::schedule::Plan;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -191,7 +191,7 @@ fn run(shared: &Shared, seed: u64) -> Vec<(DirectionId, Counters)> {
                     &mut lengths,
                 )
                 .unwrap_or(0);
-                for (slot, length) in slots.iter().zip(&lengths) {
+                for (slot, length) in slots.iter().zip(&lengths).take(received) {
                     // Commands sent meanwhile apply to the frames after them.
                     take_commands(shared, seed, &mut directions);
                     let Some(direction) = directions.iter_mut().find(|d| d.id == id) else {

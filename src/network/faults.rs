@@ -13,11 +13,11 @@
 //! veth. Cleared, it loses the redirect and is a plain veth again.
 
 use super::engine::{DirectionId, Engine, Sockets};
-use crate::schedule::{Plan, Schedule};
 use super::{Link, NetworkInner, Node};
-use crate::impairment::Impairment;
 use crate::error::Error;
+use crate::impairment::Impairment;
 use crate::os::{netlink, packet};
+use crate::schedule::{Plan, Schedule};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 

@@ -29,6 +29,7 @@
 
 mod engine;
 mod faults;
+mod names;
 mod pipeline;
 mod prng;
 
@@ -60,6 +61,8 @@ struct NetworkInner {
     seed: u64,
     /// The fault engine, started by the first impairment.
     engine: Mutex<Option<Arc<engine::Engine>>>,
+    /// The nodes' names, and every node's /etc/hosts.
+    names: names::Names,
 }
 
 impl Default for Network {
@@ -111,6 +114,7 @@ impl Network {
                 next_stream: AtomicU32::new(0),
                 seed,
                 engine: Mutex::new(None),
+                names: names::Names::default(),
             }),
         }
     }
@@ -121,14 +125,19 @@ impl Network {
     }
 
     /// A new node: a namespace with `lo` up, its own `/sys` and `/etc/hosts`.
+    ///
+    /// `name` must be a valid host name (`server`, `edge-1`), not taken by
+    /// another node of this network: every node reaches every other by its
+    /// name (`TcpStream::connect(("server", 80))`), through its private
+    /// `/etc/hosts`, IPv4 first.
     pub fn node(&self, name: &str) -> Result<Node, Error> {
-        Node::new(name, false)
+        Node::new(self, name, false)
     }
 
     /// A new node that forwards IPv4 and IPv6 between its links. Nodes linked
     /// to it get their default routes via it, when they have none yet.
     pub fn router(&self, name: &str) -> Result<Node, Error> {
-        let router = Node::new(name, true)?;
+        let router = Node::new(self, name, true)?;
         for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
             router
                 .netns()
@@ -141,6 +150,15 @@ impl Network {
     /// A veth pair between `a` and `b`, up, with an IPv4 /30 and an IPv6 /64
     /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`.
     pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
+        if Arc::ptr_eq(&a.inner, &b.inner) {
+            return Err(Error::invalid_input(
+                "link",
+                format!(
+                    "a link needs two different nodes, and both ends are {}",
+                    a.name()
+                ),
+            ));
+        }
         let k = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
         if k >= MAX_LINKS {
             return Err(Error::detected(
@@ -174,7 +192,7 @@ impl Network {
                 format!("a network holds at most {MAX_SWITCHES} switches"),
             ));
         }
-        let node = Node::new(name, false)?;
+        let node = Node::new(self, name, false)?;
         let bridge = node.next_index();
         node.netlink_run(vec![netlink::new_bridge("br0", bridge)])?;
         Ok(Switch {
@@ -263,6 +281,11 @@ struct NodeInner {
     /// 0.12 ms once, where opening it with every node would cost each node
     /// 10-17 us, also the many that never use NAT or loss.
     nftables: Mutex<Option<Netlink>>,
+    /// The routes netns-test added (destination, prefix, gateway), to give
+    /// them back when a cut link is healed.
+    routes: Mutex<Vec<(IpAddr, u8, IpAddr)>>,
+    /// The node's addresses on its links.
+    addresses: Mutex<Vec<Addresses>>,
     next_index: AtomicI32,
     default_v4: AtomicBool,
     default_v6: AtomicBool,
@@ -279,20 +302,31 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    fn new(name: &str, router: bool) -> Result<Node, Error> {
+    fn new(network: &Network, name: &str, router: bool) -> Result<Node, Error> {
+        names::check_name(name)?;
+        let names = &network.inner.names;
+        names.claim(name)?;
         // Made in a test: its keep and capture policies cover the node too.
         let observer = crate::netns::current_observer();
-        let (ns, netlink) = NetNs::new_with(|ns| {
+        let (ns, (netlink, hosts)) = NetNs::new_with(|ns| {
             if let Some(observer) = &observer {
                 observer.made(name, ns)?;
             }
-            Netlink::open()
-        })?;
+            let hosts = std::fs::OpenOptions::new()
+                .append(true)
+                .open("/etc/hosts")
+                .map_err(|e| Error::at("open", std::path::Path::new("/etc/hosts"), e))?;
+            Ok((Netlink::open()?, hosts))
+        })
+        .map_err(|e| e.in_node(name))?;
+        names.add_hosts_file(hosts)?;
         Ok(Node {
             inner: Arc::new(NodeInner {
                 name: name.to_owned(),
                 ns,
                 netlink: Mutex::new(netlink),
+                routes: Mutex::default(),
+                addresses: Mutex::default(),
                 nftables: Mutex::new(None),
                 next_index: AtomicI32::new(2),
                 default_v4: AtomicBool::new(false),
@@ -381,30 +415,80 @@ impl Node {
     /// `"default"` with a gateway of the family wanted) via `gateway`.
     pub fn route(&self, destination: &str, gateway: IpAddr) -> Result<(), Error> {
         let (network, prefix) = parse_destination(destination, gateway)?;
-        self.netlink_run(vec![netlink::add_route(network, prefix, gateway)])
+        self.add_routes(vec![(network, prefix, gateway)])
+    }
+
+    /// Adds routes and remembers them, for [`Link::set_up`].
+    fn add_routes(&self, routes: Vec<(IpAddr, u8, IpAddr)>) -> Result<(), Error> {
+        let messages = routes
+            .iter()
+            .map(|(network, prefix, gateway)| netlink::add_route(*network, *prefix, *gateway))
+            .collect();
+        self.netlink_run(messages)?;
+        lock(&self.inner.routes).extend(routes);
+        Ok(())
     }
 
     /// Default routes via `via`'s addresses, for each family without one yet.
     fn default_via(&self, via: &Addresses) -> Result<(), Error> {
-        let mut messages = Vec::new();
+        let mut routes = Vec::new();
         if !self.inner.default_v4.swap(true, Ordering::Relaxed) {
-            messages.push(netlink::add_route(
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                0,
-                IpAddr::V4(via.ipv4),
-            ));
+            routes.push((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, IpAddr::V4(via.ipv4)));
         }
         if !self.inner.default_v6.swap(true, Ordering::Relaxed) {
-            messages.push(netlink::add_route(
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                0,
-                IpAddr::V6(via.ipv6),
-            ));
+            routes.push((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, IpAddr::V6(via.ipv6)));
         }
-        if messages.is_empty() {
+        if routes.is_empty() {
             return Ok(());
         }
-        self.netlink_run(messages)
+        self.add_routes(routes)
+    }
+
+    /// Port forwarding in this node's namespace (destination NAT): TCP and
+    /// UDP arriving through `outside` for `port` go to `server_port` of
+    /// `server`, at its address on a subnet this node shares with it (else
+    /// its first), IPv4 and IPv6. With [`Node::masquerade`], a server
+    /// behind NAT can be reached from outside.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// let net = netns_test::Network::new();
+    /// let (client, router, server) = (net.node("client")?, net.router("r")?, net.node("server")?);
+    /// let outside = net.link(&client, &router)?;
+    /// net.link(&router, &server)?;
+    /// router.forward_port(&outside, 8080, &server, 80)?;
+    /// let listener = server.netns().run(|| std::net::TcpListener::bind("0.0.0.0:80").unwrap());
+    /// let public = router.ipv4_on(&outside);
+    /// client.netns().run(move || std::net::TcpStream::connect((public, 8080)).unwrap());
+    /// listener.accept().unwrap();
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn forward_port(
+        &self,
+        outside: &Link,
+        port: u16,
+        server: &Node,
+        server_port: u16,
+    ) -> Result<(), Error> {
+        let interface = self.end_on(outside).name.clone();
+        let ours = lock(&self.inner.addresses).clone();
+        let theirs = lock(&server.inner.addresses).clone();
+        let shared = theirs.iter().find(|t| {
+            ours.iter()
+                .any(|o| same_subnet(IpAddr::V4(o.ipv4), IpAddr::V4(t.ipv4), o.ipv4_prefix))
+        });
+        let Some(to) = shared.or(theirs.first()) else {
+            return Err(Error::invalid_input(
+                "forward a port",
+                format!("node {} has no address yet: link it first", server.name()),
+            ));
+        };
+        let targets = [
+            std::net::SocketAddr::new(IpAddr::V4(to.ipv4), server_port),
+            std::net::SocketAddr::new(IpAddr::V6(to.ipv6), server_port),
+        ];
+        // One transaction: the kernel reads one batch per message it is sent.
+        self.nftables_run(nftables::forward_port(&interface, port, &targets))
     }
 
     /// Source NAT in this node's namespace: traffic leaving through
@@ -538,6 +622,15 @@ impl Link {
         let mut there = vec![netlink::set_up(b_index, &b_name)];
         there.extend(address_messages(b_index, &b_addresses));
         b.netlink_run(there)?;
+        for (node, addresses) in [(a, &a_addresses), (b, &b_addresses)] {
+            if let Some(addresses) = addresses {
+                lock(&node.inner.addresses).push(addresses.clone());
+                network.inner.names.add_addresses(
+                    node.name(),
+                    &[IpAddr::V4(addresses.ipv4), IpAddr::V6(addresses.ipv6)],
+                )?;
+            }
+        }
         Ok(Link {
             inner: Arc::new(LinkInner {
                 ends: [
@@ -571,14 +664,74 @@ impl Link {
         Ok(())
     }
 
-    /// Heals a cut link: both ends up (routes and addresses are kept).
+    /// Heals a cut link: both ends up, with everything they had: their
+    /// addresses (the kernel drops IPv6 ones when a link goes down) and the
+    /// routes through the link (default routes included; the kernel drops
+    /// those too).
     pub fn set_up(&self) -> Result<(), Error> {
         for end in &self.inner.ends {
             end.node
                 .netlink_run(vec![netlink::set_up(end.index, &end.name)])?;
         }
+        for end in &self.inner.ends {
+            for message in address_messages(end.index, &end.addresses) {
+                ignore_existing(end.node.netlink_run(vec![message]))?;
+            }
+        }
+        for (this, other) in [(0, 1), (1, 0)] {
+            let (end, peer) = (&self.inner.ends[this], &self.inner.ends[other]);
+            // The routes of this end's node whose gateway is on this link.
+            let subnets: Vec<(IpAddr, u8)> = [&end.addresses, &peer.addresses]
+                .into_iter()
+                .flatten()
+                .flat_map(|a| {
+                    [
+                        (IpAddr::V4(a.ipv4), a.ipv4_prefix),
+                        (IpAddr::V6(a.ipv6), a.ipv6_prefix),
+                    ]
+                })
+                .collect();
+            let routes: Vec<_> = lock(&end.node.inner.routes)
+                .iter()
+                .filter(|(_, _, gateway)| {
+                    subnets
+                        .iter()
+                        .any(|(net, prefix)| same_subnet(*net, *gateway, *prefix))
+                })
+                .copied()
+                .collect();
+            for (network, prefix, gateway) in routes {
+                ignore_existing(
+                    end.node
+                        .netlink_run(vec![netlink::add_route(network, prefix, gateway)]),
+                )?;
+            }
+        }
         Ok(())
     }
+}
+
+/// An address or route that is there already is what was wanted.
+fn ignore_existing(result: Result<(), Error>) -> Result<(), Error> {
+    match result {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `a` and `b` are in one subnet of `prefix` bits.
+fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    let (a, b, width) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    let shift = width - u32::from(prefix);
+    a.checked_shr(shift) == b.checked_shr(shift)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn address_messages(index: i32, addresses: &Option<Addresses>) -> Vec<netlink::Message> {

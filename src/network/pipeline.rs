@@ -14,8 +14,8 @@
 //! nothing: they are never lost, corrupted, duplicated or reordered, and
 //! only see the MTU, the rate and the fixed delay.
 
-use crate::impairment::Model;
 use super::prng::Prng;
+use crate::impairment::Model;
 use crate::schedule::Plan;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;

@@ -46,7 +46,13 @@ impl Holder {
             ));
         }
         if pid == 0 {
-            hold(&name, &keep, wait.as_raw_fd(), starting.as_raw_fd(), &mut moved);
+            hold(
+                &name,
+                &keep,
+                wait.as_raw_fd(),
+                starting.as_raw_fd(),
+                &mut moved,
+            );
         }
         drop(wait);
         drop(starting);

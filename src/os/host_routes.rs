@@ -97,17 +97,31 @@ pub(crate) fn host_uses(ours: &[&str]) -> Result<Vec<HostUse>, Error> {
         });
     }
     if let Ok(table) = std::fs::read_to_string("/proc/net/route") {
-        uses.extend(ipv4_routes(&table).into_iter().filter(|(on, _)| foreign(on)).map(|(_, u)| u));
+        uses.extend(
+            ipv4_routes(&table)
+                .into_iter()
+                .filter(|(on, _)| foreign(on))
+                .map(|(_, u)| u),
+        );
     }
     if let Ok(table) = std::fs::read_to_string("/proc/net/ipv6_route") {
-        uses.extend(ipv6_routes(&table).into_iter().filter(|(on, _)| foreign(on)).map(|(_, u)| u));
+        uses.extend(
+            ipv6_routes(&table)
+                .into_iter()
+                .filter(|(on, _)| foreign(on))
+                .map(|(_, u)| u),
+        );
     }
     Ok(uses)
 }
 
 /// Routes and gateways from `/proc/net/route`, with their interface.
 fn ipv4_routes(table: &str) -> Vec<(String, HostUse)> {
-    let address = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|raw| Ipv4Addr::from(raw.to_ne_bytes()));
+    let address = |hex: &str| {
+        u32::from_str_radix(hex, 16)
+            .ok()
+            .map(|raw| Ipv4Addr::from(raw.to_ne_bytes()))
+    };
     let mut uses = Vec::new();
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -121,16 +135,22 @@ fn ipv4_routes(table: &str) -> Vec<(String, HostUse)> {
         };
         let prefix = mask.to_bits().count_ones() as u8;
         if prefix > 0 {
-            uses.push((on.to_owned(), HostUse {
-                net: Net::new(IpAddr::V4(destination), prefix),
-                what: format!("the host's route to {destination}/{prefix} on {on}"),
-            }));
+            uses.push((
+                on.to_owned(),
+                HostUse {
+                    net: Net::new(IpAddr::V4(destination), prefix),
+                    what: format!("the host's route to {destination}/{prefix} on {on}"),
+                },
+            ));
         }
         if !gateway.is_unspecified() {
-            uses.push((on.to_owned(), HostUse {
-                net: Net::new(IpAddr::V4(gateway), 32),
-                what: format!("the host's gateway {gateway} on {on}"),
-            }));
+            uses.push((
+                on.to_owned(),
+                HostUse {
+                    net: Net::new(IpAddr::V4(gateway), 32),
+                    what: format!("the host's gateway {gateway} on {on}"),
+                },
+            ));
         }
     }
     uses
@@ -154,16 +174,22 @@ fn ipv6_routes(table: &str) -> Vec<(String, HostUse)> {
         };
         // Multicast routes are on every interface and carry no unicast.
         if prefix > 0 && !destination.is_multicast() {
-            uses.push((on.to_owned(), HostUse {
-                net: Net::new(IpAddr::V6(destination), prefix),
-                what: format!("the host's route to {destination}/{prefix} on {on}"),
-            }));
+            uses.push((
+                on.to_owned(),
+                HostUse {
+                    net: Net::new(IpAddr::V6(destination), prefix),
+                    what: format!("the host's route to {destination}/{prefix} on {on}"),
+                },
+            ));
         }
         if !next_hop.is_unspecified() {
-            uses.push((on.to_owned(), HostUse {
-                net: Net::new(IpAddr::V6(next_hop), 128),
-                what: format!("the host's gateway {next_hop} on {on}"),
-            }));
+            uses.push((
+                on.to_owned(),
+                HostUse {
+                    net: Net::new(IpAddr::V6(next_hop), 128),
+                    what: format!("the host's gateway {next_hop} on {on}"),
+                },
+            ));
         }
     }
     uses
@@ -199,13 +225,19 @@ mod tests {
                   eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                   eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         if cfg!(target_endian = "little") {
-            let uses: Vec<String> = ipv4_routes(v4).into_iter().map(|(_, u)| u.net.to_string()).collect();
+            let uses: Vec<String> = ipv4_routes(v4)
+                .into_iter()
+                .map(|(_, u)| u.net.to_string())
+                .collect();
             assert_eq!(uses, ["192.0.2.1/32", "192.0.2.0/24"]);
         }
         let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
                   00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n\
                   ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n";
-        let uses: Vec<String> = ipv6_routes(v6).into_iter().map(|(_, u)| u.net.to_string()).collect();
+        let uses: Vec<String> = ipv6_routes(v6)
+            .into_iter()
+            .map(|(_, u)| u.net.to_string())
+            .collect();
         assert_eq!(uses, ["fd00::/64", "fd00::1/128"]);
     }
 }

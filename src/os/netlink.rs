@@ -411,7 +411,10 @@ fn bpf_filter(index: i32, hook: u16, k: u32, more: &[u8], what: String) -> Messa
 /// it (cls_bpf in direct-action mode returning TC_ACT_SHOT). Packet
 /// sockets still see the frames: they tap in before.
 pub(crate) fn drop_ingress(index: i32, name: &str) -> Message {
-    let flags = raw_attribute(tc::TCA_BPF_FLAGS, &tc::TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes());
+    let flags = raw_attribute(
+        tc::TCA_BPF_FLAGS,
+        &tc::TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes(),
+    );
     bpf_filter(
         index,
         TcHandle::MIN_INGRESS,

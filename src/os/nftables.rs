@@ -12,11 +12,12 @@
 
 use crate::error::Error;
 use crate::os::netlink::{Message, Netlink};
+use crate::os::uapi::nft as uapi;
 use netlink_packet_core::{DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, HookNumber,
-    InetHookNumber, Meta, MetaKey, NfTablesMessage, Operator, Register, RuleAttribute, RuleMessage,
-    TableAttribute, TableMessage,
+    ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, HookNumber, Immediate,
+    InetHookNumber, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
+    RuleMessage, TableAttribute, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
@@ -61,6 +62,96 @@ pub(crate) fn masquerade(interface: &str) -> Vec<Message> {
             format!("oifname \"{interface}\" masquerade"),
         ),
     ])
+}
+
+/// Destination NAT, in one transaction: TCP and UDP arriving on
+/// `interface` for `port` go to each of `targets` of its family: `table
+/// inet netns_test_nat { chain prerouting { type nat hook prerouting
+/// priority dstnat; iifname "<interface>" meta l4proto tcp th dport <port>
+/// dnat ip to <address>:<port> } }`, the same for UDP, and `dnat ip6` for an
+/// IPv6 target. Calling it again adds rules.
+pub(crate) fn forward_port(
+    interface: &str,
+    port: u16,
+    targets: &[std::net::SocketAddr],
+) -> Vec<Message> {
+    let be = |value: u32| value.to_be_bytes().to_vec();
+    let rule = |protocol: u8, to: &std::net::SocketAddr| {
+        let (family, address) = match to.ip() {
+            std::net::IpAddr::V4(a) => (libc::NFPROTO_IPV4, a.octets().to_vec()),
+            std::net::IpAddr::V6(a) => (libc::NFPROTO_IPV6, a.octets().to_vec()),
+        };
+        vec![
+            Expressions::Meta(vec![
+                Meta::Key(MetaKey::Iifname),
+                Meta::DestinationRegister(Register::Reg1),
+            ]),
+            name_equals(interface),
+            Expressions::Meta(vec![
+                Meta::Key(MetaKey::L4Proto),
+                Meta::DestinationRegister(Register::Reg1),
+            ]),
+            Expressions::Cmp(vec![
+                Cmp::SourceRegister(Register::Reg1),
+                Cmp::Op(Operator::Equal),
+                Cmp::Data(DataAttribute::Value(vec![protocol])),
+            ]),
+            // The destination port: 2 bytes at offset 2 of the transport header.
+            Expressions::Payload(vec![
+                Payload::DestinationRegister(Register::Reg1),
+                Payload::Base(libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32),
+                Payload::Offset(2),
+                Payload::Len(2),
+            ]),
+            Expressions::Cmp(vec![
+                Cmp::SourceRegister(Register::Reg1),
+                Cmp::Op(Operator::Equal),
+                Cmp::Data(DataAttribute::Value(port.to_be_bytes().to_vec())),
+            ]),
+            Expressions::Immediate(vec![
+                Immediate::DestinationRegister(Register::Reg1),
+                Immediate::Data(DataAttribute::Value(address)),
+            ]),
+            Expressions::Immediate(vec![
+                Immediate::DestinationRegister(Register::Reg2),
+                Immediate::Data(DataAttribute::Value(to.port().to_be_bytes().to_vec())),
+            ]),
+            generic(
+                "nat",
+                vec![
+                    DefaultNla::new(uapi::NFTA_NAT_TYPE, be(libc::NFT_NAT_DNAT as u32)),
+                    DefaultNla::new(uapi::NFTA_NAT_FAMILY, be(family as u32)),
+                    DefaultNla::new(uapi::NFTA_NAT_REG_ADDR_MIN, be(Register::Reg1.into())),
+                    DefaultNla::new(uapi::NFTA_NAT_REG_PROTO_MIN, be(Register::Reg2.into())),
+                    DefaultNla::new(uapi::NFTA_NAT_FLAGS, be(uapi::NF_NAT_RANGE_PROTO_SPECIFIED)),
+                ],
+            ),
+        ]
+    };
+    let mut messages = vec![
+        new_table(NAT_TABLE),
+        new_chain(
+            NAT_TABLE,
+            "prerouting",
+            "nat",
+            InetHookNumber::PreRouting,
+            libc::NF_IP_PRI_NAT_DST,
+        ),
+    ];
+    for to in targets {
+        for (protocol, name) in [
+            (libc::IPPROTO_TCP as u8, "tcp"),
+            (libc::IPPROTO_UDP as u8, "udp"),
+        ] {
+            messages.push(new_rule(
+                NAT_TABLE,
+                "prerouting",
+                rule(protocol, to),
+                format!("iifname \"{interface}\" meta l4proto {name} th dport {port} dnat to {to}"),
+            ));
+        }
+    }
+    transaction(messages)
 }
 
 /// `meta ... => reg 1` compared with an interface name, NUL-padded to

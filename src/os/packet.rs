@@ -153,12 +153,13 @@ pub(crate) fn settle_link(socket: BorrowedFd<'_>, name: &str) -> Result<(), Erro
 }
 
 /// Receives up to `buffers.len()` frames without waiting (recvmmsg): how
-/// many, their lengths in `lengths`.
+/// many, their lengths in `lengths` (empty when none came, or on an error).
 pub(crate) fn receive_many(
     fd: BorrowedFd<'_>,
     buffers: &mut [Vec<u8>],
     lengths: &mut Vec<usize>,
 ) -> io::Result<usize> {
+    lengths.clear();
     let mut iovecs: Vec<libc::iovec> = buffers
         .iter_mut()
         .map(|b| libc::iovec {
@@ -189,7 +190,6 @@ pub(crate) fn receive_many(
             )
         };
         if n >= 0 {
-            lengths.clear();
             lengths.extend(
                 headers[..n as usize]
                     .iter()
@@ -324,4 +324,36 @@ pub(crate) fn wait(fds: &[BorrowedFd<'_>], timeout: Option<Duration>, ready: &mu
             .iter()
             .map(|p| rc > 0 && p.revents & (libc::POLLIN | libc::POLLERR) != 0),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_receive_that_finds_nothing_reports_no_lengths() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..4u8 {
+            sender
+                .send_to(&[i; 8], receiver.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut buffers = vec![vec![0u8; 64]; 4];
+        let mut lengths = Vec::new();
+        // Give loopback a moment to queue all four.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            receive_many(receiver.as_fd(), &mut buffers, &mut lengths).unwrap(),
+            4
+        );
+        assert_eq!(lengths, [8; 4]);
+        // Nothing more: no stale lengths, which would replay the last batch.
+        assert_eq!(
+            receive_many(receiver.as_fd(), &mut buffers, &mut lengths).unwrap(),
+            0
+        );
+        assert!(lengths.is_empty(), "{lengths:?}");
+    }
 }

@@ -74,8 +74,11 @@ impl PrivateDir {
         // The holder before us may have removed the file between our open
         // and our lock: only a lock on the file that is there counts.
         let ours = fstat(&*fd).map_err(|e| Error::at("stat", &path, e.into()))?;
-        let there = nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
-        if there.map_or(true, |there| there.st_ino != ours.st_ino || there.st_dev != ours.st_dev) {
+        let there =
+            nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        if there.map_or(true, |there| {
+            there.st_ino != ours.st_ino || there.st_dev != ours.st_dev
+        }) {
             return Ok(None);
         }
         Ok(Some(Lock {

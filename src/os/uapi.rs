@@ -25,3 +25,17 @@ pub(crate) mod ethtool {
     pub(crate) const ETHTOOL_GLINK: u32 = 0x0a;
     pub(crate) const ETHTOOL_STXCSUM: u32 = 0x17;
 }
+
+/// `include/uapi/linux/netfilter/nf_tables.h` and `nf_nat.h`: the attributes
+/// of the nf_tables `nat` expression, which netlink-packet-netfilter has no
+/// type for.
+pub(crate) mod nft {
+    /// `enum nft_nat_attributes`.
+    pub(crate) const NFTA_NAT_TYPE: u16 = 1;
+    pub(crate) const NFTA_NAT_FAMILY: u16 = 2;
+    pub(crate) const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+    pub(crate) const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+    pub(crate) const NFTA_NAT_FLAGS: u16 = 7;
+    /// The range gives the port.
+    pub(crate) const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 1 << 1;
+}
