@@ -122,6 +122,8 @@ linux! {
 
     mod run;
 
+    mod exec;
+
     #[doc(hidden)]
     pub mod admin;
 

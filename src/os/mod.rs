@@ -7,6 +7,7 @@ pub(crate) mod host_routes;
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;
+pub(crate) mod pid_one;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod sys;
