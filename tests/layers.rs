@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["network"],
     &["debug"],
     &["run", "unsupported"],
+    &["exec"],
     &["admin"],
     &["lib"],
 ];

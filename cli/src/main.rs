@@ -84,7 +84,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(about = EXEC_ABOUT, long_about = EXEC_LONG_ABOUT, after_long_help = EXEC_AFTER)]
-    #[command(after_help = "Exit status: the command's; 124 timed out; 125 netns-test failed; 126 cannot run; 127 not found. More with --help.")]
+    #[command(
+        after_help = "Exit status: the command's; 124 timed out; 125 netns-test failed; 126 cannot run; 127 not found. More with --help."
+    )]
     Exec(ExecArgs),
     /// Show the namespaces that failed tests and commands kept
     #[command(
@@ -310,7 +312,9 @@ mod tests {
         };
         assert_eq!(args.command, ["sh", "-c", "true"]);
         assert!(Cli::try_parse_from(["netns-test", "exec"]).is_err());
-        assert!(Cli::try_parse_from(["netns-test", "exec", "--keep", "sometimes", "true"]).is_err());
+        assert!(
+            Cli::try_parse_from(["netns-test", "exec", "--keep", "sometimes", "true"]).is_err()
+        );
         assert!(Cli::try_parse_from(["netns-test", "exec", "--kill-after", "1s", "true"]).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The command's side of `netns-test exec`: finding the program, and the
 //! thread that enters the namespaces, starts pid 1 and waits for it.
 
-use super::ExecEnd;
+use super::options::ExecEnd;
 use crate::contract::TestSpec;
 use crate::error::Error;
 use crate::os::pid_one::{self, Launch, Program};
