@@ -71,7 +71,9 @@ pub(crate) struct What<'a> {
 
 /// How the messages say to remove a kept namespace.
 fn remove_hint(name: &str) -> String {
-    format!("remove it with: netns-test gc {name}   (the netns-test command: cargo install netns-test-cli)")
+    format!(
+        "remove it with: netns-test gc {name}   (the netns-test command: cargo install netns-test-cli)"
+    )
 }
 
 /// Keeps the test's own namespace `own` (with its veth pair) and its

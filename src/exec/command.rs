@@ -58,7 +58,10 @@ pub(super) fn resolve(program: &OsStr) -> Result<PathBuf, ExecEnd> {
         },
         None => ExecEnd::NotStarted {
             code: 127,
-            message: format!("netns-test: `{shown}`: command not found (PATH={})", path.to_string_lossy()),
+            message: format!(
+                "netns-test: `{shown}`: command not found (PATH={})",
+                path.to_string_lossy()
+            ),
         },
     })
 }
@@ -142,7 +145,11 @@ pub(super) fn start(start: Start) -> Result<Started, Error> {
 }
 
 /// The command's thread: namespaces, pid 1, its end, keep and capture.
-fn run(start: Start, subject: String, started: mpsc::SyncSender<OwnedFd>) -> Result<ExecEnd, Error> {
+fn run(
+    start: Start,
+    subject: String,
+    started: mpsc::SyncSender<OwnedFd>,
+) -> Result<ExecEnd, Error> {
     let spec = start.spec;
     let host = HostSide::prepare_for(spec)?;
     let occupant = Occupant {
@@ -198,11 +205,12 @@ fn run(start: Start, subject: String, started: mpsc::SyncSender<OwnedFd>) -> Res
     } else if let Some(errno) = exec_errno(exec_error) {
         let error = std::io::Error::from_raw_os_error(errno);
         ExecEnd::NotStarted {
-            code: if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 },
-            message: format!(
-                "netns-test: cannot run `{}`: {error}",
-                start.path.display()
-            ),
+            code: if error.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
+            message: format!("netns-test: cannot run `{}`: {error}", start.path.display()),
         }
     } else {
         ExecEnd::Exited(exit_code(status))
@@ -241,7 +249,10 @@ fn capture_dir(spec: &TestSpec) -> PathBuf {
 
 /// The command line as messages show it.
 fn shown(args: &[OsString]) -> String {
-    let words: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let line = words.join(" ");
     if line.chars().count() > 60 {
         let short: String = line.chars().take(57).collect();

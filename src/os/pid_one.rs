@@ -151,12 +151,25 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<i32, Error> {
 unsafe fn clone_process(flags: libc::c_int) -> i32 {
     // SAFETY: the arguments are flags and null pointers (no new stack, no
     // tids); the caller keeps the child to system calls.
-    unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) as i32 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        ) as i32
+    }
 }
 
 /// Pid 1: ties its life to netns-test's, gets a `/proc` of its namespace,
 /// starts the command, then waits for signals until the command ends.
-fn be_pid_one(launch: &Launch<'_>, waited: &libc::sigset_t, [lifeline, writer, exec_error]: [RawFd; 3]) -> ! {
+fn be_pid_one(
+    launch: &Launch<'_>,
+    waited: &libc::sigset_t,
+    [lifeline, writer, exec_error]: [RawFd; 3],
+) -> ! {
     // SAFETY: prctl takes integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // SAFETY: closes our copy of the write end, a descriptor we own.
@@ -271,10 +284,22 @@ fn exec_command(launch: &Launch<'_>, exec_error: RawFd) -> ! {
     // SAFETY: signal with a valid signal number and SIG_DFL.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // SAFETY: sets the mask from a sigset_t made before the clone.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &launch.command_mask, std::ptr::null_mut()) };
+    unsafe {
+        libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &launch.command_mask,
+            std::ptr::null_mut(),
+        )
+    };
     // SAFETY: NUL-terminated path; argv and envp are null-terminated arrays
     // of pointers to C strings that live in this process's copy of memory.
-    unsafe { libc::execve(program.path.as_ptr(), program.argv.as_ptr(), program.envp.as_ptr()) };
+    unsafe {
+        libc::execve(
+            program.path.as_ptr(),
+            program.argv.as_ptr(),
+            program.envp.as_ptr(),
+        )
+    };
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     // SAFETY: writes 4 bytes of ours to a descriptor we hold.
     unsafe { libc::write(exec_error, errno.to_ne_bytes().as_ptr().cast(), 4) };

@@ -87,7 +87,11 @@ pub(crate) fn explain_user_namespace_refusal(error: std::io::Error) -> Error {
 
 /// The same for `netns-test exec`, which enters the user namespace itself.
 pub(crate) fn explain_user_namespace_refusal_for_command(error: std::io::Error) -> Error {
-    explain_refusal(error, "command", "Or run it as root (`sudo netns-test exec ...`).")
+    explain_refusal(
+        error,
+        "command",
+        "Or run it as root (`sudo netns-test exec ...`).",
+    )
 }
 
 fn explain_refusal(error: std::io::Error, subject: &str, otherwise: &str) -> Error {

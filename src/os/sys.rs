@@ -356,8 +356,8 @@ pub(crate) fn kill_process(pid: i32) {
 /// The names of the calling thread's network namespace's interfaces, in the
 /// order of their indexes.
 pub(crate) fn interface_names() -> Result<Vec<String>> {
-    let list = nix::net::if_::if_nameindex()
-        .map_err(|e| Error::new("if_nameindex", io_error(e)))?;
+    let list =
+        nix::net::if_::if_nameindex().map_err(|e| Error::new("if_nameindex", io_error(e)))?;
     let mut found: Vec<(u32, String)> = list
         .iter()
         .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
@@ -466,7 +466,13 @@ pub(crate) fn read_signal(fd: BorrowedFd<'_>) -> Result<(i32, i32)> {
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     loop {
         // SAFETY: reads at most `size` bytes into `info`, which we own.
-        let read = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        let read = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
         if read == size as isize {
             return Ok((info.ssi_signo as i32, info.ssi_code));
         }
