@@ -236,7 +236,7 @@ impl Node {
 pub struct Switch(Infallible);
 
 /// A veth pair between two nodes: none exist on this platform.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Link(Infallible);
 
 // Linux's methods; with no `Link`, none can be called.

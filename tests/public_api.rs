@@ -68,6 +68,7 @@ fn signatures() {
     thread_safe::<Link>();
     fn clone<T: Clone>() {}
     clone::<Link>();
+    handle::<Link>();
     let _: fn(&Link) -> Result<(), Error> = Link::set_down;
     let _: fn(&Link) -> Result<(), Error> = Link::set_up;
     let _: fn(&Link, Impairment) -> Result<(), Error> = Link::impair;

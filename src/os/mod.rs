@@ -7,10 +7,12 @@ pub(crate) mod host_routes;
 pub(crate) mod isolation;
 pub(crate) mod mounts;
 pub(crate) mod netlink;
+pub(crate) mod nftables;
 pub(crate) mod pid_one;
-pub(crate) mod private_dir;
 pub(crate) mod privilege;
+pub(crate) mod private_dir;
 pub(crate) mod sys;
+pub(crate) mod uapi;
 pub(crate) mod userns;
 
 /// The time since the Unix epoch (zero if the clock is before it).

@@ -1,451 +1,465 @@
-//! A minimal, synchronous rtnetlink client: the few messages veth setup needs
-//! (new link, set link, delete link, new address, new route), built by hand
-//! and sent in batches, each message acknowledged.
+//! A minimal, synchronous netlink client: the few rtnetlink messages veth
+//! setup and topologies need (new link, set link, delete link, new address,
+//! new route, qdiscs), built with netlink-packet-route's types and sent on a
+//! netlink-sys socket in batches, each message acknowledged.
 //!
 //! rtnetlink (the crate) needs a tokio runtime per namespace; the hot path of
-//! a veth test needs two round trips and no runtime.
+//! a veth test needs two round trips and no runtime. So the messages come from
+//! the rtnetlink project's message crates, and the batching is ours: several
+//! requests in one `send`, the acknowledgements matched by sequence number,
+//! the first failure returned naming the message that failed.
 
 use crate::error::Error;
+use crate::os::uapi::tbf;
+use netlink_packet_core::{
+    DefaultNla, ErrorBuffer, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLMSG_ALIGNTO, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable,
+};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+use netlink_sys::Socket;
 use nix::libc;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+/// How long [`Netlink::run`] waits for an acknowledgement the kernel has not
+/// queued by the time `send` returns. It handles requests while sending, so
+/// this only guards against a request it never answers.
+const ACK_TIMEOUT_MS: u16 = 10_000;
 
-pub(crate) const RTM_NEWLINK: u16 = 16;
-pub(crate) const RTM_DELLINK: u16 = 17;
-const RTM_NEWADDR: u16 = 20;
-const RTM_NEWROUTE: u16 = 24;
-
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
-const VETH_INFO_PEER: u16 = 1;
-const IFLA_NET_NS_FD: u16 = 28;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_NODAD: u32 = 0x02;
-const RTA_GATEWAY: u16 = 5;
-const RTA_OIF: u16 = 4;
-const NLA_F_NESTED: u16 = 0x8000;
-const IFLA_MASTER: u16 = 10;
-const RTM_NEWQDISC: u16 = 36;
-const RTM_DELQDISC: u16 = 37;
-const TCA_KIND: u16 = 1;
-const TCA_OPTIONS: u16 = 2;
-const TCA_TBF_PARMS: u16 = 1;
-const TCA_TBF_RATE64: u16 = 4;
-const TCA_TBF_BURST: u16 = 6;
-const RTA_DST: u16 = 1;
-const TC_H_ROOT: u32 = 0xFFFF_FFFF;
-const IFLA_NUM_TX_QUEUES: u16 = 31;
-const IFLA_NUM_RX_QUEUES: u16 = 32;
-
-/// One netlink message under construction: header, fixed part, attributes.
+/// One netlink message, encoded, and what it does (for error messages).
 pub(crate) struct Message {
     bytes: Vec<u8>,
-    /// What the message does, for error messages.
     what: String,
-    /// Offsets of open nested attributes.
-    nests: Vec<usize>,
+    /// Whether the kernel acknowledges it (it asks for an ACK): nf_tables'
+    /// batch delimiters do not, and are answered only when they fail.
+    acked: bool,
 }
 
 impl Message {
-    fn new(kind: u16, flags: u16, what: String) -> Message {
-        let mut bytes = vec![0u8; NLMSG_HDRLEN];
-        bytes[4..6].copy_from_slice(&kind.to_ne_bytes());
-        bytes[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        Message {
-            bytes,
-            what,
-            nests: Vec::new(),
+    /// A request that the kernel acknowledges.
+    fn request(inner: RouteNetlinkMessage, flags: u16, what: String) -> Message {
+        Message::encode(inner, flags | NLM_F_ACK, what, true)
+    }
+
+    /// Encodes `inner` with `flags` (and `NLM_F_REQUEST`); the sequence
+    /// number is set by [`Netlink::run`].
+    pub(crate) fn encode<I: NetlinkSerializable>(
+        inner: I,
+        flags: u16,
+        what: String,
+        acked: bool,
+    ) -> Message {
+        let mut header = NetlinkHeader::default();
+        header.flags = flags | NLM_F_REQUEST;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner));
+        packet.finalize();
+        let mut bytes = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        Message { bytes, what, acked }
+    }
+}
+
+fn link_message(index: i32, up: Option<bool>, attributes: Vec<LinkAttribute>) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.header.index = index as u32;
+    if let Some(up) = up {
+        link.header.change_mask = LinkFlags::Up;
+        if up {
+            link.header.flags = LinkFlags::Up;
         }
     }
-
-    fn push(&mut self, data: &[u8]) {
-        self.bytes.extend_from_slice(data);
-        while self.bytes.len() % 4 != 0 {
-            self.bytes.push(0);
-        }
-    }
-
-    fn ifinfo(&mut self, index: i32, flags: u32, change: u32) {
-        let mut info = [0u8; 16];
-        info[4..8].copy_from_slice(&index.to_ne_bytes());
-        info[8..12].copy_from_slice(&flags.to_ne_bytes());
-        info[12..16].copy_from_slice(&change.to_ne_bytes());
-        self.push(&info);
-    }
-
-    fn attr(&mut self, kind: u16, data: &[u8]) {
-        let len = (4 + data.len()) as u16;
-        let mut header = [0u8; 4];
-        header[0..2].copy_from_slice(&len.to_ne_bytes());
-        header[2..4].copy_from_slice(&kind.to_ne_bytes());
-        self.bytes.extend_from_slice(&header);
-        self.push(data);
-    }
-
-    /// One transmit and one receive queue. A veth gets one of each per
-    /// possible CPU by default, each with its sysfs entries to create and
-    /// remove; a test's link needs no more than one.
-    fn one_queue_each_way(&mut self) {
-        self.attr(IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
-        self.attr(IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
-    }
-
-    fn attr_str(&mut self, kind: u16, value: &str) {
-        let mut data = value.as_bytes().to_vec();
-        data.push(0);
-        self.attr(kind, &data);
-    }
-
-    fn begin_nest(&mut self, kind: u16) {
-        self.nests.push(self.bytes.len());
-        self.attr(kind | NLA_F_NESTED, &[]);
-    }
-
-    fn end_nest(&mut self) {
-        let start = self.nests.pop().expect("nest opened");
-        let len = (self.bytes.len() - start) as u16;
-        self.bytes[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn finish(mut self, seq: u32) -> (Vec<u8>, String) {
-        let len = self.bytes.len() as u32;
-        self.bytes[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
-        (self.bytes, self.what)
-    }
+    link.attributes = attributes;
+    link
 }
 
 /// Creates a veth pair in the socket's namespace: `name` (index `index`, up)
 /// here, `peer_name` (index `peer_index`) in the namespace behind `peer_ns`.
+///
+/// Each end gets one transmit and one receive queue. A veth gets one of
+/// each per possible CPU by default, each with its sysfs entries to create
+/// and remove; a test's link needs no more than one.
 pub(crate) fn new_veth(
     name: &str,
     index: i32,
     peer_name: &str,
     peer_index: i32,
-    peer_ns: std::os::fd::BorrowedFd<'_>,
+    peer_ns: BorrowedFd<'_>,
     mtu: u32,
 ) -> Message {
-    let up = libc::IFF_UP as u32;
-    let mut m = Message::new(
-        RTM_NEWLINK,
+    // The peer cannot be set up here: the kernel opens it before the pair
+    // is joined (ENOTCONN).
+    let peer = link_message(
+        peer_index,
+        None,
+        vec![
+            LinkAttribute::IfName(peer_name.to_owned()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::NetNsFd(peer_ns.as_raw_fd()),
+            LinkAttribute::NumTxQueues(1),
+            LinkAttribute::NumRxQueues(1),
+        ],
+    );
+    let link = link_message(
+        index,
+        Some(true),
+        vec![
+            LinkAttribute::IfName(name.to_owned()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::NumTxQueues(1),
+            LinkAttribute::NumRxQueues(1),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+            ]),
+        ],
+    );
+    Message::request(
+        RouteNetlinkMessage::NewLink(link),
         NLM_F_CREATE | NLM_F_EXCL,
         format!("create veth pair {name} / {peer_name}"),
-    );
-    m.ifinfo(index, up, up);
-    m.attr_str(IFLA_IFNAME, name);
-    m.attr(IFLA_MTU, &mtu.to_ne_bytes());
-    m.one_queue_each_way();
-    m.begin_nest(IFLA_LINKINFO);
-    m.attr_str(IFLA_INFO_KIND, "veth");
-    m.begin_nest(IFLA_INFO_DATA);
-    m.begin_nest(VETH_INFO_PEER);
-    // The peer's ifinfomsg, then its attributes. It cannot be set up here:
-    // the kernel opens it before the pair is joined (ENOTCONN).
-    m.ifinfo(peer_index, 0, 0);
-    m.attr_str(IFLA_IFNAME, peer_name);
-    m.attr(IFLA_MTU, &mtu.to_ne_bytes());
-    m.attr(IFLA_NET_NS_FD, &peer_ns.as_raw_fd().to_ne_bytes());
-    m.one_queue_each_way();
-    m.end_nest();
-    m.end_nest();
-    m.end_nest();
-    m
+    )
 }
 
 /// Sets the link with `index` up.
 pub(crate) fn set_up(index: i32, name: &str) -> Message {
-    let up = libc::IFF_UP as u32;
-    let mut m = Message::new(RTM_NEWLINK, 0, format!("set {name} up"));
-    m.ifinfo(index, up, up);
-    m
+    Message::request(
+        RouteNetlinkMessage::SetLink(link_message(index, Some(true), Vec::new())),
+        0,
+        format!("set {name} up"),
+    )
 }
 
 /// Sets the link with `index` down.
 pub(crate) fn set_down(index: i32, name: &str) -> Message {
-    let mut m = Message::new(RTM_NEWLINK, 0, format!("set {name} down"));
-    m.ifinfo(index, 0, libc::IFF_UP as u32);
-    m
+    Message::request(
+        RouteNetlinkMessage::SetLink(link_message(index, Some(false), Vec::new())),
+        0,
+        format!("set {name} down"),
+    )
 }
 
 /// Renames the link with `index` (it must be down).
 pub(crate) fn rename(index: i32, from: &str, to: &str) -> Message {
-    let mut m = Message::new(RTM_NEWLINK, 0, format!("rename {from} to {to}"));
-    m.ifinfo(index, 0, 0);
-    m.attr_str(IFLA_IFNAME, to);
-    m
+    Message::request(
+        RouteNetlinkMessage::SetLink(link_message(
+            index,
+            None,
+            vec![LinkAttribute::IfName(to.to_owned())],
+        )),
+        0,
+        format!("rename {from} to {to}"),
+    )
 }
 
 /// Creates a bridge `name` with `index`, up.
 pub(crate) fn new_bridge(name: &str, index: i32) -> Message {
-    let up = libc::IFF_UP as u32;
-    let mut m = Message::new(
-        RTM_NEWLINK,
+    let bridge = link_message(
+        index,
+        Some(true),
+        vec![
+            LinkAttribute::IfName(name.to_owned()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
+        ],
+    );
+    Message::request(
+        RouteNetlinkMessage::NewLink(bridge),
         NLM_F_CREATE | NLM_F_EXCL,
         format!("create bridge {name}"),
-    );
-    m.ifinfo(index, up, up);
-    m.attr_str(IFLA_IFNAME, name);
-    m.begin_nest(IFLA_LINKINFO);
-    m.attr_str(IFLA_INFO_KIND, "bridge");
-    m.end_nest();
-    m
+    )
 }
 
 /// Makes the link with `index` a port of the bridge `master`, and sets it up.
 pub(crate) fn enslave_and_up(index: i32, name: &str, master: i32) -> Message {
-    let up = libc::IFF_UP as u32;
-    let mut m = Message::new(RTM_NEWLINK, 0, format!("add {name} to its bridge"));
-    m.ifinfo(index, up, up);
-    m.attr(IFLA_MASTER, &(master as u32).to_ne_bytes());
+    Message::request(
+        RouteNetlinkMessage::SetLink(link_message(
+            index,
+            Some(true),
+            vec![LinkAttribute::Controller(master as u32)],
+        )),
+        0,
+        format!("add {name} to its bridge"),
+    )
+}
+
+/// Deletes the link with `index`.
+pub(crate) fn delete_link(index: i32, name: &str) -> Message {
+    Message::request(
+        RouteNetlinkMessage::DelLink(link_message(index, None, Vec::new())),
+        0,
+        format!("delete link {name}"),
+    )
+}
+
+/// Adds `address/prefix` to the link with `index`, usable at once (no DAD).
+pub(crate) fn add_address(index: i32, address: IpAddr, prefix: u8) -> Message {
+    let mut m = AddressMessage::default();
+    m.header.family = family(address);
+    m.header.prefix_len = prefix;
+    m.header.flags = AddressHeaderFlags::Nodad;
+    m.header.scope = AddressScope::Universe;
+    m.header.index = index as u32;
+    m.attributes = vec![
+        AddressAttribute::Local(address),
+        AddressAttribute::Address(address),
+        AddressAttribute::Flags(AddressFlags::Nodad),
+    ];
+    Message::request(
+        RouteNetlinkMessage::NewAddress(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("add address {address}/{prefix} to link {index}"),
+    )
+}
+
+fn route_message(destination: IpAddr, prefix: u8, attributes: Vec<RouteAttribute>) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(destination);
+    m.header.destination_prefix_length = prefix;
+    m.header.table = libc::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Boot;
+    m.header.scope = RouteScope::Universe;
+    m.header.kind = RouteType::Unicast;
+    m.attributes = attributes;
     m
 }
 
 /// Adds a route to `destination/prefix` via `gateway`.
-pub(crate) fn add_route(
-    destination: std::net::IpAddr,
-    prefix: u8,
-    gateway: std::net::IpAddr,
-) -> Message {
-    let (family, dst) = family_and_octets(destination);
-    let (_, via) = family_and_octets(gateway);
-    let mut m = Message::new(
-        RTM_NEWROUTE,
+pub(crate) fn add_route(destination: IpAddr, prefix: u8, gateway: IpAddr) -> Message {
+    let mut attributes = Vec::with_capacity(2);
+    if prefix > 0 {
+        attributes.push(RouteAttribute::Destination(route_address(destination)));
+    }
+    attributes.push(RouteAttribute::Gateway(route_address(gateway)));
+    Message::request(
+        RouteNetlinkMessage::NewRoute(route_message(destination, prefix, attributes)),
         NLM_F_CREATE | NLM_F_EXCL,
         format!("add route to {destination}/{prefix} via {gateway}"),
-    );
-    let mut rtm = [0u8; 12];
-    rtm[0] = family;
-    rtm[1] = prefix;
-    rtm[4] = libc::RT_TABLE_MAIN;
-    rtm[5] = libc::RTPROT_BOOT;
-    rtm[6] = libc::RT_SCOPE_UNIVERSE;
-    rtm[7] = libc::RTN_UNICAST;
-    m.push(&rtm);
-    if prefix > 0 {
-        m.attr(RTA_DST, &dst);
-    }
-    m.attr(RTA_GATEWAY, &via);
-    m
+    )
 }
 
-fn tcmsg(m: &mut Message, index: i32) {
-    // struct tcmsg: family, pad[3], ifindex, handle, parent, info.
-    let mut tc = [0u8; 20];
-    tc[4..8].copy_from_slice(&index.to_ne_bytes());
-    tc[8..12].copy_from_slice(&0x0001_0000u32.to_ne_bytes());
-    tc[12..16].copy_from_slice(&TC_H_ROOT.to_ne_bytes());
-    m.push(&tc);
+/// Adds a default route via `gateway` on the link with `index`.
+pub(crate) fn add_default_route(index: i32, gateway: IpAddr) -> Message {
+    let attributes = vec![
+        RouteAttribute::Gateway(route_address(gateway)),
+        RouteAttribute::Oif(index as u32),
+    ];
+    Message::request(
+        RouteNetlinkMessage::NewRoute(route_message(gateway, 0, attributes)),
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("add default route via {gateway}"),
+    )
+}
+
+/// The root qdisc of the link with `index`, handle `1:`.
+fn root_qdisc(index: i32, attributes: Vec<TcAttribute>) -> TcMessage {
+    let mut m = TcMessage::default();
+    m.header.index = index;
+    m.header.handle = TcHandle { major: 1, minor: 0 };
+    m.header.parent = TcHandle::ROOT;
+    m.attributes = attributes;
+    m
 }
 
 /// Replaces the root qdisc of the link with `index` by a token bucket
 /// filter: `rate` bytes per second, bursts of `burst` bytes, at most
 /// `limit` bytes queued.
 pub(crate) fn tbf(index: i32, name: &str, rate: u64, burst: u32, limit: u32) -> Message {
-    let mut m = Message::new(
-        RTM_NEWQDISC,
-        NLM_F_CREATE | 0x100, // NLM_F_REPLACE
-        format!("set a tbf qdisc ({rate} B/s) on {name}"),
-    );
-    tcmsg(&mut m, index);
-    m.attr_str(TCA_KIND, "tbf");
-    m.begin_nest(TCA_OPTIONS);
+    // netlink-packet-route has no tbf options: they go as raw attributes.
     // struct tc_tbf_qopt: rate and peakrate (struct tc_ratespec: cell_log u8,
     // linklayer u8, overhead u16, cell_align i16, mpu u16, rate u32), then
-    // limit, buffer, mtu. Linklayer ethernet needs no rate table.
+    // limit, buffer, mtu. Linklayer ethernet needs no rate table; the burst
+    // attribute stands for the buffer.
     let mut qopt = [0u8; 36];
-    qopt[1] = 1; // TC_LINKLAYER_ETHERNET
+    qopt[1] = tbf::TC_LINKLAYER_ETHERNET;
     qopt[8..12].copy_from_slice(&(rate.min(u32::MAX as u64) as u32).to_ne_bytes());
     qopt[24..28].copy_from_slice(&limit.to_ne_bytes());
-    m.attr(TCA_TBF_PARMS, &qopt);
-    m.attr(TCA_TBF_RATE64, &rate.to_ne_bytes());
-    m.attr(TCA_TBF_BURST, &burst.to_ne_bytes());
-    m.end_nest();
-    m
+    let options = vec![
+        TcOption::Other(DefaultNla::new(tbf::TCA_TBF_PARMS, qopt.to_vec())),
+        TcOption::Other(DefaultNla::new(
+            tbf::TCA_TBF_RATE64,
+            rate.to_ne_bytes().to_vec(),
+        )),
+        TcOption::Other(DefaultNla::new(
+            tbf::TCA_TBF_BURST,
+            burst.to_ne_bytes().to_vec(),
+        )),
+    ];
+    Message::request(
+        RouteNetlinkMessage::NewQueueDiscipline(root_qdisc(
+            index,
+            vec![
+                TcAttribute::Kind("tbf".into()),
+                TcAttribute::Options(options),
+            ],
+        )),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        format!("set a tbf qdisc ({rate} B/s) on {name}"),
+    )
 }
 
 /// Replaces the root qdisc of the link with `index` by netem with these
 /// options (struct tc_netem_qopt: latency and jitter in microseconds here
 /// converted by the caller to ticks, limit, loss, gap, duplicate).
 pub(crate) fn netem(index: i32, name: &str, qopt: [u32; 6]) -> Message {
-    let mut m = Message::new(
-        RTM_NEWQDISC,
-        NLM_F_CREATE | 0x100,
-        format!("set a netem qdisc on {name}"),
-    );
-    tcmsg(&mut m, index);
-    m.attr_str(TCA_KIND, "netem");
-    // netem's options are the bare struct, not nested attributes.
+    // netem's options are the bare struct, not nested attributes, and
+    // netlink-packet-route has no type for them.
     let bytes: Vec<u8> = qopt.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    m.attr(TCA_OPTIONS, &bytes);
-    m
+    Message::request(
+        RouteNetlinkMessage::NewQueueDiscipline(root_qdisc(
+            index,
+            vec![
+                TcAttribute::Kind("netem".into()),
+                TcAttribute::Other(DefaultNla::new(libc::TCA_OPTIONS, bytes)),
+            ],
+        )),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        format!("set a netem qdisc on {name}"),
+    )
 }
 
 /// Deletes the root qdisc of the link with `index` (back to the default).
 pub(crate) fn delete_root_qdisc(index: i32, name: &str) -> Message {
-    let mut m = Message::new(RTM_DELQDISC, 0, format!("remove the qdisc of {name}"));
-    tcmsg(&mut m, index);
-    m
+    Message::request(
+        RouteNetlinkMessage::DelQueueDiscipline(root_qdisc(index, Vec::new())),
+        0,
+        format!("remove the qdisc of {name}"),
+    )
 }
 
-/// Deletes the link with `index`.
-pub(crate) fn delete_link(index: i32, name: &str) -> Message {
-    let mut m = Message::new(RTM_DELLINK, 0, format!("delete link {name}"));
-    m.ifinfo(index, 0, 0);
-    m
-}
-
-/// Adds `address/prefix` to the link with `index`, usable at once (no DAD).
-pub(crate) fn add_address(index: i32, address: std::net::IpAddr, prefix: u8) -> Message {
-    let (family, octets) = family_and_octets(address);
-    let mut m = Message::new(
-        RTM_NEWADDR,
-        NLM_F_CREATE | NLM_F_EXCL,
-        format!("add address {address}/{prefix} to link {index}"),
-    );
-    let mut ifa = [0u8; 8];
-    ifa[0] = family;
-    ifa[1] = prefix;
-    ifa[2] = IFA_F_NODAD as u8;
-    ifa[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
-    m.push(&ifa);
-    m.attr(IFA_LOCAL, &octets);
-    m.attr(IFA_ADDRESS, &octets);
-    m.attr(IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
-    m
-}
-
-/// Adds a default route via `gateway` on the link with `index`.
-pub(crate) fn add_default_route(index: i32, gateway: std::net::IpAddr) -> Message {
-    let (family, octets) = family_and_octets(gateway);
-    let mut m = Message::new(
-        RTM_NEWROUTE,
-        NLM_F_CREATE | NLM_F_EXCL,
-        format!("add default route via {gateway}"),
-    );
-    let mut rtm = [0u8; 12];
-    rtm[0] = family;
-    rtm[4] = libc::RT_TABLE_MAIN;
-    rtm[5] = libc::RTPROT_BOOT;
-    rtm[6] = libc::RT_SCOPE_UNIVERSE;
-    rtm[7] = libc::RTN_UNICAST;
-    m.push(&rtm);
-    m.attr(RTA_GATEWAY, &octets);
-    m.attr(RTA_OIF, &(index as u32).to_ne_bytes());
-    m
-}
-
-fn family_and_octets(address: std::net::IpAddr) -> (u8, Vec<u8>) {
+fn family(address: IpAddr) -> AddressFamily {
     match address {
-        std::net::IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
-        std::net::IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     }
 }
 
-/// A NETLINK_ROUTE socket. It talks to the network namespace of the thread
-/// that opened it, forever, whichever thread uses it later.
+fn route_address(address: IpAddr) -> RouteAddress {
+    match address {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+/// A netlink socket (NETLINK_ROUTE unless opened otherwise). It talks to the
+/// network namespace of the thread that opened it, forever, whichever thread
+/// uses it later.
 pub(crate) struct Netlink {
-    fd: OwnedFd,
+    socket: Socket,
     seq: u32,
 }
 
 impl Netlink {
-    /// Opens a socket in the calling thread's network namespace.
+    /// Opens an rtnetlink socket in the calling thread's network namespace.
     pub(crate) fn open() -> Result<Netlink, Error> {
-        // SAFETY: socket(2) with constant arguments; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::new(
-                "socket(AF_NETLINK, NETLINK_ROUTE)",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Netlink { fd, seq: 0 })
+        Netlink::open_protocol(
+            netlink_sys::protocols::NETLINK_ROUTE,
+            "socket(AF_NETLINK, NETLINK_ROUTE)",
+        )
+    }
+
+    pub(crate) fn open_protocol(protocol: isize, what: &'static str) -> Result<Netlink, Error> {
+        let socket = Socket::new(protocol).map_err(|e| Error::new(what, e))?;
+        Ok(Netlink { socket, seq: 0 })
     }
 
     /// Sends `messages` in one batch and waits for every acknowledgement.
     /// The first failure is returned, naming the message that failed.
     pub(crate) fn run(&mut self, messages: Vec<Message>) -> Result<(), Error> {
-        let mut batch = Vec::new();
-        let mut pending = Vec::new();
-        for message in messages {
+        let mut batch = Vec::with_capacity(messages.iter().map(|m| m.bytes.len()).sum());
+        // (sequence number, what, whether an ACK was asked for)
+        let mut pending = Vec::with_capacity(messages.len());
+        for mut message in messages {
             self.seq = self.seq.wrapping_add(1);
-            let (bytes, what) = message.finish(self.seq);
-            batch.extend_from_slice(&bytes);
-            pending.push((self.seq, what));
+            NetlinkBuffer::new(&mut message.bytes[..]).set_sequence_number(self.seq);
+            batch.extend_from_slice(&message.bytes);
+            pending.push((self.seq, message.what, message.acked));
         }
-        // SAFETY: sends our buffer to the kernel (destination: the default
-        // peer of a netlink socket, pid 0).
-        let sent =
-            unsafe { libc::send(self.fd.as_raw_fd(), batch.as_ptr().cast(), batch.len(), 0) };
-        if sent < 0 {
-            return Err(Error::new(
-                "send netlink request",
-                io::Error::last_os_error(),
-            ));
-        }
+        self.socket
+            .send(&batch, 0)
+            .map_err(|e| Error::new("send netlink request", e))?;
         let mut first_error: Option<Error> = None;
-        let mut buffer = vec![0u8; 16384];
-        while !pending.is_empty() {
-            // SAFETY: receives into our buffer, at most its length.
-            let received = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                )
+        let mut buffer = [0u8; 8192];
+        while pending.iter().any(|(_, _, acked)| *acked) {
+            // The kernel handles a request while we send it: its answers are
+            // queued by now, and waiting is the exception.
+            let received = {
+                let mut free = &mut buffer[..];
+                match self.socket.recv(&mut free, libc::MSG_DONTWAIT) {
+                    Ok(received) => received.min(buffer.len()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.wait(&pending)?;
+                        continue;
+                    }
+                    Err(e) => return Err(Error::new("receive netlink acknowledgement", e)),
+                }
             };
-            if received < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::new("receive netlink acknowledgement", error));
-            }
-            let mut rest = &buffer[..received as usize];
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-                let seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap());
-                if len < NLMSG_HDRLEN || len > rest.len() {
+            let mut rest = &buffer[..received];
+            while !rest.is_empty() {
+                let Ok(packet) = NetlinkBuffer::new_checked(rest) else {
                     break;
-                }
-                if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
-                    let errno = i32::from_ne_bytes(rest[16..20].try_into().unwrap());
-                    if let Some(at) = pending.iter().position(|(s, _)| *s == seq) {
-                        let (_, what) = pending.remove(at);
-                        if errno != 0 && first_error.is_none() {
-                            first_error =
-                                Some(Error::new(what, io::Error::from_raw_os_error(-errno)));
+                };
+                if packet.message_type() == NLMSG_ERROR {
+                    let seq = packet.sequence_number();
+                    if let Some(at) = pending.iter().position(|(s, _, _)| *s == seq) {
+                        let (_, what, acked) = pending.remove(at);
+                        let code = ErrorBuffer::new_checked(packet.payload())
+                            .ok()
+                            .and_then(|ack| ack.code());
+                        if let Some(code) = code {
+                            let error = Error::new(what, io::Error::from_raw_os_error(-code.get()));
+                            if !acked {
+                                // A batch delimiter failed: nothing in the
+                                // batch was handled, and nothing else answers.
+                                return Err(error);
+                            }
+                            first_error.get_or_insert(error);
                         }
                     }
                 }
-                rest = &rest[((len + 3) & !3).min(rest.len())..];
+                let length = packet.length() as usize;
+                rest = rest
+                    .get(length.next_multiple_of(NLMSG_ALIGNTO as usize)..)
+                    .unwrap_or_default();
             }
         }
         match first_error {
             Some(error) => Err(error),
             None => Ok(()),
+        }
+    }
+
+    /// Waits until an answer arrives, or fails naming the first request
+    /// still unanswered.
+    fn wait(&self, pending: &[(u32, String, bool)]) -> Result<(), Error> {
+        use nix::poll::{PollFd, PollFlags, poll};
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ACK_TIMEOUT_MS) {
+            Ok(0) => {
+                let what = pending
+                    .iter()
+                    .find(|(_, _, acked)| *acked)
+                    .map_or("netlink request", |(_, what, _)| what.as_str());
+                Err(Error::detected(
+                    what.to_owned(),
+                    io::ErrorKind::TimedOut,
+                    format!("the kernel did not answer within {ACK_TIMEOUT_MS} ms"),
+                ))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(Error::new("wait for a netlink acknowledgement", e.into())),
         }
     }
 }
