@@ -123,6 +123,8 @@ linux! {
 
     mod run;
 
+    mod exec;
+
     #[doc(hidden)]
     pub mod admin;
 

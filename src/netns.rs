@@ -555,7 +555,7 @@ impl Entry {
         let entered = sys::unshare(nix::sched::CloneFlags::CLONE_FS, "unshare(CLONE_FS)")
             .and_then(|()| sys::setns_net_and_mount(inner.net.as_fd(), inner.mnt.as_fd()));
         if let Err(error) = entered {
-            let rootless = if crate::settings::in_rootless_child() {
+            let rootless = if crate::os::userns::rootless() {
                 " (this test runs rootless, in a user namespace, which holds no privilege over the host's namespaces)"
             } else {
                 ""

@@ -37,7 +37,7 @@ fn run_fixture(name: &str, env: &[(&str, &str)]) -> (Output, String) {
 }
 
 fn netns_test_tool(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_netns-test"))
+    let output = Command::new(common::netns_test_binary())
         .args(args)
         .output()
         .unwrap();
@@ -517,12 +517,12 @@ fn gc_as_root_touches_only_what_its_own_notes_name() {
         ),
     )
     .unwrap();
-    let gc = Command::new(env!("CARGO_BIN_EXE_netns-test"))
+    let gc = Command::new(common::netns_test_binary())
         .arg("gc")
         .env_remove("XDG_RUNTIME_DIR")
         .output()
         .unwrap();
-    let by_name = Command::new(env!("CARGO_BIN_EXE_netns-test"))
+    let by_name = Command::new(common::netns_test_binary())
         .args(["gc", &foreign.name])
         .env_remove("XDG_RUNTIME_DIR")
         .output()

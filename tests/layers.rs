@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["network"],
     &["debug"],
     &["run", "unsupported"],
+    &["exec"],
     &["admin"],
     &["lib"],
 ];

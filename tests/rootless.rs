@@ -613,7 +613,7 @@ fn a_failed_rootless_test_is_kept_by_a_holder_until_gc() {
     let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
     let copy = Copy::new();
     let tool = copy.dir.path().join("netns-test");
-    std::fs::copy(env!("CARGO_BIN_EXE_netns-test"), &tool).unwrap();
+    std::fs::copy(common::netns_test_binary(), &tool).unwrap();
     let as_nobody = |program: &std::path::Path, args: &[&str]| {
         let output = retry_busy(|| {
             Command::new(program)

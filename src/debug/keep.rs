@@ -19,7 +19,6 @@ use crate::os::holder::{FIRST_HELD_FD, Holder};
 use crate::os::netlink::{self, Netlink};
 use crate::os::private_dir::PrivateDir;
 use crate::os::{sys, unix_time};
-use crate::settings;
 use crate::veth::Veth;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -61,35 +60,52 @@ fn notes(create: bool) -> Result<Option<PrivateDir>, Error> {
     PrivateDir::for_user("kept", create)
 }
 
+/// Whose namespaces are kept.
+pub(crate) struct What<'a> {
+    /// The test's name (or a command's), which names the kept namespaces
+    /// and shows in `netns-test list`.
+    pub(crate) name: &'a str,
+    /// How messages name it: "test `x`", "command `make check`".
+    pub(crate) subject: &'a str,
+}
+
+/// How the messages say to remove a kept namespace.
+fn remove_hint(name: &str) -> String {
+    format!(
+        "remove it with: netns-test gc {name}   (the netns-test command: cargo install netns-test-cli)"
+    )
+}
+
 /// Keeps the test's own namespace `own` (with its veth pair) and its
 /// topology `nodes`, and returns for each the lines that say how to get in.
 pub(crate) fn keep(
-    test: &str,
+    what: &What<'_>,
     own: &NetNs,
     veth: Option<&Veth>,
     nodes: &[(&str, &NetNs)],
 ) -> Vec<Result<String, Error>> {
     let mut all = vec![(None, own)];
     all.extend(nodes.iter().map(|(name, ns)| (Some(*name), *ns)));
-    if settings::in_rootless_child() {
-        return match keep_rootless(test, &all) {
+    if crate::os::userns::rootless() {
+        return match keep_rootless(what, &all) {
             Ok(messages) => messages.into_iter().map(Ok).collect(),
             Err(error) => vec![Err(error)],
         };
     }
     all.into_iter()
-        .map(|(node, ns)| keep_as_root(test, node, ns, if node.is_none() { veth } else { None }))
+        .map(|(node, ns)| keep_as_root(what, node, ns, if node.is_none() { veth } else { None }))
         .collect()
 }
 
 /// As root: the note first, then the bind mount under `/run/netns`; a
 /// failed mount takes the note back.
 fn keep_as_root(
-    test: &str,
+    what: &What<'_>,
     node: Option<&str>,
     ns: &NetNs,
     veth: Option<&Veth>,
 ) -> Result<String, Error> {
+    let test = what.name;
     let name = kept_name(test, node, ns.inode());
     let source = ns.net_path();
     let target = Path::new(NETNS_DIR).join(&name);
@@ -127,11 +143,13 @@ fn keep_as_root(
         Ok(())
     })?;
     Ok(format!(
-        "netns-test: kept the network namespace of test `{test}`{} as {name}:\n  \
+        "netns-test: kept the network namespace of {}{} as {name}:\n  \
          ip netns exec {name} bash      (or: nsenter --net={})\n  \
-         remove it with: netns-test gc {name}   (cargo run --bin netns-test -- gc {name})",
+         {}",
+        what.subject,
         node.map(|n| format!(" (node {n})")).unwrap_or_default(),
-        target.display()
+        target.display(),
+        remove_hint(&name),
     ))
 }
 
@@ -140,7 +158,8 @@ fn keep_as_root(
 /// (so inside the test's own namespaces) and holding the nodes' by
 /// descriptor, keeps them until `netns-test gc`; it stays only once every
 /// note is written.
-fn keep_rootless(test: &str, all: &[(Option<&str>, &NetNs)]) -> Result<Vec<String>, Error> {
+fn keep_rootless(what: &What<'_>, all: &[(Option<&str>, &NetNs)]) -> Result<Vec<String>, Error> {
+    let test = what.name;
     let notes = notes(true)?.expect("made when missing");
     let cookie = cookie();
     let name = format!("ntkeep-{cookie}");
@@ -179,10 +198,12 @@ fn keep_rootless(test: &str, all: &[(Option<&str>, &NetNs)]) -> Result<Vec<Strin
             }
         };
         messages.push(format!(
-            "netns-test: kept the network namespace of test `{test}`{} as {kept}, held by process {pid} (rootless):\n  \
+            "netns-test: kept the network namespace of {}{} as {kept}, held by process {pid} (rootless):\n  \
              {enter}\n  \
-             remove it with: netns-test gc {kept}   (cargo run --bin netns-test -- gc {kept})",
+             {}",
+            what.subject,
             node.map(|n| format!(" (node {n})")).unwrap_or_default(),
+            remove_hint(&kept),
         ));
         written.push(kept);
     }
@@ -251,6 +272,28 @@ pub fn list() -> Vec<Kept> {
         .collect();
     kept.sort_by(|a, b| a.name.cmp(&b.name));
     kept
+}
+
+/// The interfaces of a kept namespace in the order of their indexes, as
+/// `netns-test list` shows them; none when this process cannot enter it
+/// (a rootless one lives in its holder's user namespace).
+pub fn interfaces(kept: &Kept) -> Vec<String> {
+    let path = Path::new(NETNS_DIR).join(&kept.name);
+    let Ok(ns) = sys::open_ns(&path) else {
+        return Vec::new();
+    };
+    // A thread of its own, which enters the namespace and ends there.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                sys::setns(ns.as_fd(), sys::NsKind::Net).ok()?;
+                sys::interface_names().ok()
+            })
+            .join()
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 fn field(note: &str, key: &str) -> Option<String> {

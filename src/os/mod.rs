@@ -9,6 +9,7 @@ pub(crate) mod mounts;
 pub(crate) mod netlink;
 pub(crate) mod nftables;
 pub(crate) mod packet;
+pub(crate) mod pid_one;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod sys;

@@ -4,7 +4,6 @@
 
 use crate::error::Error;
 use crate::os::sys;
-use crate::settings;
 use nix::libc;
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -76,17 +75,34 @@ fn permission_hint(missing: &[&str]) -> String {
     )
 }
 
-/// Why the kernel refused a user namespace, and what to do about it.
+/// Why the kernel refused a user namespace for a rootless test, and what
+/// to do about it.
 pub(crate) fn explain_user_namespace_refusal(error: std::io::Error) -> Error {
+    explain_refusal(
+        error,
+        "test",
+        "Or run the tests as root (`sudo -E cargo test`). NETNS_TEST_UNSUPPORTED=skip turns this failure into a skipped test.",
+    )
+}
+
+/// The same for `netns-test exec`, which enters the user namespace itself.
+pub(crate) fn explain_user_namespace_refusal_for_command(error: std::io::Error) -> Error {
+    explain_refusal(
+        error,
+        "command",
+        "Or run it as root (`sudo netns-test exec ...`).",
+    )
+}
+
+fn explain_refusal(error: std::io::Error, subject: &str, otherwise: &str) -> Error {
     let reason = user_namespace_refusal(
         error.raw_os_error(),
         sys::read_sysctl("user/max_user_namespaces").as_deref(),
         sys::read_sysctl("kernel/unprivileged_userns_clone").as_deref(),
     );
-    Error::new("create a user namespace for a rootless test", error)
+    Error::new(format!("create a user namespace for a rootless {subject}"), error)
         .with_hint(format!(
-            "netns-test: rootless mode (no CAP_SYS_ADMIN) cannot create a user namespace for this test.\n{reason}\n\
-             Or run the tests as root (`sudo -E cargo test`). NETNS_TEST_UNSUPPORTED=skip turns this failure into a skipped test."
+            "netns-test: rootless mode (no CAP_SYS_ADMIN) cannot create a user namespace for this {subject}.\n{reason}\n{otherwise}"
         ))
         .refused()
 }
@@ -116,7 +132,7 @@ fn user_namespace_refusal(
 /// capabilities, which is what AppArmor does on Ubuntu 23.10+ and GitHub's
 /// ubuntu-24.04 runners.
 fn apparmor_hint() -> Option<String> {
-    if !settings::in_rootless_child() {
+    if !crate::os::userns::rootless() {
         return None;
     }
     (sys::read_sysctl("kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1"))

@@ -344,6 +344,28 @@ pub(crate) fn kill_process_group(group: u32) {
     );
 }
 
+/// SIGKILL to the process `pid` (a child not yet reaped, so that the id is
+/// still its own); one that has ended is not an error.
+pub(crate) fn kill_process(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// The names of the calling thread's network namespace's interfaces, in the
+/// order of their indexes.
+pub(crate) fn interface_names() -> Result<Vec<String>> {
+    let list =
+        nix::net::if_::if_nameindex().map_err(|e| Error::new("if_nameindex", io_error(e)))?;
+    let mut found: Vec<(u32, String)> = list
+        .iter()
+        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, name)| name).collect())
+}
+
 /// Whether the calling thread's network namespace has an interface `name`.
 pub(crate) fn interface_exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
@@ -391,4 +413,165 @@ pub(crate) fn link_driver(name: &str) -> Option<String> {
     }
     let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// The set of `signals`.
+pub(crate) fn signal_set(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value; sigemptyset initializes it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset writes into the set we own.
+    unsafe { libc::sigemptyset(&mut set) };
+    for signal in signals {
+        // SAFETY: sigaddset writes into the set we own; a bad number gives EINVAL.
+        unsafe { libc::sigaddset(&mut set, *signal) };
+    }
+    set
+}
+
+/// Blocks `signals` in the calling thread (the threads and children it
+/// starts inherit the mask); returns the mask it had.
+pub(crate) fn block_signals(signals: &[i32]) -> Result<libc::sigset_t> {
+    let set = signal_set(signals);
+    // SAFETY: an all-zero sigset_t is a valid value for pthread_sigmask to fill.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: reads `set` and writes `old`, both ours.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    if rc != 0 {
+        return Err(Error::new(
+            "pthread_sigmask(SIG_BLOCK)",
+            io::Error::from_raw_os_error(rc),
+        ));
+    }
+    Ok(old)
+}
+
+/// A descriptor that reads the `signals` sent to the process, which must
+/// be blocked in every thread.
+pub(crate) fn signalfd(signals: &[i32]) -> Result<OwnedFd> {
+    let set = signal_set(signals);
+    // SAFETY: signalfd reads the set; -1 asks for a new descriptor.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::new("signalfd", io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Reads one signal from a [`signalfd`]: its number and how it was sent
+/// (`si_code`: `SI_USER` for `kill`, `SI_KERNEL` from the terminal).
+pub(crate) fn read_signal(fd: BorrowedFd<'_>) -> Result<(i32, i32)> {
+    // SAFETY: an all-zero signalfd_siginfo is a valid value to read into.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    loop {
+        // SAFETY: reads at most `size` bytes into `info`, which we own.
+        let read = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if read == size as isize {
+            return Ok((info.ssi_signo as i32, info.ssi_code));
+        }
+        let error = io::Error::last_os_error();
+        if read < 0 && error.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(Error::new("read a signal from signalfd", error));
+    }
+}
+
+/// Waits until one of `fds` is readable (or at its end), at most `timeout`
+/// (`None`: without limit); returns which are.
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<std::time::Duration>,
+) -> Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // Rounded up, so that a deadline is never woken for early.
+    let millis = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
+    loop {
+        // SAFETY: poll reads and writes the pollfds we own, `polled.len()` of them.
+        let rc = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, millis) };
+        if rc >= 0 {
+            return Ok(polled.iter().map(|p| p.revents != 0).collect());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(Error::new("poll", error));
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor for the process `pid` (a child not yet
+/// reaped), readable once it has ended. Linux 5.3 and later.
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Error::new("pidfd_open", io::Error::last_os_error())
+            .with_hint("netns-test exec needs Linux 5.3 or later".into()));
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// `pidfd_send_signal(2)`: `signal` to the process behind `pidfd`, which
+/// cannot be another process that reused its id. A process that has ended
+/// is not an error.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> Result<()> {
+    // SAFETY: integers and a null siginfo (the kernel fills one like kill's).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ESRCH) {
+            return Err(Error::new("pidfd_send_signal", error));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the child `pid` to end and returns its `wait` status.
+pub(crate) fn wait_for(pid: i32) -> Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status we own.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return Ok(status);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(Error::new("waitpid", error));
+        }
+    }
+}
+
+/// Whether this process is in the foreground process group of the terminal
+/// on its standard input: an interactive command must stay in that group to
+/// read the terminal.
+pub(crate) fn in_terminal_foreground() -> bool {
+    // SAFETY: tcgetpgrp and getpgrp take and return integers.
+    let (foreground, own) = unsafe { (libc::tcgetpgrp(0), libc::getpgrp()) };
+    foreground >= 0 && foreground == own
 }

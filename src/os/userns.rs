@@ -1,10 +1,25 @@
-//! Entering a new user namespace from a freshly forked, single-threaded
-//! child: `unshare(CLONE_NEWUSER)` fails with EINVAL in a multi-threaded
-//! process, and a test binary always is one.
+//! Entering a new user namespace: `unshare(CLONE_NEWUSER)` fails with
+//! EINVAL in a multi-threaded process. A test binary always is one, so a
+//! rootless test enters it in a freshly forked child; the `netns-test`
+//! binary is single-threaded when it starts, so `netns-test exec` enters it
+//! itself.
 
 use crate::error::Error;
+use crate::settings;
 use nix::libc;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once this process has entered a user namespace of its own
+/// ([`IdMaps::enter_here`]).
+static ENTERED_HERE: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process runs rootless, in a user namespace netns-test made:
+/// the child process of a rootless test, or `netns-test exec` without
+/// CAP_SYS_ADMIN.
+pub(crate) fn rootless() -> bool {
+    settings::in_rootless_child() || ENTERED_HERE.load(Ordering::Relaxed)
+}
 
 /// The user's id outside any user namespace this process is in (a rootless
 /// test is uid 0 inside its own): from `/proc/self/uid_map`.
@@ -58,7 +73,21 @@ impl IdMaps {
                 libc::_exit(1);
             }
         }
-        // SAFETY: unshare takes flags only; the child has one thread.
+        self.unshare_and_map()
+    }
+
+    /// Moves the calling process, which must have one thread, into a new
+    /// user namespace where it is uid and gid 0 (the user outside), with
+    /// every capability there.
+    pub(crate) fn enter_here(&self) -> std::io::Result<()> {
+        self.unshare_and_map()?;
+        ENTERED_HERE.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `unshare(CLONE_NEWUSER)` and the maps. Async-signal-safe.
+    fn unshare_and_map(&self) -> std::io::Result<()> {
+        // SAFETY: unshare takes flags only; the caller has one thread.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
             return Err(std::io::Error::last_os_error());
         }

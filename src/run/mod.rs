@@ -6,7 +6,7 @@
 //! crate pins the macro crate's exact version).
 
 mod rootless;
-mod test_ns;
+pub(crate) mod test_ns;
 mod timeout;
 
 use crate::contract::{Ended, FailureKind, Outcome, TestReturn, TestSpec};

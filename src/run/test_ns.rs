@@ -34,12 +34,13 @@ impl HostSide {
                 ),
             ));
         }
-        let veth = spec
-            .veth
-            .as_ref()
-            .map(VethSetup::prepare)
-            .transpose()
-            .map_err(|error| Ended::setup_failed(spec.name, error))?;
+        Self::prepare_for(spec).map_err(|error| Ended::setup_failed(spec.name, error))
+    }
+
+    /// The same without the check for a test started twice, for another
+    /// occupant than a test.
+    pub(crate) fn prepare_for(spec: &TestSpec) -> Result<HostSide, Error> {
+        let veth = spec.veth.as_ref().map(VethSetup::prepare).transpose()?;
         Ok(HostSide { veth })
     }
 
@@ -50,11 +51,34 @@ impl HostSide {
     }
 }
 
+/// What a namespace is for, as its messages name it: a test, or the
+/// command of `netns-test exec`.
+pub(crate) struct Occupant {
+    /// How messages name it: "test `x`", "command `make check`".
+    pub(crate) subject: String,
+    /// Where its captures go; `None`: the test's directory under the
+    /// target directory.
+    pub(crate) capture_dir: Option<PathBuf>,
+    /// Whether a failure prints which network namespace it ran in.
+    pub(crate) announce_failure: bool,
+}
+
+impl Occupant {
+    fn test(spec: &TestSpec) -> Occupant {
+        Occupant {
+            subject: format!("test `{}`", spec.name),
+            capture_dir: None,
+            announce_failure: true,
+        }
+    }
+}
+
 /// The calling thread, moved into a fresh network and mount namespace for
 /// the time of a test. [`TestNamespace::leave`] ends it; dropped without
 /// that (a panic in netns-test itself), it still takes the thread home.
 pub(crate) struct TestNamespace {
     test: &'static str,
+    occupant: Occupant,
     keep: Option<Policy>,
     capture: Option<(Policy, Capture)>,
     /// The topology nodes the test makes, for keep and capture.
@@ -70,16 +94,22 @@ pub(crate) struct TestNamespace {
 impl TestNamespace {
     /// Moves the calling thread into fresh namespaces and sets them up.
     pub(crate) fn enter(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Ended> {
-        Self::set_up(spec, host).map_err(|error| Ended::setup_failed(spec.name, error))
+        Self::enter_as(spec, host, Occupant::test(spec))
+            .map_err(|error| Ended::setup_failed(spec.name, error))
     }
 
-    fn set_up(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
+    /// The same for another occupant than a test.
+    pub(crate) fn enter_as(
+        spec: &TestSpec,
+        host: HostSide,
+        occupant: Occupant,
+    ) -> Result<TestNamespace, Error> {
         let home = if on_own_harness_thread(spec) {
             None
         } else {
             Some(Home::here()?)
         };
-        match Self::set_up_inside(spec, host) {
+        match Self::set_up_inside(spec, host, occupant) {
             Ok(mut namespace) => {
                 namespace.home = home;
                 Ok(namespace)
@@ -103,13 +133,22 @@ impl TestNamespace {
 
     /// Everything from the fresh namespaces on; on error the caller takes
     /// the thread home.
-    fn set_up_inside(spec: &TestSpec, host: HostSide) -> Result<TestNamespace, Error> {
+    fn set_up_inside(
+        spec: &TestSpec,
+        host: HostSide,
+        occupant: Occupant,
+    ) -> Result<TestNamespace, Error> {
         let HostSide { mut veth } = host;
         let trace = trace::Steps::new(spec.name);
         isolation::isolate_this_thread()?;
         trace.step("new network and mount namespace, lo up, accept_dad=0");
         let capture_policy = spec.capture_policy();
-        let capture_dir = capture_policy.map(|_| capture::directory_for(spec.libtest_name()));
+        let capture_dir = capture_policy.map(|_| {
+            occupant
+                .capture_dir
+                .clone()
+                .unwrap_or_else(|| capture::directory_for(spec.libtest_name()))
+        });
         let capture = match (capture_policy, &capture_dir) {
             (Some(policy), Some(dir)) => {
                 let capture = Capture::start(dir.join("test.pcap"))?;
@@ -138,6 +177,7 @@ impl TestNamespace {
         trace.step("registered");
         Ok(TestNamespace {
             test: spec.name,
+            occupant,
             keep,
             capture,
             nodes,
@@ -147,11 +187,16 @@ impl TestNamespace {
         })
     }
 
+    /// The veth pair to the host, when asked for.
+    pub(crate) fn veth(&self) -> Option<&crate::veth::Veth> {
+        self.veth.as_ref().map(VethSetup::veth)
+    }
+
     /// Ends the test's time in its namespaces: says where a failed test
     /// ran, stops the captures, keeps what the policy keeps, goes home.
     pub(crate) fn leave(mut self, failed: bool) {
         let trace = trace::Steps::new(self.test);
-        if failed {
+        if failed && self.occupant.announce_failure {
             self.report_namespace();
             report_seeds(&lock(&self.nodes.seeds));
         }
@@ -176,8 +221,8 @@ impl TestNamespace {
     fn report_namespace(&self) {
         if let Ok(id) = sys::thread_ns_id(NsKind::Net) {
             eprintln!(
-                "netns-test: test `{}` ran in network namespace net:[{}]",
-                self.test, id.ino
+                "netns-test: {} ran in network namespace net:[{}]",
+                self.occupant.subject, id.ino
             );
         }
     }
@@ -187,27 +232,31 @@ impl TestNamespace {
             Ok(Some(own)) => own,
             Ok(None) => {
                 eprintln!(
-                    "netns-test: cannot keep the namespaces of `{}`: its namespace is not registered",
-                    self.test
+                    "netns-test: cannot keep the namespaces of {}: its namespace is not registered",
+                    self.occupant.subject
                 );
                 return;
             }
             Err(error) => {
                 eprintln!(
-                    "netns-test: cannot keep the namespaces of `{}`: {error}",
-                    self.test
+                    "netns-test: cannot keep the namespaces of {}: {error}",
+                    self.occupant.subject
                 );
                 return;
             }
         };
         let veth = self.veth.as_ref().map(|v| v.veth().clone());
         let nodes: Vec<(&str, &NetNs)> = nodes.iter().map(|n| (n.name.as_str(), &n.ns)).collect();
-        for result in keep::keep(self.test, &own, veth.as_ref(), &nodes) {
+        let what = keep::What {
+            name: self.test,
+            subject: &self.occupant.subject,
+        };
+        for result in keep::keep(&what, &own, veth.as_ref(), &nodes) {
             match result {
                 Ok(message) => eprintln!("{message}"),
                 Err(error) => eprintln!(
-                    "netns-test: cannot keep a namespace of `{}`: {error}",
-                    self.test
+                    "netns-test: cannot keep a namespace of {}: {error}",
+                    self.occupant.subject
                 ),
             }
         }

@@ -1,7 +1,27 @@
 //! Helpers for tests that re-run their own binary as an ordinary user.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
+
+/// The `netns-test` binary of the `netns-test-cli` package, which a
+/// workspace `cargo test` (or `cargo nextest run`) builds before it runs any
+/// test: next to this test binary's `deps/` directory.
+pub fn netns_test_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/<profile>/deps");
+    let binary = profile.join("netns-test");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p netns-test-cli` (a workspace \
+         `cargo test` builds it first)",
+        binary.display()
+    );
+    binary
+}
 
 /// The interfaces the calling thread's `/sys/class/net` shows, sorted.
 pub fn interfaces() -> Vec<String> {
