@@ -72,72 +72,75 @@
 // public API failing with "network namespaces need Linux". On Linux,
 // `--cfg netns_test_unsupported_platform` builds that side instead, to test it.
 
-/// Items for Linux.
-macro_rules! linux {
-    ($($item:item)*) => {$(
-        #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
-        $item
-    )*};
-}
-
-/// Items for every other platform (and Linux under the cfg).
-macro_rules! elsewhere {
-    ($($item:item)*) => {$(
-        #[cfg(not(all(target_os = "linux", not(netns_test_unsupported_platform))))]
-        $item
-    )*};
-}
-
-/// Items for every platform; elsewhere, what only Linux uses of them is dead.
-macro_rules! shared {
-    ($($item:item)*) => {$(
-        #[cfg_attr(
-            not(all(target_os = "linux", not(netns_test_unsupported_platform))),
-            allow(dead_code)
-        )]
-        $item
-    )*};
-}
-
+// Plain attributes, not a macro around the items, so that `cargo fmt`
+// sees every module.
+//
 // What Linux and the other platforms share: the error type, the settings,
-// plain data, and the platform-independent half of the attribute's contract.
-shared! {
-    mod error;
-    mod settings;
-    mod impairment;
-    mod schedule;
-    mod veth_pair;
-    mod contract;
-}
+// plain data, and the platform-independent half of the attribute's
+// contract. Elsewhere, what only Linux uses of them is dead.
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod contract;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod error;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod impairment;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod schedule;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod settings;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod veth_pair;
 
-linux! {
-    mod pool;
+// Linux.
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+#[doc(hidden)]
+pub mod admin;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod debug;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod exec;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod netns;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod network;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod os;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod pool;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod run;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod veth;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+pub use netns::NetNs;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+pub use network::{Link, Network, Node, Switch};
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+pub use os::privilege::privileged;
 
-    mod os;
-
-    mod netns;
-    mod network;
-    mod veth;
-
-    mod debug;
-
-    mod run;
-
-    mod exec;
-
-    #[doc(hidden)]
-    pub mod admin;
-
-    pub use netns::NetNs;
-    pub use network::{Link, Network, Node, Switch};
-    pub use os::privilege::privileged;
-}
-
-elsewhere! {
-    mod unsupported;
-
-    pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
-}
+// Every other platform (and Linux under the cfg).
+#[cfg(not(all(target_os = "linux", not(netns_test_unsupported_platform))))]
+mod unsupported;
+#[cfg(not(all(target_os = "linux", not(netns_test_unsupported_platform))))]
+pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
 
 pub use error::Error;
 pub use impairment::Impairment;
@@ -158,14 +161,12 @@ pub use netns_test_macros::netns_test as test;
 #[allow(missing_docs)]
 pub mod __private {
     pub use crate::contract::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on};
+    #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+    pub use crate::run::run;
     pub use crate::settings::Policy;
+    #[cfg(not(all(target_os = "linux", not(netns_test_unsupported_platform))))]
+    pub use crate::unsupported::run;
     pub use crate::veth_pair::{AddressPair, VethSpec};
-    linux! {
-        pub use crate::run::run;
-    }
-    elsewhere! {
-        pub use crate::unsupported::run;
-    }
     pub use std::net::{Ipv4Addr, Ipv6Addr};
     pub use std::sync::atomic::AtomicBool;
 }
