@@ -438,7 +438,11 @@ fn a_killed_test_process_leaves_no_process() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
-    assert_eq!(count(), 2, "the test process and its child for the test");
+    assert_eq!(
+        count(),
+        3,
+        "the test process, its fork server and the test's process"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let start = std::time::Instant::now();

@@ -27,6 +27,14 @@ pub(crate) fn isolate_this_thread() -> Result<(), Error> {
     disable_duplicate_address_detection()
 }
 
+/// Reads now what isolating a thread reads from the host once per process
+/// (mount propagation, `/etc/hosts`, how new namespaces start): a process
+/// that forks a child per test reads it once for all of them.
+pub(crate) fn read_host_once() {
+    mounts::read_host_once();
+    new_namespaces_may_start_with_dad_on();
+}
+
 /// Writes 0 to `net.ipv6.conf.default.accept_dad` in the calling thread's
 /// namespace, and to `conf.all` too when a new namespace may not start at 0,
 /// so that IPv6 addresses are usable the moment they are added.

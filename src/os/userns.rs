@@ -1,6 +1,7 @@
-//! Entering a new user namespace from a freshly forked, single-threaded
-//! child: `unshare(CLONE_NEWUSER)` fails with EINVAL in a multi-threaded
-//! process, and a test binary always is one.
+//! Entering a new user namespace from a single-threaded process (a freshly
+//! forked child, or the fork server before `main`): `unshare(CLONE_NEWUSER)`
+//! fails with EINVAL in a multi-threaded process, and a running test binary
+//! always is one.
 
 use crate::error::Error;
 use nix::libc;
@@ -49,16 +50,15 @@ impl IdMaps {
     pub(crate) fn enter_new_user_namespace(&self) -> std::io::Result<()> {
         // Killed with the thread that started it: a SIGKILLed test process
         // leaves no test running. If the parent is already gone, stop here.
-        // SAFETY: prctl and getppid take plain integers.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != self.parent {
-                libc::_exit(1);
-            }
-        }
-        // SAFETY: unshare takes flags only; the child has one thread.
+        crate::os::sys::die_with_parent(self.parent)?;
+        self.enter()
+    }
+
+    /// Moves the calling process, which must have one thread, into a new
+    /// user namespace and writes the maps: uid and gid 0 inside are the
+    /// user and group outside. Async-signal-safe.
+    pub(crate) fn enter(&self) -> std::io::Result<()> {
+        // SAFETY: unshare takes flags only; the caller has one thread.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -5,6 +5,7 @@
 //! Not a public API: the macro and this module change together (the runtime
 //! crate pins the macro crate's exact version).
 
+mod fork_server;
 mod rootless;
 mod test_ns;
 mod timeout;
@@ -21,13 +22,15 @@ pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) ->
     match route(spec) {
         Err(ended) => Outcome::ended(spec.name, ended),
         Ok(Route::ThisProcess) => run_in_this_process(spec, body),
-        Ok(Route::ChildProcess) => Outcome::ended(spec.name, rootless::run_in_child_process(spec)),
-        Ok(Route::ReportToParent) => rootless::report_to_parent(|| {
-            // The parent enforces the timeout, by killing this process.
-            HostSide::prepare(spec)
-                .and_then(|host| run_in_namespace(spec, host, body))
-                .map_or_else(|ended| ended, Ended::of_value)
-        }),
+        Ok(Route::ChildProcess) => {
+            let call = fork_server::CallWords::new(run_forked, spec, body);
+            let ended = fork_server::run_in_forked_child(spec, call)
+                .unwrap_or_else(|| rootless::run_in_child_process(spec));
+            Outcome::ended(spec.name, ended)
+        }
+        Ok(Route::ReportToParent) => {
+            rootless::report_to_parent(|| run_in_child_process(spec, body))
+        }
     }
 }
 
@@ -93,6 +96,50 @@ fn run_in_this_process<T: TestReturn + 'static>(
         run_in_namespace(spec, host, body).map_or_else(|ended| ended, Ended::of_value)
     });
     Outcome::ended(spec.name, ended)
+}
+
+/// A rootless test's child process (forked, or started for the test): the
+/// test runs on the calling thread and only its meaning is reported. The
+/// parent enforces the timeout, by killing this process.
+fn run_in_child_process<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
+    HostSide::prepare(spec)
+        .and_then(|host| run_in_namespace(spec, host, body))
+        .map_or_else(|ended| ended, Ended::of_value)
+}
+
+/// A rootless test in a process the fork server forked for it. The
+/// namespaces are entered (and their `/proc/thread-self` files read) on the
+/// process's main thread: a dead thread's `/proc` entries cost the kernel
+/// milliseconds of dentry pruning when its process is reaped, the main
+/// thread's do not. The body runs on a thread named like the test, as under
+/// libtest, which inherits the namespaces; its value is reported there (it
+/// need not be `Send`). The parent enforces the timeout.
+fn run_forked<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
+    let namespace = match HostSide::prepare(spec).and_then(|host| TestNamespace::enter(spec, host)) {
+        Ok(namespace) => namespace,
+        Err(ended) => return ended,
+    };
+    let thread = std::thread::Builder::new()
+        .name(spec.libtest_name().to_owned())
+        .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
+            Ok(value) => {
+                namespace.leave(value.is_failure());
+                Ended::of_value(value)
+            }
+            Err(panic) => {
+                namespace.leave(true);
+                Ended::of_panic(panic.as_ref())
+            }
+        });
+    match thread {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref())),
+        Err(error) => Ended::failed(
+            FailureKind::Setup,
+            format!("netns-test: cannot spawn the thread of test `{}`: {error}", spec.name),
+        ),
+    }
 }
 
 /// Enters the test's namespaces, runs the body, and leaves them (keep and
