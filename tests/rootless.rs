@@ -440,8 +440,8 @@ fn a_killed_test_process_leaves_no_process() {
     };
     assert_eq!(
         count(),
-        3,
-        "the test process, its fork server and the test's process"
+        4,
+        "the test process, its fork server, the test's process and the one forked ahead for the next test"
     );
     child.kill().unwrap();
     child.wait().unwrap();

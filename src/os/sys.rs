@@ -591,6 +591,30 @@ pub(crate) fn recv_with_fds(
     }
 }
 
+/// The length of the next message waiting on a `SOCK_SEQPACKET` socket
+/// (it stays queued), waiting for one; 0 when the peer is gone.
+pub(crate) fn next_message_len(socket: BorrowedFd<'_>) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv with no buffer; MSG_TRUNC makes it return the
+        // message's real length, MSG_PEEK leaves the message queued.
+        let length = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_PEEK | libc::MSG_TRUNC,
+            )
+        };
+        if length >= 0 {
+            return Ok(length as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 /// Waits until one of `fds` can be read (or is at its end or broken), at
 /// most `timeout` (`None`: no limit): for each descriptor, whether it is.
 /// Interrupted waits count as nothing ready.

@@ -417,19 +417,33 @@ fn wait_relaying(channel: &OwnedFd, [out, err]: [OwnedFd; 2], deadline: Option<I
 
 // The server's side.
 
-/// One running child of the server.
-struct Child {
+/// A child forked ahead, waiting for its test on `socket` in namespaces it
+/// made already.
+struct Spare {
     pid: i32,
     /// Readable when the child has ended.
     pidfd: OwnedFd,
-    /// The test process's socket for this test.
-    channel: OwnedFd,
+    /// Where the request goes; then where the child says it is done.
+    socket: OwnedFd,
+}
+
+/// A child running a test.
+struct Child {
+    spare: Spare,
+    /// The test process's socket for this test; `None` once the test's end
+    /// was reported (the child may still be exiting).
+    channel: Option<OwnedFd>,
     /// Whether its process group was killed on request.
     killed: bool,
 }
 
+/// What a child says on its socket once its result is written and its
+/// stdout and stderr are closed, right before it exits.
+const DONE: u8 = b'd';
+
 /// The fork server: enters its user namespace, says whether it could, then
-/// forks a child for each request until the test process ends.
+/// hands each request to a child forked ahead (forking the next one while
+/// the test runs) until the test process ends.
 fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_sigpipe();
     // Watches the test process: readable when it ends, however it ends.
@@ -448,58 +462,99 @@ fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     // reads from the host read already.
     settings::mark_rootless_child();
     crate::os::isolation::read_host_once();
-    let null = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map(OwnedFd::from)
-        .ok();
+    let server = ServerSide {
+        own: [requests.as_raw_fd(), parent_fd.as_raw_fd()],
+        // A process that runs one test (cargo-nextest runs each in a
+        // process of its own) needs no second child ahead.
+        ahead_after_each: std::env::var_os("NEXTEST_EXECUTION_MODE")
+            .is_none_or(|mode| mode != "process-per-test"),
+    };
+    let mut spare = server.fork_spare(&[]).ok();
     let mut children: Vec<Child> = Vec::new();
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
         let mut watched = vec![requests.as_fd(), parent_fd.as_fd()];
+        if let Some(spare) = &spare {
+            watched.push(spare.pidfd.as_fd());
+        }
         for child in &children {
-            watched.push(child.pidfd.as_fd());
-            // After a kill, only its end matters (the socket may stay at EOF).
-            watched.push(if child.killed { child.pidfd.as_fd() } else { child.channel.as_fd() });
+            watched.push(child.spare.pidfd.as_fd());
+            // Its word, then the test process's (until its end is reported).
+            let (socket, channel) = match &child.channel {
+                Some(channel) if !child.killed => (&child.spare.socket, channel),
+                Some(_) => (&child.spare.socket, &child.spare.pidfd),
+                None => (&child.spare.pidfd, &child.spare.pidfd),
+            };
+            watched.push(socket.as_fd());
+            watched.push(channel.as_fd());
         }
         let Ok(ready) = sys::wait_readable(&watched, None) else {
-            end_all(&children);
+            end_all(spare.as_ref(), &children);
         };
-        if ready[1] {
-            end_all(&children);
+        let mut ready = ready.into_iter();
+        let (request, parent_ended) = (ready.next() == Some(true), ready.next() == Some(true));
+        if parent_ended {
+            end_all(spare.as_ref(), &children);
         }
-        // Kill requests, then ended children: each is reported, its group
-        // killed.
+        if spare.is_some() && ready.next() == Some(true) {
+            // The spare died before it had a test.
+            if let Some(dead) = spare.take() {
+                let _ = sys::reap(dead.pid);
+            }
+        }
         let mut running = Vec::with_capacity(children.len());
-        for (i, mut child) in children.drain(..).enumerate() {
-            let (ended, said) = (ready[2 + 2 * i], ready[3 + 2 * i]);
-            if said && !child.killed {
+        for mut child in children.drain(..) {
+            let ended = ready.next() == Some(true);
+            let said = ready.next() == Some(true);
+            let spoke = ready.next() == Some(true);
+            if child.channel.is_some() && said {
+                // Its word (done), or its end (then the pidfd gives the status).
+                let mut word = [0u8; 1];
+                if let Ok((1, _)) = sys::recv_with_fds(child.spare.socket.as_fd(), &mut word) {
+                    if word[0] == DONE {
+                        report_end(&mut child, 0);
+                    }
+                }
+            }
+            if child.channel.is_some() && !child.killed && spoke {
                 // A kill request, or the test's waiter is gone: either way
                 // the test's processes end now.
                 let mut word = [0u8; 1];
-                let _ = sys::recv_with_fds(child.channel.as_fd(), &mut word);
-                sys::kill_process_group(child.pid as u32);
+                let _ = child.channel.as_ref().map(|c| sys::recv_with_fds(c.as_fd(), &mut word));
+                sys::kill_process_group(child.spare.pid as u32);
                 child.killed = true;
             }
             if ended {
-                finish(&child);
+                // Killed while still unreaped, so that the group's id
+                // cannot have been reused.
+                sys::kill_process_group(child.spare.pid as u32);
+                let status = sys::reap(child.spare.pid).unwrap_or(0);
+                report_end(&mut child, status);
             } else {
                 running.push(child);
             }
         }
         children = running;
-        if ready[0] {
+        if request {
             match sys::recv_with_fds(requests.as_fd(), &mut buffer) {
-                Ok((0, _)) | Err(_) => end_all(&children),
+                Ok((0, _)) | Err(_) => end_all(spare.as_ref(), &children),
                 Ok((length, fds)) => {
-                    let fixed: Vec<i32> = [requests.as_raw_fd(), parent_fd.as_raw_fd()]
-                        .into_iter()
-                        .chain(null.as_ref().map(|n| n.as_raw_fd()))
-                        .chain(children.iter().flat_map(|c| [c.pidfd.as_raw_fd(), c.channel.as_raw_fd()]))
+                    // A child forked now closes the request's descriptors too.
+                    let busy: Vec<i32> = children
+                        .iter()
+                        .flat_map(Child::fds)
+                        .chain(fds.iter().map(|fd| fd.as_raw_fd()))
                         .collect();
-                    if let Some(child) = start_child(&buffer[..length], fds, null.as_ref(), &fixed) {
+                    let ready_child = match spare.take() {
+                        Some(spare) => Ok(spare),
+                        None => server.fork_spare(&busy),
+                    };
+                    if let Some(child) = server.hand_over(ready_child, &buffer[..length], fds) {
                         children.push(child);
+                        if server.ahead_after_each {
+                            let busy: Vec<i32> = children.iter().flat_map(Child::fds).collect();
+                            spare = server.fork_spare(&busy).ok();
+                        }
                     }
                 }
             }
@@ -507,62 +562,107 @@ fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     }
 }
 
-/// A child that ended: kills what is left of its process group while the
-/// child is still unreaped (so the group's id cannot be reused), reaps it
-/// and tells the test process.
-fn finish(child: &Child) {
-    sys::kill_process_group(child.pid as u32);
-    let status = sys::reap(child.pid).unwrap_or(0);
+/// The fork server's own descriptors and policy.
+struct ServerSide {
+    /// The request socket and the test process's pidfd.
+    own: [i32; 2],
+    /// Whether to fork the next child ahead after each request.
+    ahead_after_each: bool,
+}
+
+impl ServerSide {
+    /// Forks a child that makes its namespaces and waits for a test.
+    /// `busy` are the other children's descriptors, which it closes.
+    fn fork_spare(&self, busy: &[i32]) -> std::io::Result<Spare> {
+        let (socket, child_end) =
+            sys::packet_socket_pair().map_err(|e| std::io::Error::other(e.to_string()))?;
+        let server = std::process::id() as i32;
+        match sys::fork_single_threaded() {
+            Ok(Forked::Child) => {
+                let mut close: Vec<i32> = self.own.to_vec();
+                close.extend_from_slice(busy);
+                close.push(socket.as_raw_fd());
+                wait_for_test(child_end, server, &close)
+            }
+            Ok(Forked::Parent(pid)) => {
+                sys::put_in_own_process_group(pid);
+                match sys::pidfd_open(pid) {
+                    Ok(pidfd) => Ok(Spare { pid, pidfd, socket }),
+                    Err(error) => {
+                        sys::kill_process_group(pid as u32);
+                        let _ = sys::reap(pid);
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Gives the request (the call, the environment's changes, and the
+    /// descriptors: stdout, stderr, result, the test's socket, the working
+    /// directory) to `spare`, or says on the test's socket that there is no
+    /// child for it.
+    fn hand_over(
+        &self,
+        spare: std::io::Result<Spare>,
+        request: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Option<Child> {
+        let [out, err, result, channel, cwd]: [OwnedFd; 5] = fds.try_into().ok()?;
+        let spare = match spare {
+            Ok(spare) => spare,
+            Err(error) => {
+                report_fork_failure(&channel, error);
+                return None;
+            }
+        };
+        let given = [out.as_fd(), err.as_fd(), result.as_fd(), cwd.as_fd()];
+        if let Err(error) = sys::send_with_fds(spare.socket.as_fd(), request, &given) {
+            sys::kill_process_group(spare.pid as u32);
+            let _ = sys::reap(spare.pid);
+            report_fork_failure(&channel, error);
+            return None;
+        }
+        Some(Child {
+            spare,
+            channel: Some(channel),
+            killed: false,
+        })
+    }
+}
+
+impl Child {
+    fn fds(&self) -> impl Iterator<Item = i32> + '_ {
+        [
+            Some(self.spare.pidfd.as_raw_fd()),
+            Some(self.spare.socket.as_raw_fd()),
+            self.channel.as_ref().map(|c| c.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Tells the test process that its test's process ended (`status`, a raw
+/// wait status), once: what is left of the test's process group is killed
+/// first.
+fn report_end(child: &mut Child, status: i32) {
+    let Some(channel) = child.channel.take() else {
+        return;
+    };
+    sys::kill_process_group(child.spare.pid as u32);
     let mut message = [EXITED, 0, 0, 0, 0];
     message[1..].copy_from_slice(&status.to_ne_bytes());
-    let _ = sys::send_with_fds(child.channel.as_fd(), &message, &[]);
+    let _ = sys::send_with_fds(channel.as_fd(), &message, &[]);
 }
 
 /// The test process ended: every test's process group goes with it.
-fn end_all(children: &[Child]) -> ! {
-    for child in children {
-        sys::kill_process_group(child.pid as u32);
+fn end_all(spare: Option<&Spare>, children: &[Child]) -> ! {
+    for pid in spare.iter().map(|s| s.pid).chain(children.iter().map(|c| c.spare.pid)) {
+        sys::kill_process_group(pid as u32);
     }
     sys::exit_now(0)
-}
-
-/// Forks the child for one request: the call, the environment's changes,
-/// and the descriptors (stdout, stderr, result, the test's socket, the
-/// working directory). `fixed` are the server's own descriptors, which the
-/// child closes.
-fn start_child(request: &[u8], fds: Vec<OwnedFd>, null: Option<&OwnedFd>, fixed: &[i32]) -> Option<Child> {
-    let call = CallWords::from_bytes(request)?;
-    let environment = &request[24..];
-    let [out, err, result, channel, cwd]: [OwnedFd; 5] = fds.try_into().ok()?;
-    let server = std::process::id() as i32;
-    match sys::fork_single_threaded() {
-        Ok(Forked::Child) => {
-            let mut close: Vec<i32> = fixed.to_vec();
-            close.push(channel.as_raw_fd());
-            run_child(call, environment, [out, err, result, cwd], null, server, &close)
-        }
-        Ok(Forked::Parent(pid)) => {
-            sys::put_in_own_process_group(pid);
-            match sys::pidfd_open(pid) {
-                Ok(pidfd) => Some(Child {
-                    pid,
-                    pidfd,
-                    channel,
-                    killed: false,
-                }),
-                Err(error) => {
-                    sys::kill_process_group(pid as u32);
-                    let _ = sys::reap(pid);
-                    report_fork_failure(&channel, error);
-                    None
-                }
-            }
-        }
-        Err(error) => {
-            report_fork_failure(&channel, error);
-            None
-        }
-    }
 }
 
 fn report_fork_failure(channel: &OwnedFd, error: std::io::Error) {
@@ -571,37 +671,55 @@ fn report_fork_failure(channel: &OwnedFd, error: std::io::Error) {
     let _ = sys::send_with_fds(channel.as_fd(), &message, &[]);
 }
 
-/// In the forked child: a process group of its own, death with the server,
-/// the test's descriptors in place and the server's closed, the test
-/// process's working directory and environment; then the test, and its end
-/// on the result descriptor.
-fn run_child(
-    call: CallWords,
-    environment: &[u8],
-    [out, err, result, cwd]: [OwnedFd; 4],
-    null: Option<&OwnedFd>,
-    server: i32,
-    close: &[i32],
-) -> ! {
+/// In a child forked ahead: a process group of its own, death with the
+/// server, the server's descriptors closed, the namespaces made; then it
+/// waits for its test.
+fn wait_for_test(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     if sys::own_process_group().is_err() || sys::die_with_parent(server).is_err() {
         sys::exit_now(1);
     }
-    let placed = null.map_or(Ok(()), |null| sys::dup_onto(null.as_fd(), 0))
+    sys::close_all(close);
+    crate::os::isolation::isolate_ahead();
+    // A buffer of the request's size: a larger one costs page faults.
+    let length = sys::next_message_len(socket.as_fd()).unwrap_or(0);
+    let mut request = vec![0u8; length.clamp(1, MAX_REQUEST)];
+    match sys::recv_with_fds(socket.as_fd(), &mut request) {
+        Ok((length, fds)) if length > 0 => match <[OwnedFd; 4]>::try_from(fds) {
+            Ok(fds) => run_child(&request[..length], fds, socket),
+            Err(_) => sys::exit_now(1),
+        },
+        _ => sys::exit_now(0),
+    }
+}
+
+/// The test in its child: the test's stdout and stderr in place (stdin on
+/// `/dev/null`), the test process's working directory and environment;
+/// then the test, its end on the result descriptor, stdout and stderr
+/// closed and [`DONE`] said, before the process exits (the server reports
+/// the test's end without waiting for the exit).
+fn run_child(request: &[u8], [out, err, result, cwd]: [OwnedFd; 4], socket: OwnedFd) -> ! {
+    let Some(call) = CallWords::from_bytes(request) else {
+        sys::exit_now(1);
+    };
+    let null = std::fs::File::open("/dev/null").map(OwnedFd::from);
+    let placed = null
+        .and_then(|null| sys::dup_onto(null.as_fd(), 0))
         .and_then(|()| sys::dup_onto(out.as_fd(), 1))
         .and_then(|()| sys::dup_onto(err.as_fd(), 2));
     if placed.is_err() {
         sys::exit_now(1);
     }
     drop((out, err));
-    sys::close_all(close);
     let _ = sys::fchdir(cwd.as_fd());
     drop(cwd);
-    apply_environment(environment);
+    apply_environment(&request[24..]);
     let call = call.call();
     let ended = std::panic::catch_unwind(move || (call.run)(call.spec, call.body))
         .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref()));
     let _ = std::fs::File::from(result).write_all(ended.encode().as_bytes());
     let _ = std::io::stdout().lock().flush();
+    sys::close_all(&[1, 2]);
+    let _ = sys::send_with_fds(socket.as_fd(), &[DONE], &[]);
     sys::exit_now(0)
 }
 
