@@ -107,7 +107,7 @@ pub(crate) fn rootless_child_of() -> Option<&'static str> {
     TEST.get_or_init(|| std::env::var(INSIDE).ok()).as_deref()
 }
 
-/// Set in the fork server, so in each test process it forks.
+/// Set in the fork server, so in each runner it forks.
 static FORKED_FOR_A_TEST: AtomicBool = AtomicBool::new(false);
 
 /// In the rootless fork server: the processes it forks run rootless tests.
@@ -115,15 +115,11 @@ pub(crate) fn mark_rootless_child() {
     FORKED_FOR_A_TEST.store(true, Ordering::Relaxed);
 }
 
-/// Whether this process was forked by the rootless fork server for a test.
-pub(crate) fn forked_for_a_test() -> bool {
-    FORKED_FOR_A_TEST.load(Ordering::Relaxed)
-}
-
 /// Whether this process is the child process of a rootless test, inside a
-/// user namespace of its own (started for it, or forked for it).
+/// user namespace of its own (started for it, or a runner of the fork
+/// server).
 pub(crate) fn in_rootless_child() -> bool {
-    rootless_child_of().is_some() || forked_for_a_test()
+    rootless_child_of().is_some() || FORKED_FOR_A_TEST.load(Ordering::Relaxed)
 }
 
 /// `NETNS_TEST_FORK_SERVER`: `off` runs each rootless test by starting the

@@ -13,27 +13,10 @@ use nix::sched::CloneFlags;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Set by [`isolate_ahead`]: the process's main thread is in fresh
-/// namespaces already, which the first isolation of that thread takes.
-static ISOLATED_AHEAD: AtomicBool = AtomicBool::new(false);
-
-/// In a process made ahead for a test that is not known yet: isolates its
-/// main thread now, so that the test finds its namespaces made. A failure
-/// is left for the test to meet: it isolates itself then, and reports it.
-pub(crate) fn isolate_ahead() {
-    if sys::is_main_thread() && isolate_this_thread().is_ok() {
-        ISOLATED_AHEAD.store(true, Ordering::Relaxed);
-    }
-}
 
 /// Unshares the calling thread into a new network and mount namespace and
 /// sets them up. The thread stays there; see [`Home`] to come back.
 pub(crate) fn isolate_this_thread() -> Result<(), Error> {
-    if sys::is_main_thread() && ISOLATED_AHEAD.swap(false, Ordering::Relaxed) {
-        return Ok(());
-    }
     sys::unshare(
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS,
         "unshare(CLONE_NEWNET | CLONE_NEWNS)",

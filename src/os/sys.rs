@@ -395,11 +395,6 @@ pub(crate) fn link_driver(name: &str) -> Option<String> {
 
 // Processes forked from a single-threaded process, and what they talk over.
 
-/// Whether the calling thread is its process's main thread.
-pub(crate) fn is_main_thread() -> bool {
-    nix::unistd::gettid() == nix::unistd::getpid()
-}
-
 /// The number of threads of this process: `/proc/self/task` links two
 /// entries (`.` and `..`) and one per thread.
 pub(crate) fn thread_count() -> io::Result<u64> {
@@ -473,6 +468,79 @@ pub(crate) fn put_in_own_process_group(pid: i32) {
     // SAFETY: setpgid with plain integers; a child that exited already is
     // not an error worth reporting.
     unsafe { libc::setpgid(pid, pid) };
+}
+
+/// Makes the calling process the reaper of its orphaned descendants
+/// (`PR_SET_CHILD_SUBREAPER`): they become its children, so it can find them.
+pub(crate) fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling process's process group.
+pub(crate) fn own_process_group_id() -> i32 {
+    nix::unistd::getpgrp().as_raw()
+}
+
+/// The process group of process `pid`, from `/proc/PID/stat`; `None` when
+/// it is gone.
+pub(crate) fn process_group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the name in parentheses: state, ppid, pgrp.
+    stat.rsplit_once(") ")?.1.split(' ').nth(2)?.parse().ok()
+}
+
+/// The children of the calling thread, from
+/// `/proc/thread-self/children` (a single-threaded process's children
+/// are all its main thread's).
+pub(crate) fn children_of_this_thread() -> io::Result<Vec<i32>> {
+    let list = std::fs::read_to_string(format!(
+        "/proc/self/task/{}/children",
+        nix::unistd::gettid()
+    ))?;
+    Ok(list
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect())
+}
+
+/// SIGKILL to process `pid` (a child of the caller, not yet reaped).
+pub(crate) fn kill_process(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Whether the calling process has a child (ended or not): one `waitid`.
+pub(crate) fn has_children() -> bool {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into our siginfo_t; WNOWAIT leaves any child as it is.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // ECHILD: none at all.
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
+}
+
+/// Reaps every child that has ended, without waiting for the others.
+pub(crate) fn reap_exited_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our integer.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
+    }
 }
 
 /// Makes `target` a copy of `fd` (`dup2(2)`), without close-on-exec.

@@ -1,26 +1,38 @@
 //! Rootless mode's fork server: a process forked from the test binary
-//! before `main`, in a user namespace of its own, that forks one child per
-//! netns test. No `exec`, no second start of the test harness.
+//! before `main`, in a user namespace of its own, that forks the processes
+//! rootless tests run in. No `exec`, no second start of the test harness.
 //!
 //! `unshare(CLONE_NEWUSER)` needs a single-threaded process, and a fork is
 //! only safe from one; a test binary has threads from `main` on. So a
 //! constructor ([`START_AT_LOAD`], in `.init_array`) runs while the process
 //! still has one thread and, when this process would run netns tests
 //! rootless, forks the server. The server enters a new user namespace
-//! (uid 0 inside is the user outside) and never starts a thread, so each
-//! child it forks may run any code: the test's namespaces, its body, its
-//! threads and runtimes.
+//! (uid 0 inside is the user outside) and never starts a thread, so the
+//! processes it forks may run any code.
+//!
+//! Those are runners. A runner runs one test at a time, each on a thread
+//! named like the test in fresh namespaces entered on that thread, as root
+//! mode runs tests in the test process; so a test costs what it costs as
+//! root, not a fork, a process exit and the page faults of a fresh address
+//! space (measured: 1.9 times root's CPU with a fork per test). Between two
+//! tests a runner has one thread. It leads a process group of its own and
+//! is the subreaper of its tests' processes: after each test it kills the
+//! processes the test left in its group and then tells the test process
+//! that the test ended. It goes on with the next test unless a test left
+//! one of them alive; the server kills it (and its group) when the test
+//! process asks (a timeout), and every runner's group when the test process
+//! ends (SIGKILL included: it watches the test process through a pidfd).
+//! The server hands each request to an idle runner, forking a new one (one
+//! ahead, except in a process that runs a single test, as under
+//! cargo-nextest) when none is idle.
 //!
 //! A fork keeps the address space, so the test's entry travels as three
-//! addresses ([`Call`]), valid in the server and its children because they
+//! addresses ([`Call`]), valid in the server and its runners because they
 //! are copies of this process's image. The test process sends them with
-//! descriptors for the child's stdout, stderr and result
-//! ([`run_in_forked_child`]); the child leads a process group of its own,
-//! names a thread like the test, runs it there and writes how it ended.
-//! The server reports the child's end on a socket of the test's own, after
-//! killing what is left of its process group; it kills the child's group on
-//! request (a timeout), and every child's group when the test process ends
-//! (SIGKILL included: it watches the test process through a pidfd).
+//! descriptors for the test's stdout, stderr and result, its socket, and
+//! the working directory ([`run_in_forked_child`]), and the environment
+//! when it changed since the server was forked (then a fresh runner, which
+//! has one thread, takes the test and sets it, and ends after it).
 //!
 //! When the kernel refuses the user namespace, the server says why once and
 //! ends; each rootless test then fails (or is skipped) with the refusal.
@@ -130,7 +142,7 @@ fn start() {
 }
 
 /// A test's entry as three addresses: a monomorphic trampoline
-/// (`run_forked::<T>` in `run/mod.rs`), the test's `&'static TestSpec` and
+/// (`run_in_runner::<T>` in `run/mod.rs`), the test's `&'static TestSpec` and
 /// its body, `fn() -> T` with the return type erased.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -174,15 +186,15 @@ impl CallWords {
         Some(CallWords(words))
     }
 
-    /// In a child of the fork server: the call these words name.
+    /// In a runner: the call these words name.
     fn call(self) -> Call {
         let [run, spec, body] = self.0.map(std::ptr::with_exposed_provenance::<()>);
-        // SAFETY: the words are `CallWords::new`'s, made by the test process from `run_forked::<T>`, a `&'static TestSpec` and the body `fn() -> T`; this process is a fork of the server, itself a fork of the test process made before `main`, so the executable and libraries are mapped at the same addresses with the same code, and the `static` spec is there (as it was at the fork, holding only constants and a flag this process may set); a `fn` pointer, a `&'static` and a raw pointer have one layout; calling `fn(&TestSpec, fn() -> T) -> Ended` through `fn(&TestSpec, fn()) -> Ended` is allowed, as any two `fn` pointer types of one ABI are ABI-compatible, and the `fn()` passed is that very `fn() -> T`.
+        // SAFETY: the words are `CallWords::new`'s, made by the test process from `run_in_runner::<T>`, a `&'static TestSpec` and the body `fn() -> T`; this process is a runner, a fork of the server, itself a fork of the test process made before `main`, so the executable and libraries are mapped at the same addresses with the same code, and the `static` spec is there (as it was at the fork, holding only constants and a flag this process may set); a `fn` pointer, a `&'static` and a raw pointer have one layout; calling `fn(&TestSpec, fn() -> T) -> Ended` through `fn(&TestSpec, fn()) -> Ended` is allowed, as any two `fn` pointer types of one ABI are ABI-compatible, and the `fn()` passed is that very `fn() -> T`.
         unsafe { std::mem::transmute::<[*const (); 3], Call>([run, spec, body]) }
     }
 }
 
-/// In the test process: runs the rootless test `spec` in a child of the
+/// In the test process: runs the rootless test `spec` in a runner of the
 /// fork server, relays its output (so that libtest captures it as any
 /// test's), enforces the timeout and returns how the test ended. `None`
 /// when there is no server to ask: the caller runs the test by `exec`.
@@ -241,7 +253,7 @@ pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> O
         server.set_state(State::Gone);
         return None;
     }
-    // Only the child holds the write ends now: reading stops at its end.
+    // Only the runner holds the write ends now (until the test ends).
     drop((out_w, err_w, result_w, child_end, cwd));
     let deadline = spec
         .timeout
@@ -417,33 +429,31 @@ fn wait_relaying(channel: &OwnedFd, [out, err]: [OwnedFd; 2], deadline: Option<I
 
 // The server's side.
 
-/// A child forked ahead, waiting for its test on `socket` in namespaces it
-/// made already.
-struct Spare {
+/// A runner: a process forked from the server that runs tests one at a
+/// time, each on a thread of its own in fresh namespaces (as root mode
+/// runs them in the test process), for as long as its tests leave nothing
+/// behind.
+struct Runner {
     pid: i32,
-    /// Readable when the child has ended.
+    /// Readable when the runner has ended.
     pidfd: OwnedFd,
-    /// Where the request goes; then where the child says it is done.
+    /// Where requests go, and where the runner says it is idle again.
     socket: OwnedFd,
-}
-
-/// A child running a test.
-struct Child {
-    spare: Spare,
-    /// The test process's socket for this test; `None` once the test's end
-    /// was reported (the child may still be exiting).
+    /// The test process's socket for the test it runs, if it runs one.
     channel: Option<OwnedFd>,
-    /// Whether its process group was killed on request.
-    killed: bool,
+    /// Its process group was killed (a timeout), or it said it retires.
+    ending: bool,
 }
 
-/// What a child says on its socket once its result is written and its
-/// stdout and stderr are closed, right before it exits.
-const DONE: u8 = b'd';
+/// What a runner says to the server after each test, before it tells the
+/// test process: ready for the next one, or it ends (its test left a
+/// thread, the environment or the working directory changed).
+const IDLE: u8 = b'i';
+const RETIRING: u8 = b'r';
 
 /// The fork server: enters its user namespace, says whether it could, then
-/// hands each request to a child forked ahead (forking the next one while
-/// the test runs) until the test process ends.
+/// hands each request to an idle runner (forking one when none is idle)
+/// until the test process ends.
 fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_sigpipe();
     // Watches the test process: readable when it ends, however it ends.
@@ -458,185 +468,116 @@ fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     if sys::send_with_fds(requests.as_fd(), &errno.to_ne_bytes(), &[]).is_err() || errno != 0 {
         sys::exit_now(0);
     }
-    // The children are rootless tests' processes, and find what every test
-    // reads from the host read already.
+    // The runners run rootless tests, and find what every test reads from
+    // the host read already.
     settings::mark_rootless_child();
     crate::os::isolation::read_host_once();
-    let server = ServerSide {
-        own: [requests.as_raw_fd(), parent_fd.as_raw_fd()],
-        // A process that runs one test (cargo-nextest runs each in a
-        // process of its own) needs no second child ahead.
-        ahead_after_each: std::env::var_os("NEXTEST_EXECUTION_MODE")
-            .is_none_or(|mode| mode != "process-per-test"),
-    };
-    let mut spare = server.fork_spare(&[]).ok();
-    let mut children: Vec<Child> = Vec::new();
+    let own = [requests.as_raw_fd(), parent_fd.as_raw_fd()];
+    // A process that runs one test (cargo-nextest runs each in a process
+    // of its own) needs no runner beyond the first.
+    let ahead = std::env::var_os("NEXTEST_EXECUTION_MODE")
+        .is_none_or(|mode| mode != "process-per-test");
+    let mut runners: Vec<Runner> = fork_runner(&own, &[]).into_iter().collect();
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
         let mut watched = vec![requests.as_fd(), parent_fd.as_fd()];
-        if let Some(spare) = &spare {
-            watched.push(spare.pidfd.as_fd());
-        }
-        for child in &children {
-            watched.push(child.spare.pidfd.as_fd());
-            // Its word, then the test process's (until its end is reported).
-            let (socket, channel) = match &child.channel {
-                Some(channel) if !child.killed => (&child.spare.socket, channel),
-                Some(_) => (&child.spare.socket, &child.spare.pidfd),
-                None => (&child.spare.pidfd, &child.spare.pidfd),
-            };
-            watched.push(socket.as_fd());
-            watched.push(channel.as_fd());
+        for runner in &runners {
+            watched.push(runner.pidfd.as_fd());
+            watched.push(runner.socket.as_fd());
+            watched.push(match &runner.channel {
+                Some(channel) if !runner.ending => channel.as_fd(),
+                _ => runner.pidfd.as_fd(),
+            });
         }
         let Ok(ready) = sys::wait_readable(&watched, None) else {
-            end_all(spare.as_ref(), &children);
+            end_all(&runners);
         };
-        let mut ready = ready.into_iter();
-        let (request, parent_ended) = (ready.next() == Some(true), ready.next() == Some(true));
-        if parent_ended {
-            end_all(spare.as_ref(), &children);
+        if ready[1] {
+            end_all(&runners);
         }
-        if spare.is_some() && ready.next() == Some(true) {
-            // The spare died before it had a test.
-            if let Some(dead) = spare.take() {
-                let _ = sys::reap(dead.pid);
-            }
-        }
-        let mut running = Vec::with_capacity(children.len());
-        for mut child in children.drain(..) {
-            let ended = ready.next() == Some(true);
-            let said = ready.next() == Some(true);
-            let spoke = ready.next() == Some(true);
-            if child.channel.is_some() && said {
-                // Its word (done), or its end (then the pidfd gives the status).
+        let mut still = Vec::with_capacity(runners.len());
+        for (i, mut runner) in runners.drain(..).enumerate() {
+            let (ended, said, spoke) = (ready[2 + 3 * i], ready[3 + 3 * i], ready[4 + 3 * i]);
+            if said {
                 let mut word = [0u8; 1];
-                if let Ok((1, _)) = sys::recv_with_fds(child.spare.socket.as_fd(), &mut word) {
-                    if word[0] == DONE {
-                        report_end(&mut child, 0);
+                match sys::recv_with_fds(runner.socket.as_fd(), &mut word) {
+                    // Its test is over: the runner told the test process.
+                    Ok((1, _)) if word[0] == IDLE => runner.channel = None,
+                    Ok((1, _)) if word[0] == RETIRING => {
+                        runner.channel = None;
+                        runner.ending = true;
                     }
+                    // It is ending: its pidfd says when it is gone.
+                    _ => runner.ending = true,
                 }
             }
-            if child.channel.is_some() && !child.killed && spoke {
-                // A kill request, or the test's waiter is gone: either way
-                // the test's processes end now.
+            if spoke && runner.channel.is_some() && !runner.ending {
+                // A kill request (a timeout), or the test's waiter is gone:
+                // the runner and everything its test started end now.
                 let mut word = [0u8; 1];
-                let _ = child.channel.as_ref().map(|c| sys::recv_with_fds(c.as_fd(), &mut word));
-                sys::kill_process_group(child.spare.pid as u32);
-                child.killed = true;
+                if let Some(channel) = &runner.channel {
+                    let _ = sys::recv_with_fds(channel.as_fd(), &mut word);
+                }
+                sys::kill_process_group(runner.pid as u32);
+                runner.ending = true;
             }
             if ended {
                 // Killed while still unreaped, so that the group's id
                 // cannot have been reused.
-                sys::kill_process_group(child.spare.pid as u32);
-                let status = sys::reap(child.spare.pid).unwrap_or(0);
-                report_end(&mut child, status);
+                sys::kill_process_group(runner.pid as u32);
+                let status = sys::reap(runner.pid).unwrap_or(0);
+                if let Some(channel) = runner.channel.take() {
+                    send_end(&channel, EXITED, status);
+                }
             } else {
-                running.push(child);
+                still.push(runner);
             }
         }
-        children = running;
-        if request {
-            match sys::recv_with_fds(requests.as_fd(), &mut buffer) {
-                Ok((0, _)) | Err(_) => end_all(spare.as_ref(), &children),
-                Ok((length, fds)) => {
-                    // A child forked now closes the request's descriptors too.
-                    let busy: Vec<i32> = children
-                        .iter()
-                        .flat_map(Child::fds)
-                        .chain(fds.iter().map(|fd| fd.as_raw_fd()))
-                        .collect();
-                    let ready_child = match spare.take() {
-                        Some(spare) => Ok(spare),
-                        None => server.fork_spare(&busy),
-                    };
-                    if let Some(child) = server.hand_over(ready_child, &buffer[..length], fds) {
-                        children.push(child);
-                        if server.ahead_after_each {
-                            let busy: Vec<i32> = children.iter().flat_map(Child::fds).collect();
-                            spare = server.fork_spare(&busy).ok();
-                        }
-                    }
-                }
+        runners = still;
+        if ready[0] {
+            let length = match sys::next_message_len(requests.as_fd()) {
+                Ok(0) | Err(_) => end_all(&runners),
+                Ok(length) => length.min(MAX_REQUEST),
+            };
+            let Ok((length, fds)) = sys::recv_with_fds(requests.as_fd(), &mut buffer[..length]) else {
+                end_all(&runners);
+            };
+            let busy: Vec<i32> = runners
+                .iter()
+                .flat_map(Runner::fds)
+                .chain(fds.iter().map(|fd| fd.as_raw_fd()))
+                .collect();
+            // A request that changes the environment goes to a fresh runner:
+            // only a process known to have one thread may change it.
+            let changes_environment = length > 24;
+            let idle = runners
+                .iter()
+                .position(Runner::idle)
+                .filter(|_| !changes_environment);
+            let runner = match idle {
+                Some(index) => Ok(runners.swap_remove(index)),
+                None => fork_runner(&own, &busy),
+            };
+            if let Some(runner) = hand_over(runner, &buffer[..length], fds) {
+                runners.push(runner);
+            }
+            if ahead && !runners.iter().any(Runner::idle) {
+                let busy: Vec<i32> = runners.iter().flat_map(Runner::fds).collect();
+                runners.extend(fork_runner(&own, &busy).ok());
             }
         }
     }
 }
 
-/// The fork server's own descriptors and policy.
-struct ServerSide {
-    /// The request socket and the test process's pidfd.
-    own: [i32; 2],
-    /// Whether to fork the next child ahead after each request.
-    ahead_after_each: bool,
-}
-
-impl ServerSide {
-    /// Forks a child that makes its namespaces and waits for a test.
-    /// `busy` are the other children's descriptors, which it closes.
-    fn fork_spare(&self, busy: &[i32]) -> std::io::Result<Spare> {
-        let (socket, child_end) =
-            sys::packet_socket_pair().map_err(|e| std::io::Error::other(e.to_string()))?;
-        let server = std::process::id() as i32;
-        match sys::fork_single_threaded() {
-            Ok(Forked::Child) => {
-                let mut close: Vec<i32> = self.own.to_vec();
-                close.extend_from_slice(busy);
-                close.push(socket.as_raw_fd());
-                wait_for_test(child_end, server, &close)
-            }
-            Ok(Forked::Parent(pid)) => {
-                sys::put_in_own_process_group(pid);
-                match sys::pidfd_open(pid) {
-                    Ok(pidfd) => Ok(Spare { pid, pidfd, socket }),
-                    Err(error) => {
-                        sys::kill_process_group(pid as u32);
-                        let _ = sys::reap(pid);
-                        Err(error)
-                    }
-                }
-            }
-            Err(error) => Err(error),
-        }
+impl Runner {
+    fn idle(&self) -> bool {
+        self.channel.is_none() && !self.ending
     }
 
-    /// Gives the request (the call, the environment's changes, and the
-    /// descriptors: stdout, stderr, result, the test's socket, the working
-    /// directory) to `spare`, or says on the test's socket that there is no
-    /// child for it.
-    fn hand_over(
-        &self,
-        spare: std::io::Result<Spare>,
-        request: &[u8],
-        fds: Vec<OwnedFd>,
-    ) -> Option<Child> {
-        let [out, err, result, channel, cwd]: [OwnedFd; 5] = fds.try_into().ok()?;
-        let spare = match spare {
-            Ok(spare) => spare,
-            Err(error) => {
-                report_fork_failure(&channel, error);
-                return None;
-            }
-        };
-        let given = [out.as_fd(), err.as_fd(), result.as_fd(), cwd.as_fd()];
-        if let Err(error) = sys::send_with_fds(spare.socket.as_fd(), request, &given) {
-            sys::kill_process_group(spare.pid as u32);
-            let _ = sys::reap(spare.pid);
-            report_fork_failure(&channel, error);
-            return None;
-        }
-        Some(Child {
-            spare,
-            channel: Some(channel),
-            killed: false,
-        })
-    }
-}
-
-impl Child {
     fn fds(&self) -> impl Iterator<Item = i32> + '_ {
         [
-            Some(self.spare.pidfd.as_raw_fd()),
-            Some(self.spare.socket.as_raw_fd()),
+            Some(self.pidfd.as_raw_fd()),
+            Some(self.socket.as_raw_fd()),
             self.channel.as_ref().map(|c| c.as_raw_fd()),
         ]
         .into_iter()
@@ -644,90 +585,190 @@ impl Child {
     }
 }
 
-/// Tells the test process that its test's process ended (`status`, a raw
-/// wait status), once: what is left of the test's process group is killed
-/// first.
-fn report_end(child: &mut Child, status: i32) {
-    let Some(channel) = child.channel.take() else {
-        return;
+/// Forks a runner. `own` and `busy` (the server's and the other runners'
+/// descriptors) are closed in it.
+fn fork_runner(own: &[i32], busy: &[i32]) -> std::io::Result<Runner> {
+    let (socket, runner_end) =
+        sys::packet_socket_pair().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let server = std::process::id() as i32;
+    match sys::fork_single_threaded()? {
+        Forked::Child => {
+            let mut close: Vec<i32> = own.to_vec();
+            close.extend_from_slice(busy);
+            close.push(socket.as_raw_fd());
+            run_tests(runner_end, server, &close)
+        }
+        Forked::Parent(pid) => {
+            sys::put_in_own_process_group(pid);
+            match sys::pidfd_open(pid) {
+                Ok(pidfd) => Ok(Runner {
+                    pid,
+                    pidfd,
+                    socket,
+                    channel: None,
+                    ending: false,
+                }),
+                Err(error) => {
+                    sys::kill_process_group(pid as u32);
+                    let _ = sys::reap(pid);
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+/// Gives the request (the call, the environment's changes, and the
+/// descriptors: stdout, stderr, result, the test's socket, the working
+/// directory) to `runner`; says on the test's socket when there is none.
+fn hand_over(runner: std::io::Result<Runner>, request: &[u8], fds: Vec<OwnedFd>) -> Option<Runner> {
+    let [out, err, result, channel, cwd]: [OwnedFd; 5] = fds.try_into().ok()?;
+    let mut runner = match runner {
+        Ok(runner) => runner,
+        Err(error) => {
+            send_end(&channel, FORK_FAILED, error.raw_os_error().unwrap_or(0));
+            return None;
+        }
     };
-    sys::kill_process_group(child.spare.pid as u32);
-    let mut message = [EXITED, 0, 0, 0, 0];
-    message[1..].copy_from_slice(&status.to_ne_bytes());
+    let given = [out.as_fd(), err.as_fd(), result.as_fd(), channel.as_fd(), cwd.as_fd()];
+    if let Err(error) = sys::send_with_fds(runner.socket.as_fd(), request, &given) {
+        sys::kill_process_group(runner.pid as u32);
+        let _ = sys::reap(runner.pid);
+        send_end(&channel, FORK_FAILED, error.raw_os_error().unwrap_or(0));
+        return None;
+    }
+    runner.channel = Some(channel);
+    Some(runner)
+}
+
+/// One message on a test's socket: a tag and a number.
+fn send_end(channel: &OwnedFd, tag: u8, number: i32) {
+    let mut message = [tag, 0, 0, 0, 0];
+    message[1..].copy_from_slice(&number.to_ne_bytes());
     let _ = sys::send_with_fds(channel.as_fd(), &message, &[]);
 }
 
-/// The test process ended: every test's process group goes with it.
-fn end_all(spare: Option<&Spare>, children: &[Child]) -> ! {
-    for pid in spare.iter().map(|s| s.pid).chain(children.iter().map(|c| c.spare.pid)) {
-        sys::kill_process_group(pid as u32);
+/// The test process ended: every runner's process group goes with it.
+fn end_all(runners: &[Runner]) -> ! {
+    for runner in runners {
+        sys::kill_process_group(runner.pid as u32);
     }
     sys::exit_now(0)
 }
 
-fn report_fork_failure(channel: &OwnedFd, error: std::io::Error) {
-    let mut message = [FORK_FAILED, 0, 0, 0, 0];
-    message[1..].copy_from_slice(&error.raw_os_error().unwrap_or(0).to_ne_bytes());
-    let _ = sys::send_with_fds(channel.as_fd(), &message, &[]);
-}
-
-/// In a child forked ahead: a process group of its own, death with the
-/// server, the server's descriptors closed, the namespaces made; then it
-/// waits for its test.
-fn wait_for_test(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
-    if sys::own_process_group().is_err() || sys::die_with_parent(server).is_err() {
+/// A runner: a process group of its own, death with the server, the
+/// server's descriptors closed, orphans of its tests' processes its own
+/// children (so that it finds them); then one test after another, until a
+/// test leaves something behind or the server is gone.
+fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
+    if sys::own_process_group().is_err()
+        || sys::die_with_parent(server).is_err()
+        || sys::become_subreaper().is_err()
+    {
         sys::exit_now(1);
     }
     sys::close_all(close);
-    crate::os::isolation::isolate_ahead();
-    // A buffer of the request's size: a larger one costs page faults.
-    let length = sys::next_message_len(socket.as_fd()).unwrap_or(0);
-    let mut request = vec![0u8; length.clamp(1, MAX_REQUEST)];
-    match sys::recv_with_fds(socket.as_fd(), &mut request) {
-        Ok((length, fds)) if length > 0 => match <[OwnedFd; 4]>::try_from(fds) {
-            Ok(fds) => run_child(&request[..length], fds, socket),
-            Err(_) => sys::exit_now(1),
-        },
-        _ => sys::exit_now(0),
-    }
-}
-
-/// The test in its child: the test's stdout and stderr in place (stdin on
-/// `/dev/null`), the test process's working directory and environment;
-/// then the test, its end on the result descriptor, stdout and stderr
-/// closed and [`DONE`] said, before the process exits (the server reports
-/// the test's end without waiting for the exit).
-fn run_child(request: &[u8], [out, err, result, cwd]: [OwnedFd; 4], socket: OwnedFd) -> ! {
-    let Some(call) = CallWords::from_bytes(request) else {
+    let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") else {
         sys::exit_now(1);
     };
-    let null = std::fs::File::open("/dev/null").map(OwnedFd::from);
-    let placed = null
-        .and_then(|null| sys::dup_onto(null.as_fd(), 0))
-        .and_then(|()| sys::dup_onto(out.as_fd(), 1))
-        .and_then(|()| sys::dup_onto(err.as_fd(), 2));
-    if placed.is_err() {
-        sys::exit_now(1);
+    let null = OwnedFd::from(null);
+    // Between tests, output goes nowhere.
+    for fd in 0..3 {
+        if sys::dup_onto(null.as_fd(), fd).is_err() {
+            sys::exit_now(1);
+        }
     }
-    drop((out, err));
-    let _ = sys::fchdir(cwd.as_fd());
-    drop(cwd);
-    apply_environment(&request[24..]);
-    let call = call.call();
-    let ended = std::panic::catch_unwind(move || (call.run)(call.spec, call.body))
-        .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref()));
-    let _ = std::fs::File::from(result).write_all(ended.encode().as_bytes());
-    let _ = std::io::stdout().lock().flush();
-    sys::close_all(&[1, 2]);
-    let _ = sys::send_with_fds(socket.as_fd(), &[DONE], &[]);
-    sys::exit_now(0)
+    loop {
+        // A buffer of the request's size: a larger one costs page faults.
+        let length = match sys::next_message_len(socket.as_fd()) {
+            Ok(0) | Err(_) => sys::exit_now(0),
+            Ok(length) => length.min(MAX_REQUEST),
+        };
+        let mut request = vec![0u8; length];
+        let Ok((length, fds)) = sys::recv_with_fds(socket.as_fd(), &mut request) else {
+            sys::exit_now(0);
+        };
+        let Ok([out, err, result, channel, cwd]) = <[OwnedFd; 5]>::try_from(fds) else {
+            sys::exit_now(1);
+        };
+        let Some(call) = CallWords::from_bytes(&request[..length]) else {
+            sys::exit_now(1);
+        };
+        if sys::dup_onto(out.as_fd(), 1).is_err() || sys::dup_onto(err.as_fd(), 2).is_err() {
+            sys::exit_now(1);
+        }
+        drop((out, err));
+        let _ = sys::fchdir(cwd.as_fd());
+        drop(cwd);
+        // The server sends a changed environment to a fresh runner only,
+        // which has one thread; it ends after that test.
+        let environment = &request[24..length];
+        let changed = !environment.is_empty();
+        if changed {
+            if sys::thread_count().ok() != Some(1) {
+                sys::exit_now(1);
+            }
+            apply_environment(environment);
+        }
+        let call = call.call();
+        let ended = std::panic::catch_unwind(move || (call.run)(call.spec, call.body))
+            .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref()));
+        let _ = std::fs::File::from(result).write_all(ended.encode().as_bytes());
+        let _ = std::io::stdout().lock().flush();
+        // The test's stdout and stderr close here; what it left running
+        // ends (and closes its copies) before the test process is told.
+        let _ = sys::dup_onto(null.as_fd(), 1);
+        let _ = sys::dup_onto(null.as_fd(), 2);
+        let stays = end_what_the_test_left() && !changed;
+        let word = if stays { IDLE } else { RETIRING };
+        let _ = sys::send_with_fds(socket.as_fd(), &[word], &[]);
+        send_end(&channel, EXITED, 0);
+        drop(channel);
+        if !stays {
+            sys::exit_now(0);
+        }
+    }
 }
 
-/// Makes this process's environment the test process's, when it sent one.
-fn apply_environment(encoded: &[u8]) {
-    if encoded.is_empty() {
-        return;
+/// In a runner after a test: kills the processes the test left in the
+/// runner's process group (its children, and orphans of theirs, which
+/// come to the runner as the subreaper), and reaps them; processes that
+/// left the group (a holder of kept namespaces) stay. Whether none of the
+/// test's processes survived.
+fn end_what_the_test_left() -> bool {
+    if !sys::has_children() {
+        return true;
     }
+    let group = sys::own_process_group_id();
+    for _ in 0..50 {
+        let Ok(children) = sys::children_of_this_thread() else {
+            return false;
+        };
+        let in_group: Vec<i32> = children
+            .into_iter()
+            .filter(|pid| sys::process_group_of(*pid) == Some(group))
+            .collect();
+        if in_group.is_empty() {
+            break;
+        }
+        for pid in &in_group {
+            sys::kill_process(*pid);
+        }
+        for pid in &in_group {
+            let _ = sys::reap(*pid);
+        }
+    }
+    sys::reap_exited_children();
+    sys::children_of_this_thread().is_ok_and(|children| {
+        children
+            .iter()
+            .all(|pid| sys::process_group_of(*pid) != Some(group))
+    })
+}
+
+/// Makes this process's environment the test process's, sent as
+/// `KEY=VALUE\0` entries. The caller has one thread.
+fn apply_environment(encoded: &[u8]) {
     let wanted: Vec<(OsString, OsString)> = encoded
         .split(|b| *b == 0)
         .filter(|entry| !entry.is_empty())
@@ -741,7 +782,7 @@ fn apply_environment(encoded: &[u8]) {
         .collect();
     for (key, _) in std::env::vars_os() {
         if !wanted.iter().any(|(k, _)| *k == key) {
-            // SAFETY: this process has one thread (a fork of the single-threaded server; the test's thread starts later), so nothing reads the environment meanwhile.
+            // SAFETY: the caller has one thread (a runner just forked from the single-threaded server, checked), so nothing reads the environment meanwhile.
             unsafe { std::env::remove_var(&key) };
         }
     }

@@ -23,7 +23,7 @@ pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) ->
         Err(ended) => Outcome::ended(spec.name, ended),
         Ok(Route::ThisProcess) => run_in_this_process(spec, body),
         Ok(Route::ChildProcess) => {
-            let call = fork_server::CallWords::new(run_forked, spec, body);
+            let call = fork_server::CallWords::new(run_in_runner, spec, body);
             let ended = fork_server::run_in_forked_child(spec, call)
                 .unwrap_or_else(|| rootless::run_in_child_process(spec));
             Outcome::ended(spec.name, ended)
@@ -107,30 +107,14 @@ fn run_in_child_process<T: TestReturn + 'static>(spec: &'static TestSpec, body: 
         .map_or_else(|ended| ended, Ended::of_value)
 }
 
-/// A rootless test in a process the fork server forked for it. The
-/// namespaces are entered (and their `/proc/thread-self` files read) on the
-/// process's main thread: a dead thread's `/proc` entries cost the kernel
-/// milliseconds of dentry pruning when its process is reaped, the main
-/// thread's do not. The body runs on a thread named like the test, as under
-/// libtest, which inherits the namespaces; its value is reported there (it
-/// need not be `Send`). The parent enforces the timeout.
-fn run_forked<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
-    let namespace = match HostSide::prepare(spec).and_then(|host| TestNamespace::enter(spec, host)) {
-        Ok(namespace) => namespace,
-        Err(ended) => return ended,
-    };
+/// A rootless test in a runner of the fork server: on a thread named like
+/// the test, as libtest runs it, in fresh namespaces entered there (as in
+/// root mode); only its meaning comes back, so `T` need not be `Send`. The
+/// test process enforces the timeout.
+fn run_in_runner<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
     let thread = std::thread::Builder::new()
         .name(spec.libtest_name().to_owned())
-        .spawn(move || match catch_unwind(AssertUnwindSafe(body)) {
-            Ok(value) => {
-                namespace.leave(value.is_failure());
-                Ended::of_value(value)
-            }
-            Err(panic) => {
-                namespace.leave(true);
-                Ended::of_panic(panic.as_ref())
-            }
-        });
+        .spawn(move || run_in_child_process(spec, body));
     match thread {
         Ok(thread) => thread
             .join()

@@ -252,10 +252,8 @@ fn report_captures(keep: bool, files: &[PathBuf]) {
 /// Whether the calling thread is the one libtest (or cargo-nextest, which runs
 /// libtest) spawned for this test: it carries the test's name, and it ends
 /// when the test does, so it need not move back to the host's namespaces.
-/// The main thread of a process forked for a rootless test is one too.
 pub(crate) fn on_own_harness_thread(spec: &TestSpec) -> bool {
     std::thread::current().name() == Some(spec.libtest_name())
-        || (crate::settings::forked_for_a_test() && sys::is_main_thread())
 }
 
 /// The topology nodes a running test made, for its keep and capture
