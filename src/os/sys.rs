@@ -543,6 +543,30 @@ pub(crate) fn reap_exited_children() {
     }
 }
 
+/// The CPUs the calling thread may run on.
+pub(crate) fn cpu_affinity() -> io::Result<nix::sched::CpuSet> {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(io_error)
+}
+
+/// Lets the calling thread run on `cpus` only.
+pub(crate) fn set_cpu_affinity(cpus: &nix::sched::CpuSet) -> io::Result<()> {
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), cpus).map_err(io_error)
+}
+
+/// Keeps the calling thread on the CPU it runs on now; its previous CPUs.
+/// A thread it then starts starts on that CPU too.
+pub(crate) fn stay_on_this_cpu() -> io::Result<nix::sched::CpuSet> {
+    let before = cpu_affinity()?;
+    // SAFETY: sched_getcpu takes no argument.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let mut here = nix::sched::CpuSet::new();
+    if cpu < 0 || here.set(cpu as usize).is_err() {
+        return Err(io::Error::last_os_error());
+    }
+    set_cpu_affinity(&here)?;
+    Ok(before)
+}
+
 /// Makes `target` a copy of `fd` (`dup2(2)`), without close-on-exec.
 pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
     // SAFETY: dup2 on a borrowed descriptor and a descriptor number.

@@ -12,27 +12,31 @@
 //!
 //! Those are runners. A runner runs one test at a time, each on a thread
 //! named like the test in fresh namespaces entered on that thread, as root
-//! mode runs tests in the test process; so a test costs what it costs as
-//! root, not a fork, a process exit and the page faults of a fresh address
-//! space (measured: 1.9 times root's CPU with a fork per test). Between two
-//! tests a runner has one thread. It leads a process group of its own and
-//! is the subreaper of its tests' processes: after each test it kills the
-//! processes the test left in its group and then tells the test process
-//! that the test ended. It goes on with the next test unless a test left
-//! one of them alive; the server kills it (and its group) when the test
-//! process asks (a timeout), and every runner's group when the test process
-//! ends (SIGKILL included: it watches the test process through a pidfd).
-//! The server hands each request to an idle runner, forking a new one (one
-//! ahead, except in a process that runs a single test, as under
-//! cargo-nextest) when none is idle.
+//! mode runs tests in the test process; so a test costs about what it costs
+//! as root, not a fork, a process exit and the page faults of a fresh
+//! address space (measured: 1.9 times root's CPU with a fork per test).
+//! Between two tests a runner has one thread. It leads a process group of
+//! its own and is the subreaper of its tests' processes: after each test it
+//! kills the processes the test left in its group, and then tells the test
+//! process that the test ended; it goes on with the next test unless one
+//! of them survived.
+//!
+//! The test process talks to each runner on a socket of their own (the
+//! server forks runners and hands those sockets over, one ahead, except in
+//! a process that runs a single test, as under cargo-nextest), and keeps
+//! the idle ones. The server kills a runner's process group when the test
+//! process asks (a timeout), tells the test process when a runner died
+//! (on that socket: it keeps the runner's end), and kills every runner's
+//! group when the test process ends (SIGKILL included: it watches the test
+//! process through a pidfd).
 //!
 //! A fork keeps the address space, so the test's entry travels as three
 //! addresses ([`Call`]), valid in the server and its runners because they
 //! are copies of this process's image. The test process sends them with
-//! descriptors for the test's stdout, stderr and result, its socket, and
-//! the working directory ([`run_in_forked_child`]), and the environment
-//! when it changed since the server was forked (then a fresh runner, which
-//! has one thread, takes the test and sets it, and ends after it).
+//! descriptors for the test's stdout, stderr and result and the working
+//! directory ([`run_in_forked_child`]), and the environment when it changed
+//! since the server was forked (then to a runner that has run no test,
+//! which has one thread and may set it; it ends after that test).
 //!
 //! When the kernel refuses the user namespace, the server says why once and
 //! ends; each rootless test then fails (or is skipped) with the refusal.
@@ -74,12 +78,31 @@ const MAX_REQUEST: usize = 64 * 1024;
 
 /// The test process's side of its fork server.
 struct Server {
-    /// Where requests go: one message each, descriptors attached.
-    requests: OwnedFd,
+    /// To the server: requests for runners, and kills; from it: its first
+    /// word, then runners, each as its id and a socket to it.
+    control: OwnedFd,
     pid: i32,
-    state: Mutex<State>,
-    /// The environment when the server was forked, which its children have.
+    runners: Mutex<Runners>,
+    /// The environment when the server was forked, which its runners have.
     environment: Vec<(OsString, OsString)>,
+    /// Whether to ask for a runner ahead when the last idle one is taken
+    /// (not in a process that runs one test, as under cargo-nextest).
+    ahead: bool,
+}
+
+/// The runners of this process, as the test process sees them.
+struct Runners {
+    state: State,
+    /// Runners waiting for a test.
+    idle: Vec<Link>,
+    /// Runners asked for (or sent ahead) and not received yet.
+    coming: usize,
+}
+
+/// The test process's socket to one runner, and the runner's id.
+struct Link {
+    socket: OwnedFd,
+    pid: i32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,12 +134,24 @@ fn wanted() -> bool {
     }
 }
 
+/// Whether this process started a fork server (it runs netns tests
+/// rootless).
+pub(crate) fn started() -> bool {
+    SERVER.get().is_some()
+}
+
+/// Whether this process runs one test only: cargo-nextest runs each test in
+/// a process of its own (and says so in `NEXTEST_EXECUTION_MODE`).
+fn runs_one_test() -> bool {
+    std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
+}
+
 /// Starts the fork server when this process wants one and has one thread.
 fn start() {
     if !wanted() {
         return;
     }
-    let Ok((requests, server_end)) = sys::packet_socket_pair() else {
+    let Ok((control, server_end)) = sys::packet_socket_pair() else {
         return;
     };
     let maps = IdMaps::for_this_process();
@@ -124,16 +159,22 @@ fn start() {
     let environment: Vec<_> = std::env::vars_os().collect();
     match sys::fork_single_threaded() {
         Ok(Forked::Child) => {
-            drop(requests);
+            drop(control);
             serve(server_end, parent, &maps)
         }
         Ok(Forked::Parent(pid)) => {
             drop(server_end);
             let _ = SERVER.set(Server {
-                requests,
+                control,
                 pid,
-                state: Mutex::new(State::Starting),
+                runners: Mutex::new(Runners {
+                    state: State::Starting,
+                    idle: Vec::new(),
+                    // The server forks the first one at once.
+                    coming: 1,
+                }),
                 environment,
+                ahead: !runs_one_test(),
             });
         }
         // More than one thread, or no fork: tests run by `exec` instead.
@@ -200,9 +241,20 @@ impl CallWords {
 /// when there is no server to ask: the caller runs the test by `exec`.
 pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> Option<Ended> {
     let server = SERVER.get()?;
-    match server.state() {
-        State::Ready => {}
-        State::Refused(errno) => {
+    let mut request = call.to_bytes().to_vec();
+    request.extend(server.environment_if_changed());
+    if request.len() > MAX_REQUEST {
+        return None;
+    }
+    // A changed environment goes to a runner that has not run a test: it
+    // has one thread, so it may set it.
+    let fresh = request.len() > 24;
+    let setup_failed = |what: &str, error: String| {
+        Ended::failed(FailureKind::Setup, format!("netns-test: {what}: {error}"))
+    };
+    let link = match server.link(fresh) {
+        Ok(link) => link,
+        Err(Unavailable::Refused(errno)) => {
             return Some(Ended::setup_failed(
                 spec.name,
                 privilege::explain_user_namespace_refusal(std::io::Error::from_raw_os_error(
@@ -210,102 +262,179 @@ pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> O
                 )),
             ));
         }
-        State::Starting | State::Gone => return None,
-    }
-    let mut request = call.to_bytes().to_vec();
-    request.extend(server.environment_if_changed());
-    if request.len() > MAX_REQUEST {
-        return None;
-    }
-    let setup_failed = |what: &str, error: String| {
-        Ended::failed(FailureKind::Setup, format!("netns-test: {what}: {error}"))
+        Err(Unavailable::Gone) => return None,
+        Err(Unavailable::ForkFailed(errno)) => {
+            return Some(setup_failed(
+                &format!("cannot fork a process for test `{}`", spec.name),
+                std::io::Error::from_raw_os_error(errno).to_string(),
+            ));
+        }
     };
     let fds = (|| -> Result<_, crate::error::Error> {
-        Ok((
-            sys::pipe()?,
-            sys::pipe()?,
-            sys::pipe()?,
-            sys::packet_socket_pair()?,
-            sys::open_cwd()?,
-        ))
+        Ok((sys::pipe()?, sys::pipe()?, sys::pipe()?, sys::open_cwd()?))
     })();
-    let ((out, out_w), (err, err_w), (result, result_w), (channel, child_end), cwd) = match fds {
+    let ((out, out_w), (err, err_w), (result, result_w), cwd) = match fds {
         Ok(fds) => fds,
         Err(error) => {
+            server.give_back(link);
             return Some(setup_failed(
                 "cannot make the descriptors of a forked test",
                 error.to_string(),
             ));
         }
     };
-    let sent = sys::send_with_fds(
-        server.requests.as_fd(),
-        &request,
-        &[
-            out_w.as_fd(),
-            err_w.as_fd(),
-            result_w.as_fd(),
-            child_end.as_fd(),
-            cwd.as_fd(),
-        ],
-    );
-    if sent.is_err() {
-        server.set_state(State::Gone);
-        return None;
+    let given = [out_w.as_fd(), err_w.as_fd(), result_w.as_fd(), cwd.as_fd()];
+    if let Err(error) = sys::send_with_fds(link.socket.as_fd(), &request, &given) {
+        return Some(setup_failed(
+            &format!("cannot reach the process for test `{}`", spec.name),
+            error.to_string(),
+        ));
     }
     // Only the runner holds the write ends now (until the test ends).
-    drop((out_w, err_w, result_w, child_end, cwd));
+    drop((out_w, err_w, result_w, cwd));
     let deadline = spec
         .timeout
         .map(|t| Instant::now() + Duration::from_millis(t.millis));
-    let end = wait_relaying(&channel, [out, err], deadline);
+    let end = wait_relaying(&link.socket, [out, err], deadline, || {
+        server.kill(link.pid)
+    });
+    let exited = |status: Option<i32>| {
+        use std::os::unix::process::ExitStatusExt;
+        let how = status.map_or("was killed".to_owned(), |status| {
+            format!("ended ({})", std::process::ExitStatus::from_raw(status))
+        });
+        Ended::failed(
+            FailureKind::Setup,
+            format!(
+                "netns-test: the process running test `{}` in a user namespace {how} without a result",
+                spec.name
+            ),
+        )
+    };
     Some(match end {
-        ChildEnd::ForkFailed(errno) => setup_failed(
-            &format!("cannot fork a process for test `{}`", spec.name),
-            std::io::Error::from_raw_os_error(errno).to_string(),
-        ),
-        ChildEnd::TimedOut => Ended::failed(FailureKind::TimedOut, spec.timed_out_message()),
-        ChildEnd::Unknown => setup_failed(
-            &format!("the fork server ended while test `{}` ran", spec.name),
-            "its process was killed".to_owned(),
-        ),
-        ChildEnd::Exited(status) => rootless::read_result(result).unwrap_or_else(|| {
-            use std::os::unix::process::ExitStatusExt;
-            Ended::failed(
-                FailureKind::Setup,
-                format!(
-                    "netns-test: the process running test `{}` in a user namespace ended ({}) without a result",
-                    spec.name,
-                    std::process::ExitStatus::from_raw(status)
-                ),
-            )
-        }),
+        TestEnd::Done { stays } => {
+            let ended = rootless::read_result(result).unwrap_or_else(|| exited(Some(0)));
+            if stays {
+                server.give_back(link);
+            }
+            ended
+        }
+        TestEnd::TimedOut => Ended::failed(FailureKind::TimedOut, spec.timed_out_message()),
+        TestEnd::Exited(status) => rootless::read_result(result).unwrap_or_else(|| exited(status)),
     })
 }
 
+/// Why there is no runner for a test.
+enum Unavailable {
+    /// The kernel refused the server's user namespace (the errno).
+    Refused(i32),
+    /// The server could not fork a runner (the errno).
+    ForkFailed(i32),
+    /// The server is not there (any more).
+    Gone,
+}
+
 impl Server {
-    /// The server's state; the first call waits for its first word.
-    fn state(&self) -> State {
-        let mut state = lock(&self.state);
-        if *state == State::Starting {
-            let mut word = [0u8; 4];
-            *state = match sys::recv_with_fds(self.requests.as_fd(), &mut word) {
-                Ok((4, _)) => match i32::from_ne_bytes(word) {
-                    0 => State::Ready,
-                    errno => {
-                        // It ends after saying so.
-                        let _ = sys::reap(self.pid);
-                        State::Refused(errno)
-                    }
-                },
-                _ => State::Gone,
-            };
+    /// A runner for a test: an idle one, unless `fresh` (one that has run
+    /// no test) is asked for; else the next from the server. Asks for one
+    /// ahead when none is left idle.
+    fn link(&self, fresh: bool) -> Result<Link, Unavailable> {
+        let mut runners = lock(&self.runners);
+        if runners.state == State::Starting {
+            runners.state = self.first_word();
         }
-        *state
+        match runners.state {
+            State::Ready => {}
+            State::Refused(errno) => return Err(Unavailable::Refused(errno)),
+            State::Starting | State::Gone => return Err(Unavailable::Gone),
+        }
+        let mut idle = None;
+        while !fresh && idle.is_none() {
+            let Some(link) = runners.idle.pop() else { break };
+            // A runner that died while idle has the server's word waiting.
+            let dead = sys::wait_readable(&[link.socket.as_fd()], Some(Duration::ZERO))
+                .map_or(true, |ready| ready[0]);
+            if !dead {
+                idle = Some(link);
+            }
+        }
+        let link = match idle {
+            Some(link) => Ok(link),
+            None => {
+                if runners.coming == 0 {
+                    self.ask(&[NEW_RUNNER], &mut runners)?;
+                }
+                runners.coming -= 1;
+                self.next_runner(&mut runners)
+            }
+        };
+        if self.ahead && runners.idle.is_empty() && runners.coming == 0 {
+            // For the next test, while this one runs.
+            let _ = self.ask(&[NEW_RUNNER], &mut runners);
+        }
+        link
     }
 
-    fn set_state(&self, new: State) {
-        *lock(&self.state) = new;
+    /// The server's first word: whether it has its user namespace.
+    fn first_word(&self) -> State {
+        let mut word = [0u8; 4];
+        match sys::recv_with_fds(self.control.as_fd(), &mut word) {
+            Ok((4, _)) => match i32::from_ne_bytes(word) {
+                0 => State::Ready,
+                errno => {
+                    // It ends after saying so.
+                    let _ = sys::reap(self.pid);
+                    State::Refused(errno)
+                }
+            },
+            _ => State::Gone,
+        }
+    }
+
+    /// Sends `message` to the server; a server that is gone makes every
+    /// later test run by `exec`.
+    fn ask(&self, message: &[u8], runners: &mut Runners) -> Result<(), Unavailable> {
+        if sys::send_with_fds(self.control.as_fd(), message, &[]).is_err() {
+            runners.state = State::Gone;
+            return Err(Unavailable::Gone);
+        }
+        if message[0] == NEW_RUNNER {
+            runners.coming += 1;
+        }
+        Ok(())
+    }
+
+    /// The next runner the server sends: its id and a socket to it.
+    fn next_runner(&self, runners: &mut Runners) -> Result<Link, Unavailable> {
+        let mut word = [0u8; 4];
+        match sys::recv_with_fds(self.control.as_fd(), &mut word) {
+            Ok((4, fds)) => {
+                let number = i32::from_ne_bytes(word);
+                match fds.into_iter().next() {
+                    Some(socket) if number > 0 => Ok(Link {
+                        socket,
+                        pid: number,
+                    }),
+                    _ => Err(Unavailable::ForkFailed(-number)),
+                }
+            }
+            _ => {
+                runners.state = State::Gone;
+                Err(Unavailable::Gone)
+            }
+        }
+    }
+
+    /// A runner whose test ended and which goes on: idle again.
+    fn give_back(&self, link: Link) {
+        lock(&self.runners).idle.push(link);
+    }
+
+    /// Asks the server to kill runner `pid` and everything its test started.
+    fn kill(&self, pid: i32) {
+        let mut message = [KILL, 0, 0, 0, 0];
+        message[1..].copy_from_slice(&pid.to_ne_bytes());
+        let _ = sys::send_with_fds(self.control.as_fd(), &message, &[]);
     }
 
     /// The whole environment, `KEY=VALUE\0` each, when it is no longer the
@@ -329,30 +458,40 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// How a forked test's process ended, as the server reports it.
-enum ChildEnd {
-    /// Its raw wait status.
-    Exited(i32),
+/// How a test in a runner ended.
+enum TestEnd {
+    /// The runner says so; `stays`: it goes on with the next test.
+    Done { stays: bool },
     /// Killed at the deadline.
     TimedOut,
-    /// The server could not fork it: the errno.
-    ForkFailed(i32),
-    /// The server went away without saying.
-    Unknown,
+    /// The runner died during the test: its raw wait status, when the
+    /// server could tell it.
+    Exited(Option<i32>),
 }
 
-/// What the server says on a test's own socket: a tag and a number.
-const EXITED: u8 = b'x';
-const FORK_FAILED: u8 = b'f';
-/// What the test process says: kill the test's process group now.
+/// The test process to the server: a runner, please.
+const NEW_RUNNER: u8 = b'n';
+/// The test process to the server: kill this runner (a timeout).
 const KILL: u8 = b'k';
+/// A runner to the test process: the test is over (then: whether the
+/// runner stays).
+const DONE: u8 = b'd';
+/// The server to the test process, on a runner's socket: the runner died
+/// (then: its raw wait status).
+const EXITED: u8 = b'x';
 
-/// Waits for the end of the test's process, relaying its stdout and stderr
-/// to this thread's; at `deadline` asks the server to kill it. Once it has
-/// ended, its output is drained for [`rootless::RELAY_GRACE`] at most.
-fn wait_relaying(channel: &OwnedFd, [out, err]: [OwnedFd; 2], deadline: Option<Instant>) -> ChildEnd {
+/// Waits for the end of the test in the runner behind `link`, relaying the
+/// test's stdout and stderr to this thread's; at `deadline` calls `kill`.
+/// Once the test has ended, its output is drained for
+/// [`rootless::RELAY_GRACE`] at most.
+fn wait_relaying(
+    link: &OwnedFd,
+    [out, err]: [OwnedFd; 2],
+    deadline: Option<Instant>,
+    kill: impl Fn(),
+) -> TestEnd {
     let mut relays = [(Some(out), Relay::new(None, true)), (Some(err), Relay::new(None, false))];
-    let mut end: Option<ChildEnd> = None;
+    let mut end: Option<TestEnd> = None;
     let mut killed = false;
     let mut drain_until = None;
     let mut chunk = [0u8; 8192];
@@ -370,41 +509,37 @@ fn wait_relaying(channel: &OwnedFd, [out, err]: [OwnedFd; 2], deadline: Option<I
             if end.is_some() {
                 break;
             }
-            // Time is up: the server kills the group, then says it ended.
+            // Time is up: the server kills the runner, then says it died.
             killed = true;
-            if sys::send_with_fds(channel.as_fd(), &[KILL], &[]).is_err() {
-                end = Some(ChildEnd::Unknown);
-            }
+            kill();
             continue;
         }
         let mut watched: Vec<BorrowedFd<'_>> = Vec::with_capacity(3);
         if end.is_none() {
-            watched.push(channel.as_fd());
+            watched.push(link.as_fd());
         }
         watched.extend(relays.iter().filter_map(|(fd, _)| fd.as_ref().map(|fd| fd.as_fd())));
         let ready = match sys::wait_readable(&watched, until.map(|u| u.saturating_duration_since(now))) {
             Ok(ready) => ready,
             Err(_) => {
-                end.get_or_insert(ChildEnd::Unknown);
+                end.get_or_insert(TestEnd::Exited(None));
                 break;
             }
         };
         let mut ready = ready.into_iter();
         if end.is_none() && ready.next() == Some(true) {
             let mut message = [0u8; 5];
-            let ended = match sys::recv_with_fds(channel.as_fd(), &mut message) {
-                Ok((5, _)) => {
-                    let number = i32::from_ne_bytes([message[1], message[2], message[3], message[4]]);
-                    match message[0] {
-                        EXITED if killed => ChildEnd::TimedOut,
-                        EXITED => ChildEnd::Exited(number),
-                        FORK_FAILED => ChildEnd::ForkFailed(number),
-                        _ => ChildEnd::Unknown,
-                    }
-                }
-                _ => ChildEnd::Unknown,
-            };
-            end = Some(ended);
+            end = Some(match sys::recv_with_fds(link.as_fd(), &mut message) {
+                Ok((2, _)) if message[0] == DONE => TestEnd::Done {
+                    stays: message[1] == 1,
+                },
+                Ok((5, _)) if message[0] == EXITED && killed => TestEnd::TimedOut,
+                Ok((5, _)) if message[0] == EXITED => TestEnd::Exited(Some(i32::from_ne_bytes([
+                    message[1], message[2], message[3], message[4],
+                ]))),
+                _ if killed => TestEnd::TimedOut,
+                _ => TestEnd::Exited(None),
+            });
         }
         for (fd, relay) in relays.iter_mut().filter(|(fd, _)| fd.is_some()) {
             if ready.next() != Some(true) {
@@ -424,37 +559,26 @@ fn wait_relaying(channel: &OwnedFd, [out, err]: [OwnedFd; 2], deadline: Option<I
             relay.finish();
         }
     }
-    end.unwrap_or(ChildEnd::Unknown)
+    end.unwrap_or(TestEnd::Exited(None))
 }
 
 // The server's side.
 
-/// A runner: a process forked from the server that runs tests one at a
-/// time, each on a thread of its own in fresh namespaces (as root mode
-/// runs them in the test process), for as long as its tests leave nothing
-/// behind.
+/// A runner, as the server sees it.
 struct Runner {
     pid: i32,
     /// Readable when the runner has ended.
     pidfd: OwnedFd,
-    /// Where requests go, and where the runner says it is idle again.
+    /// The runner's end of its socket to the test process, kept to tell the
+    /// test process when the runner died.
     socket: OwnedFd,
-    /// The test process's socket for the test it runs, if it runs one.
-    channel: Option<OwnedFd>,
-    /// Its process group was killed (a timeout), or it said it retires.
-    ending: bool,
 }
 
-/// What a runner says to the server after each test, before it tells the
-/// test process: ready for the next one, or it ends (its test left a
-/// thread, the environment or the working directory changed).
-const IDLE: u8 = b'i';
-const RETIRING: u8 = b'r';
-
 /// The fork server: enters its user namespace, says whether it could, then
-/// hands each request to an idle runner (forking one when none is idle)
-/// until the test process ends.
-fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
+/// forks a runner for each request (and one ahead at once), kills runners
+/// on request, and tells the test process when one dies, until the test
+/// process ends.
+fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_sigpipe();
     // Watches the test process: readable when it ends, however it ends.
     let parent_fd = match sys::pidfd_open(parent) {
@@ -465,30 +589,19 @@ fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
         Ok(()) => 0,
         Err(error) => error.raw_os_error().unwrap_or(nix::libc::EINVAL),
     };
-    if sys::send_with_fds(requests.as_fd(), &errno.to_ne_bytes(), &[]).is_err() || errno != 0 {
+    if sys::send_with_fds(control.as_fd(), &errno.to_ne_bytes(), &[]).is_err() || errno != 0 {
         sys::exit_now(0);
     }
     // The runners run rootless tests, and find what every test reads from
     // the host read already.
     settings::mark_rootless_child();
     crate::os::isolation::read_host_once();
-    let own = [requests.as_raw_fd(), parent_fd.as_raw_fd()];
-    // A process that runs one test (cargo-nextest runs each in a process
-    // of its own) needs no runner beyond the first.
-    let ahead = std::env::var_os("NEXTEST_EXECUTION_MODE")
-        .is_none_or(|mode| mode != "process-per-test");
-    let mut runners: Vec<Runner> = fork_runner(&own, &[]).into_iter().collect();
-    let mut buffer = vec![0u8; MAX_REQUEST];
+    let own = [control.as_raw_fd(), parent_fd.as_raw_fd()];
+    let mut runners: Vec<Runner> = Vec::new();
+    send_runner(&control, fork_runner(&own, &runners), &mut runners);
     loop {
-        let mut watched = vec![requests.as_fd(), parent_fd.as_fd()];
-        for runner in &runners {
-            watched.push(runner.pidfd.as_fd());
-            watched.push(runner.socket.as_fd());
-            watched.push(match &runner.channel {
-                Some(channel) if !runner.ending => channel.as_fd(),
-                _ => runner.pidfd.as_fd(),
-            });
-        }
+        let mut watched = vec![control.as_fd(), parent_fd.as_fd()];
+        watched.extend(runners.iter().map(|r| r.pidfd.as_fd()));
         let Ok(ready) = sys::wait_readable(&watched, None) else {
             end_all(&runners);
         };
@@ -496,118 +609,77 @@ fn serve(requests: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
             end_all(&runners);
         }
         let mut still = Vec::with_capacity(runners.len());
-        for (i, mut runner) in runners.drain(..).enumerate() {
-            let (ended, said, spoke) = (ready[2 + 3 * i], ready[3 + 3 * i], ready[4 + 3 * i]);
-            if said {
-                let mut word = [0u8; 1];
-                match sys::recv_with_fds(runner.socket.as_fd(), &mut word) {
-                    // Its test is over: the runner told the test process.
-                    Ok((1, _)) if word[0] == IDLE => runner.channel = None,
-                    Ok((1, _)) if word[0] == RETIRING => {
-                        runner.channel = None;
-                        runner.ending = true;
-                    }
-                    // It is ending: its pidfd says when it is gone.
-                    _ => runner.ending = true,
-                }
-            }
-            if spoke && runner.channel.is_some() && !runner.ending {
-                // A kill request (a timeout), or the test's waiter is gone:
-                // the runner and everything its test started end now.
-                let mut word = [0u8; 1];
-                if let Some(channel) = &runner.channel {
-                    let _ = sys::recv_with_fds(channel.as_fd(), &mut word);
-                }
-                sys::kill_process_group(runner.pid as u32);
-                runner.ending = true;
-            }
-            if ended {
-                // Killed while still unreaped, so that the group's id
-                // cannot have been reused.
-                sys::kill_process_group(runner.pid as u32);
-                let status = sys::reap(runner.pid).unwrap_or(0);
-                if let Some(channel) = runner.channel.take() {
-                    send_end(&channel, EXITED, status);
-                }
-            } else {
+        for (runner, ended) in runners.drain(..).zip(ready[2..].iter()) {
+            if !*ended {
                 still.push(runner);
+                continue;
             }
+            // Killed while still unreaped, so that the group's id cannot
+            // have been reused.
+            sys::kill_process_group(runner.pid as u32);
+            let status = sys::reap(runner.pid).unwrap_or(0);
+            let mut message = [EXITED, 0, 0, 0, 0];
+            message[1..].copy_from_slice(&status.to_ne_bytes());
+            let _ = sys::send_with_fds(runner.socket.as_fd(), &message, &[]);
         }
         runners = still;
         if ready[0] {
-            let length = match sys::next_message_len(requests.as_fd()) {
-                Ok(0) | Err(_) => end_all(&runners),
-                Ok(length) => length.min(MAX_REQUEST),
-            };
-            let Ok((length, fds)) = sys::recv_with_fds(requests.as_fd(), &mut buffer[..length]) else {
-                end_all(&runners);
-            };
-            let busy: Vec<i32> = runners
-                .iter()
-                .flat_map(Runner::fds)
-                .chain(fds.iter().map(|fd| fd.as_raw_fd()))
-                .collect();
-            // A request that changes the environment goes to a fresh runner:
-            // only a process known to have one thread may change it.
-            let changes_environment = length > 24;
-            let idle = runners
-                .iter()
-                .position(Runner::idle)
-                .filter(|_| !changes_environment);
-            let runner = match idle {
-                Some(index) => Ok(runners.swap_remove(index)),
-                None => fork_runner(&own, &busy),
-            };
-            if let Some(runner) = hand_over(runner, &buffer[..length], fds) {
-                runners.push(runner);
-            }
-            if ahead && !runners.iter().any(Runner::idle) {
-                let busy: Vec<i32> = runners.iter().flat_map(Runner::fds).collect();
-                runners.extend(fork_runner(&own, &busy).ok());
+            let mut message = [0u8; 5];
+            match sys::recv_with_fds(control.as_fd(), &mut message) {
+                Ok((1, _)) if message[0] == NEW_RUNNER => {
+                    send_runner(&control, fork_runner(&own, &runners), &mut runners);
+                }
+                Ok((5, _)) if message[0] == KILL => {
+                    let pid = i32::from_ne_bytes([message[1], message[2], message[3], message[4]]);
+                    // Only a runner of ours, still unreaped: the group is
+                    // the runner's and everything its test left in it.
+                    if runners.iter().any(|r| r.pid == pid) {
+                        sys::kill_process_group(pid as u32);
+                    }
+                }
+                Ok((0, _)) | Err(_) => end_all(&runners),
+                Ok(_) => {}
             }
         }
     }
 }
 
-impl Runner {
-    fn idle(&self) -> bool {
-        self.channel.is_none() && !self.ending
-    }
-
-    fn fds(&self) -> impl Iterator<Item = i32> + '_ {
-        [
-            Some(self.pidfd.as_raw_fd()),
-            Some(self.socket.as_raw_fd()),
-            self.channel.as_ref().map(|c| c.as_raw_fd()),
-        ]
-        .into_iter()
-        .flatten()
+/// Sends a forked runner (its id and the test process's socket to it) to
+/// the test process, or the errno of the failed fork.
+fn send_runner(
+    control: &OwnedFd,
+    forked: std::io::Result<(Runner, OwnedFd)>,
+    runners: &mut Vec<Runner>,
+) {
+    match forked {
+        Ok((runner, link)) => {
+            let _ = sys::send_with_fds(control.as_fd(), &runner.pid.to_ne_bytes(), &[link.as_fd()]);
+            runners.push(runner);
+        }
+        Err(error) => {
+            let errno = error.raw_os_error().unwrap_or(nix::libc::EAGAIN);
+            let _ = sys::send_with_fds(control.as_fd(), &(-errno).to_ne_bytes(), &[]);
+        }
     }
 }
 
-/// Forks a runner. `own` and `busy` (the server's and the other runners'
-/// descriptors) are closed in it.
-fn fork_runner(own: &[i32], busy: &[i32]) -> std::io::Result<Runner> {
-    let (socket, runner_end) =
+/// Forks a runner: the runner, and the test process's end of its socket.
+/// `own` and the other runners' descriptors are closed in it.
+fn fork_runner(own: &[i32], runners: &[Runner]) -> std::io::Result<(Runner, OwnedFd)> {
+    let (link, socket) =
         sys::packet_socket_pair().map_err(|e| std::io::Error::other(e.to_string()))?;
     let server = std::process::id() as i32;
     match sys::fork_single_threaded()? {
         Forked::Child => {
             let mut close: Vec<i32> = own.to_vec();
-            close.extend_from_slice(busy);
-            close.push(socket.as_raw_fd());
-            run_tests(runner_end, server, &close)
+            close.extend(runners.iter().flat_map(|r| [r.pidfd.as_raw_fd(), r.socket.as_raw_fd()]));
+            close.push(link.as_raw_fd());
+            run_tests(socket, server, &close)
         }
         Forked::Parent(pid) => {
             sys::put_in_own_process_group(pid);
             match sys::pidfd_open(pid) {
-                Ok(pidfd) => Ok(Runner {
-                    pid,
-                    pidfd,
-                    socket,
-                    channel: None,
-                    ending: false,
-                }),
+                Ok(pidfd) => Ok((Runner { pid, pidfd, socket }, link)),
                 Err(error) => {
                     sys::kill_process_group(pid as u32);
                     let _ = sys::reap(pid);
@@ -616,36 +688,6 @@ fn fork_runner(own: &[i32], busy: &[i32]) -> std::io::Result<Runner> {
             }
         }
     }
-}
-
-/// Gives the request (the call, the environment's changes, and the
-/// descriptors: stdout, stderr, result, the test's socket, the working
-/// directory) to `runner`; says on the test's socket when there is none.
-fn hand_over(runner: std::io::Result<Runner>, request: &[u8], fds: Vec<OwnedFd>) -> Option<Runner> {
-    let [out, err, result, channel, cwd]: [OwnedFd; 5] = fds.try_into().ok()?;
-    let mut runner = match runner {
-        Ok(runner) => runner,
-        Err(error) => {
-            send_end(&channel, FORK_FAILED, error.raw_os_error().unwrap_or(0));
-            return None;
-        }
-    };
-    let given = [out.as_fd(), err.as_fd(), result.as_fd(), channel.as_fd(), cwd.as_fd()];
-    if let Err(error) = sys::send_with_fds(runner.socket.as_fd(), request, &given) {
-        sys::kill_process_group(runner.pid as u32);
-        let _ = sys::reap(runner.pid);
-        send_end(&channel, FORK_FAILED, error.raw_os_error().unwrap_or(0));
-        return None;
-    }
-    runner.channel = Some(channel);
-    Some(runner)
-}
-
-/// One message on a test's socket: a tag and a number.
-fn send_end(channel: &OwnedFd, tag: u8, number: i32) {
-    let mut message = [tag, 0, 0, 0, 0];
-    message[1..].copy_from_slice(&number.to_ne_bytes());
-    let _ = sys::send_with_fds(channel.as_fd(), &message, &[]);
 }
 
 /// The test process ended: every runner's process group goes with it.
@@ -658,8 +700,9 @@ fn end_all(runners: &[Runner]) -> ! {
 
 /// A runner: a process group of its own, death with the server, the
 /// server's descriptors closed, orphans of its tests' processes its own
-/// children (so that it finds them); then one test after another, until a
-/// test leaves something behind or the server is gone.
+/// children (so that it finds them); then one test after another, each
+/// from the test process on `socket`, until a test leaves something behind
+/// or the test process is gone.
 fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     if sys::own_process_group().is_err()
         || sys::die_with_parent(server).is_err()
@@ -678,6 +721,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
             sys::exit_now(1);
         }
     }
+    let mut first = true;
     loop {
         // A buffer of the request's size: a larger one costs page faults.
         let length = match sys::next_message_len(socket.as_fd()) {
@@ -688,7 +732,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         let Ok((length, fds)) = sys::recv_with_fds(socket.as_fd(), &mut request) else {
             sys::exit_now(0);
         };
-        let Ok([out, err, result, channel, cwd]) = <[OwnedFd; 5]>::try_from(fds) else {
+        let Ok([out, err, result, cwd]) = <[OwnedFd; 4]>::try_from(fds) else {
             sys::exit_now(1);
         };
         let Some(call) = CallWords::from_bytes(&request[..length]) else {
@@ -700,16 +744,17 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         drop((out, err));
         let _ = sys::fchdir(cwd.as_fd());
         drop(cwd);
-        // The server sends a changed environment to a fresh runner only,
-        // which has one thread; it ends after that test.
+        // The test process sends a changed environment to a runner that has
+        // run no test, which has one thread; it ends after that test.
         let environment = &request[24..length];
         let changed = !environment.is_empty();
         if changed {
-            if sys::thread_count().ok() != Some(1) {
+            if !first || sys::thread_count().ok() != Some(1) {
                 sys::exit_now(1);
             }
             apply_environment(environment);
         }
+        first = false;
         let call = call.call();
         let ended = std::panic::catch_unwind(move || (call.run)(call.spec, call.body))
             .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref()));
@@ -720,10 +765,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         let _ = sys::dup_onto(null.as_fd(), 1);
         let _ = sys::dup_onto(null.as_fd(), 2);
         let stays = end_what_the_test_left() && !changed;
-        let word = if stays { IDLE } else { RETIRING };
-        let _ = sys::send_with_fds(socket.as_fd(), &[word], &[]);
-        send_end(&channel, EXITED, 0);
-        drop(channel);
+        let _ = sys::send_with_fds(socket.as_fd(), &[DONE, u8::from(stays)], &[]);
         if !stays {
             sys::exit_now(0);
         }

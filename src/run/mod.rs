@@ -53,6 +53,8 @@ fn route(spec: &TestSpec) -> Result<Route, Ended> {
         None => {}
     }
     let rootless = match settings::mode() {
+        // A fork server started: this process decided it runs rootless.
+        Ok(ModeSetting::Auto) if fork_server::started() => true,
         Ok(ModeSetting::Auto) => !crate::os::privilege::privileged(),
         Ok(ModeSetting::Root) => false,
         Ok(ModeSetting::Rootless) => true,
@@ -111,10 +113,23 @@ fn run_in_child_process<T: TestReturn + 'static>(spec: &'static TestSpec, body: 
 /// the test, as libtest runs it, in fresh namespaces entered there (as in
 /// root mode); only its meaning comes back, so `T` need not be `Send`. The
 /// test process enforces the timeout.
+///
+/// The thread starts on the runner's CPU and may then run on any: on a
+/// virtual machine, starting it on an idle CPU, and waking the runner there
+/// when it ends, costs far more than the test's own work.
 fn run_in_runner<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
+    let cpus = crate::os::sys::stay_on_this_cpu().ok();
     let thread = std::thread::Builder::new()
         .name(spec.libtest_name().to_owned())
-        .spawn(move || run_in_child_process(spec, body));
+        .spawn(move || {
+            if let Some(cpus) = &cpus {
+                let _ = crate::os::sys::set_cpu_affinity(cpus);
+            }
+            run_in_child_process(spec, body)
+        });
+    if let Some(cpus) = &cpus {
+        let _ = crate::os::sys::set_cpu_affinity(cpus);
+    }
     match thread {
         Ok(thread) => thread
             .join()

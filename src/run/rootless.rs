@@ -189,7 +189,10 @@ fn spawn_child(spec: &TestSpec, nonce: &str) -> Result<(Child, OwnedFd), Ended> 
 pub(super) fn read_result(result: OwnedFd) -> Option<Ended> {
     sys::set_nonblocking(result.as_fd()).ok()?;
     let mut text = Vec::new();
-    let _ = std::fs::File::from(result).read_to_end(&mut text);
+    let mut chunk = [0u8; 4096];
+    while let Ok(read @ 1..) = sys::read_some(result.as_fd(), &mut chunk) {
+        text.extend_from_slice(&chunk[..read]);
+    }
     Ended::decode(std::str::from_utf8(&text).ok()?)
 }
 
