@@ -570,7 +570,9 @@ fn fixture_kept_out_of_descriptors() {
     }
 }
 
-/// Runs `name` as uid 65534 with no XDG_RUNTIME_DIR, and its output.
+/// Runs `name` as uid 65534 with no XDG_RUNTIME_DIR, and its output, once
+/// the processes of the run (its fork server and runners, killed when the
+/// test process ends) are gone, all but holders.
 fn kept_case(copy: &Copy, name: &str) -> (Output, String) {
     let output = retry_busy(|| {
         copy.command(&["--ignored", "--exact", name])
@@ -580,6 +582,16 @@ fn kept_case(copy: &Copy, name: &str) -> (Output, String) {
             .output()
     });
     let report = text(&output);
+    let only_holders = || {
+        holders_of_nobody(copy)
+            .lines()
+            .all(|stat| stat.contains("(ntkeep-"))
+    };
+    let settled = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        only_holders()
+    });
+    assert!(settled, "left running: {}", holders_of_nobody(copy));
     (output, report)
 }
 

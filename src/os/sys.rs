@@ -567,6 +567,19 @@ pub(crate) fn stay_on_this_cpu() -> io::Result<nix::sched::CpuSet> {
     Ok(before)
 }
 
+/// The lowest descriptor number the calling process has free.
+pub(crate) fn lowest_free_fd() -> io::Result<i32> {
+    // SAFETY: F_DUPFD_CLOEXEC on descriptor 0 (open in every process this
+    // is used in) returns a new descriptor, closed at once.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: closes the descriptor just made.
+    unsafe { libc::close(fd) };
+    Ok(fd)
+}
+
 /// Makes `target` a copy of `fd` (`dup2(2)`), without close-on-exec.
 pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
     // SAFETY: dup2 on a borrowed descriptor and a descriptor number.

@@ -722,6 +722,9 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         }
     }
     let mut first = true;
+    // A test that leaves descriptors open (up to running out of them) ends
+    // its runner: the next test would find them taken.
+    let free = sys::lowest_free_fd().unwrap_or(-1);
     loop {
         // A buffer of the request's size: a larger one costs page faults.
         let length = match sys::next_message_len(socket.as_fd()) {
@@ -764,7 +767,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         // ends (and closes its copies) before the test process is told.
         let _ = sys::dup_onto(null.as_fd(), 1);
         let _ = sys::dup_onto(null.as_fd(), 2);
-        let stays = end_what_the_test_left() && !changed;
+        let stays = end_what_the_test_left() && !changed && sys::lowest_free_fd().ok() == Some(free);
         let _ = sys::send_with_fds(socket.as_fd(), &[DONE, u8::from(stays)], &[]);
         if !stays {
             sys::exit_now(0);
