@@ -22,9 +22,9 @@
 //! of them survived.
 //!
 //! The test process talks to each runner on a socket of their own (the
-//! server forks runners and hands those sockets over, one ahead, except in
-//! a process that runs a single test, as under cargo-nextest), and keeps
-//! the idle ones. The server kills a runner's process group when the test
+//! server forks runners and hands those sockets over, one ahead), and keeps
+//! the idle ones. In a process that runs a single test, as under
+//! cargo-nextest, the server is that test's runner itself. The server kills a runner's process group when the test
 //! process asks (a timeout), tells the test process when a runner died
 //! (on that socket: it keeps the runner's end), and kills every runner's
 //! group when the test process ends (SIGKILL included: it watches the test
@@ -320,7 +320,11 @@ pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> O
             ended
         }
         TestEnd::TimedOut => Ended::failed(FailureKind::TimedOut, spec.timed_out_message()),
-        TestEnd::Exited(status) => rootless::read_result(result).unwrap_or_else(|| exited(status)),
+        TestEnd::Exited(status) => rootless::read_result(result).unwrap_or_else(|| {
+            // The server ran the test itself: its status is this process's to read.
+            let status = status.or_else(|| (link.pid == server.pid).then(|| sys::reap(server.pid).ok()).flatten());
+            exited(status)
+        }),
     })
 }
 
@@ -430,8 +434,14 @@ impl Server {
         lock(&self.runners).idle.push(link);
     }
 
-    /// Asks the server to kill runner `pid` and everything its test started.
+    /// Asks the server to kill runner `pid` and everything its test started
+    /// (kills the server, its own child, when it runs the test itself).
     fn kill(&self, pid: i32) {
+        if pid == self.pid {
+            sys::kill_process_group(pid as u32);
+            sys::kill_process(pid);
+            return;
+        }
         let mut message = [KILL, 0, 0, 0, 0];
         message[1..].copy_from_slice(&pid.to_ne_bytes());
         let _ = sys::send_with_fds(self.control.as_fd(), &message, &[]);
@@ -580,6 +590,13 @@ struct Runner {
 /// process ends.
 fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_sigpipe();
+    // The test process's standard streams are not the server's to hold: a
+    // harness waits for their end (cargo-nextest, to see the test is over).
+    if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            let _ = sys::dup_onto(null.as_fd(), fd);
+        }
+    }
     // Watches the test process: readable when it ends, however it ends.
     let parent_fd = match sys::pidfd_open(parent) {
         Ok(fd) if sys::parent_pid() == parent => fd,
@@ -597,6 +614,18 @@ fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     settings::mark_rootless_child();
     crate::os::isolation::read_host_once();
     let own = [control.as_raw_fd(), parent_fd.as_raw_fd()];
+    if runs_one_test() {
+        // The server runs the one test itself (it has one thread, and
+        // forks nothing after it): no runner to fork, to fault in and to
+        // end for each test process of cargo-nextest.
+        let Ok((link, socket)) = sys::packet_socket_pair() else {
+            sys::exit_now(1);
+        };
+        let me = std::process::id() as i32;
+        let _ = sys::send_with_fds(control.as_fd(), &me.to_ne_bytes(), &[link.as_fd()]);
+        drop(link);
+        run_tests(socket, parent, &own)
+    }
     let mut runners: Vec<Runner> = Vec::new();
     send_runner(&control, fork_runner(&own, &runners), &mut runners);
     loop {
