@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench overhead              # 15 rounds
 //! cargo bench --bench overhead -- 31        # more rounds
+//! BENCH_PROCESS_PER_TEST=1 cargo bench --bench overhead   # as cargo-nextest runs tests
 //! ```
 //!
 //! It builds `tests/overhead_fixture.rs` in release mode, then runs its 200
@@ -14,6 +15,11 @@
 //! the table shows medians over rounds. When run as root it also runs the
 //! `netns::` tests as uid 65534, in rootless mode (a copy of the fixture in a
 //! temporary directory any user can read).
+//!
+//! With `BENCH_PROCESS_PER_TEST=1` each test runs in a process of its own,
+//! as cargo-nextest runs them (`<binary> --exact <name> --nocapture`, with
+//! `NEXTEST_EXECUTION_MODE=process-per-test`), as many at once as there are
+//! test threads; the overhead is then per test process.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -115,6 +121,9 @@ fn run_kind(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f6
     // Let the kernel finish tearing down the previous run's namespaces (it
     // does so asynchronously), so that no run pays for another's.
     std::thread::sleep(SETTLE);
+    if std::env::var_os("BENCH_PROCESS_PER_TEST").is_some() {
+        return run_each_in_a_process(fixture, filter, threads, uid);
+    }
     let mut command = Command::new(fixture);
     if let Some(uid) = uid {
         command.uid(uid).gid(uid).current_dir("/");
@@ -128,6 +137,45 @@ fn run_kind(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f6
     let elapsed = start.elapsed().as_secs_f64();
     assert!(status.success(), "{filter} tests failed");
     elapsed
+}
+
+/// Runs each test of `filter` in a process of its own, `threads` at once,
+/// as cargo-nextest does: the wall time of all of them.
+fn run_each_in_a_process(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f64 {
+    let listed = Command::new(fixture)
+        .args([filter, "--list", "--format", "terse"])
+        .output()
+        .expect("list the fixture's tests");
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test").map(str::to_owned))
+        .collect();
+    assert_eq!(names.len() as f64, TESTS_PER_KIND, "tests of {filter}");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(name) = names.get(index) else { break };
+                    let mut command = Command::new(fixture);
+                    if let Some(uid) = uid {
+                        command.uid(uid).gid(uid).current_dir("/");
+                    }
+                    let status = command
+                        .args(["--exact", name, "--nocapture"])
+                        .env("NEXTEST_EXECUTION_MODE", "process-per-test")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .expect("run the fixture");
+                    assert!(status.success(), "{name} failed");
+                }
+            });
+        }
+    });
+    start.elapsed().as_secs_f64()
 }
 
 fn build_fixture() -> String {

@@ -8,10 +8,12 @@
 //! | `NETNS_TEST_LOG` | `debug`, `trace` | print each setup and teardown step with its duration |
 //! | `NETNS_TEST_UNSUPPORTED` | `skip` | a test the kernel refuses passes with a `skipped:` line |
 //! | `NETNS_TEST_SEED` | `0x5eed` (hex) or `24301` (decimal); a list `0xa,0xb` | the seed of a test's networks (the k-th network takes the k-th, the last one repeats) |
+//! | `NETNS_TEST_FORK_SERVER` | `off` | rootless tests start the test binary again each instead of forking from the fork server (slower; for debugging) |
 //! | `NETNS_TEST_INSIDE` | a test's name | set by netns-test in the child process of a rootless test |
 //! | `NETNS_TEST_RESULT_FD` | a descriptor and a nonce | set with `NETNS_TEST_INSIDE`: where the child writes how the test ended, and the word that marks the body's output |
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `NETNS_TEST_MODE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,10 +108,25 @@ pub(crate) fn rootless_child_of() -> Option<&'static str> {
     TEST.get_or_init(|| std::env::var(INSIDE).ok()).as_deref()
 }
 
+/// Set in the fork server, so in each runner it forks.
+static FORKED_FOR_A_TEST: AtomicBool = AtomicBool::new(false);
+
+/// In the rootless fork server: the processes it forks run rootless tests.
+pub(crate) fn mark_rootless_child() {
+    FORKED_FOR_A_TEST.store(true, Ordering::Relaxed);
+}
+
 /// Whether this process is the child process of a rootless test, inside a
-/// user namespace of its own.
+/// user namespace of its own (started for it, or a runner of the fork
+/// server).
 pub(crate) fn in_rootless_child() -> bool {
-    rootless_child_of().is_some()
+    rootless_child_of().is_some() || FORKED_FOR_A_TEST.load(Ordering::Relaxed)
+}
+
+/// `NETNS_TEST_FORK_SERVER`: `off` runs each rootless test by starting the
+/// test binary again, as when there is no fork server.
+pub(crate) fn fork_server_enabled() -> bool {
+    std::env::var_os("NETNS_TEST_FORK_SERVER").is_none_or(|v| v != "off")
 }
 
 /// The variable that names the descriptor a rootless child reports on.

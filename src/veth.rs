@@ -187,6 +187,138 @@ impl VethSetup {
     }
 }
 
+/// A network namespace made ahead, with `lo` up and a pool-addressed veth
+/// pair in it: what the next `veth` test enters instead of making its own.
+pub(crate) struct MadeAhead {
+    pub(crate) setup: VethSetup,
+    pub(crate) ns: OwnedFd,
+}
+
+/// Making pairs ahead: the next veth test's namespace and pair are made on
+/// a thread of their own while the current test runs, on the idle CPU,
+/// instead of on the test's path, where their creation waits for the RTNL
+/// lock that the kernel holds to tear the previous pairs down.
+struct Ahead {
+    /// A namespace made ahead, and the MTU of its pair.
+    ready: Option<(u32, MadeAhead)>,
+    /// The MTU of the next pair to make, when one is wanted.
+    wanted: Option<u32>,
+    /// Pool-addressed veth tests this process started.
+    tests: u64,
+    /// Whether the thread that makes them runs.
+    maker: bool,
+}
+
+static AHEAD: Mutex<Ahead> = Mutex::new(Ahead {
+    ready: None,
+    wanted: None,
+    tests: 0,
+    maker: false,
+});
+static AHEAD_WANTED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// How long a namespace made ahead waits for a test before it is let go
+/// (it holds a slot and a host-side interface), and the maker with it.
+const AHEAD_KEPT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// For a test with a pool-addressed pair, on its thread in the process's
+/// own network namespace: the namespace made ahead for it, if there is one
+/// with its MTU; and, from the process's second such test on, a request to
+/// make the next one while this one runs.
+pub(crate) fn take_made_ahead(spec: &VethSpec) -> Option<MadeAhead> {
+    if spec.ipv4.is_some() || spec.ipv6.is_some() || !in_process_namespace() {
+        return None;
+    }
+    let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+    ahead.tests += 1;
+    let taken = match ahead.ready.take() {
+        Some((mtu, made)) if mtu == spec.mtu => Some(made),
+        _ => None,
+    };
+    if ahead.tests >= 2 {
+        ahead.wanted = Some(spec.mtu);
+        if !ahead.maker {
+            // Started here, in the process's own namespaces, which it
+            // keeps between pairs.
+            ahead.maker = std::thread::Builder::new()
+                .name("netns-test-veth".into())
+                .spawn(make_ahead)
+                .is_ok();
+        }
+        AHEAD_WANTED.notify_one();
+    }
+    taken
+}
+
+/// Whether the calling thread is in its process's main network namespace
+/// (not in a test's: a test body that calls another veth test).
+fn in_process_namespace() -> bool {
+    let main = std::fs::metadata("/proc/self/ns/net").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    });
+    match (main, sys::thread_ns_id(sys::NsKind::Net)) {
+        (Ok(main), Ok(here)) => main == (here.dev, here.ino),
+        _ => false,
+    }
+}
+
+/// The maker: makes a namespace and pair ahead whenever one is wanted and
+/// none is ready; ends (letting an unused one go) when none was wanted for
+/// [`AHEAD_KEPT`].
+fn make_ahead() {
+    let home = sys::open_thread_ns(sys::NsKind::Net);
+    let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let mtu = match ahead.wanted.take() {
+            Some(mtu) if ahead.ready.is_none() => mtu,
+            Some(_) => continue,
+            None => {
+                let (guard, waited) = AHEAD_WANTED
+                    .wait_timeout(ahead, AHEAD_KEPT)
+                    .unwrap_or_else(|p| p.into_inner());
+                ahead = guard;
+                if waited.timed_out() && ahead.wanted.is_none() {
+                    let unused = ahead.ready.take();
+                    ahead.maker = false;
+                    drop(ahead);
+                    drop(unused);
+                    return;
+                }
+                continue;
+            }
+        };
+        drop(ahead);
+        let Ok(home) = &home else { break };
+        let made = make_one_ahead(mtu);
+        // Back home for the next one; a thread that cannot get back stops.
+        let back = sys::setns(home.as_fd(), sys::NsKind::Net);
+        ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(made) = made {
+            ahead.ready = Some((mtu, made));
+        }
+        if back.is_err() {
+            ahead.maker = false;
+            return;
+        }
+    }
+    AHEAD.lock().unwrap_or_else(|p| p.into_inner()).maker = false;
+}
+
+/// A fresh network namespace with `lo` up and a pool-addressed pair of MTU
+/// `mtu`; the calling thread is left in it.
+fn make_one_ahead(mtu: u32) -> Result<MadeAhead, Error> {
+    let mut setup = VethSetup::prepare(&VethSpec {
+        mtu,
+        ipv4: None,
+        ipv6: None,
+    })?;
+    crate::os::isolation::new_network_namespace_here()?;
+    setup.create()?;
+    let ns = sys::open_thread_ns(sys::NsKind::Net)?;
+    Ok(MadeAhead { setup, ns })
+}
+
 impl PairHandle {
     /// Deletes the pair now, from a thread in the host's namespace, or makes
     /// sure it is never created. For tests that time out: their namespace

@@ -20,6 +20,11 @@ fn armed() -> bool {
 
 /// Runs fixtures as an ordinary user; `None` when this process cannot switch users.
 fn as_nobody(filter: &[&str]) -> Option<(Output, String)> {
+    as_nobody_with(&[], filter)
+}
+
+/// [`as_nobody`] with more environment variables.
+fn as_nobody_with(env: &[(&str, &str)], filter: &[&str]) -> Option<(Output, String)> {
     if !nix::unistd::geteuid().is_root() {
         println!("skipped: switching to an ordinary user needs root");
         return None;
@@ -27,7 +32,13 @@ fn as_nobody(filter: &[&str]) -> Option<(Output, String)> {
     let copy = Copy::new();
     let mut args = vec!["--ignored", "--test-threads=2"];
     args.extend_from_slice(filter);
-    let output = retry_busy(|| copy.command(&args).uid(NOBODY).gid(NOBODY).output());
+    let output = retry_busy(|| {
+        copy.command(&args)
+            .envs(env.iter().copied())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+    });
     let text = text(&output);
     Some((output, text))
 }
@@ -152,6 +163,8 @@ fn netns_tests_run_for_an_ordinary_user() {
         "fixture_sleeps",
         "--skip",
         "fixture_kept",
+        "--skip",
+        "fixture_environment",
     ]) else {
         return;
     };
@@ -160,6 +173,78 @@ fn netns_tests_run_for_an_ordinary_user() {
     // Passing tests' output stays captured, as with any test.
     assert!(!text.contains("REPORT sync ok"), "{text}");
     assert!(!text.contains("CAPTURED-LINE"), "{text}");
+}
+
+/// Without the fork server (`NETNS_TEST_FORK_SERVER=off`, as when its
+/// constructor did not run), each test runs in the test binary started
+/// again for it: the same passes, failures and timeouts.
+#[test]
+fn without_the_fork_server_tests_run_the_same() {
+    let off = [("NETNS_TEST_FORK_SERVER", "off")];
+    let Some((output, text)) = as_nobody_with(
+        &off,
+        &[
+            "fixture_",
+            "--skip",
+            "fixture_veth",
+            "--skip",
+            "fixture_sleeps",
+            "--skip",
+            "fixture_kept",
+            "--skip",
+            "fixture_environment",
+        ],
+    ) else {
+        return;
+    };
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("5 passed; 3 failed"), "{text}");
+    assert!(text.contains("a panic in a user namespace"), "{text}");
+    assert!(
+        text.contains("an error value in a user namespace"),
+        "{text}"
+    );
+    assert!(text.contains("timed out after 300 ms"), "{text}");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_environment_inner() {
+    if armed() {
+        assert_eq!(
+            std::env::var("NETNS_TEST_FIXTURE_VALUE").as_deref(),
+            Ok("set at run time")
+        );
+        assert_eq!(
+            std::env::current_dir().unwrap(),
+            std::path::Path::new("/tmp")
+        );
+        println!("REPORT environment seen");
+    }
+}
+
+/// A plain test that changes the test process's environment and working
+/// directory, then runs a netns test, which sees both.
+#[test]
+#[ignore = "fixture"]
+fn fixture_environment_set_at_run_time() {
+    if !armed() {
+        return;
+    }
+    // SAFETY: the driver runs this fixture alone, on one test thread, and
+    // nothing else in the process reads the environment meanwhile.
+    unsafe { std::env::set_var("NETNS_TEST_FIXTURE_VALUE", "set at run time") };
+    std::env::set_current_dir("/tmp").unwrap();
+    fixture_environment_inner();
+}
+
+#[test]
+fn a_test_sees_the_environment_and_directory_of_the_moment() {
+    let Some((status, text, _)) = relay_case("fixture_environment_set_at_run_time") else {
+        return;
+    };
+    assert!(status.success(), "{text}");
+    assert!(text.contains("REPORT environment seen"), "{text}");
 }
 
 #[test]
@@ -191,22 +276,22 @@ fn failures_and_timeouts_fail_with_their_message() {
         "{text}"
     );
     assert!(text.contains("timed out after 300 ms"), "{text}");
-    // The timed-out child was killed: no process of it is left. (Other
-    // drivers run their own copies at the same time.)
-    let left = Command::new("pgrep")
-        .args([
-            "-u",
-            "65534",
-            "-f",
-            "netns-test-rootless-.*/tests fixture_hangs",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "left running: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    // The timed-out test was killed: no process of this run is left (its
+    // fork server and runners end with it; other drivers run their own
+    // copies at the same time).
+    let pattern = "netns-test-rootless-.*/tests --ignored --test-threads=2 fixture_panics fixture_returns_an_error fixture_hangs";
+    let left = || {
+        let found = Command::new("pgrep")
+            .args(["-u", "65534", "-f", pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&found.stdout).into_owned()
+    };
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left().is_empty()
+    });
+    assert!(gone, "left running: {}", left());
 }
 
 // The relay of a rootless test's output and result. (Named apart from the
@@ -438,7 +523,11 @@ fn a_killed_test_process_leaves_no_process() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
-    assert_eq!(count(), 2, "the test process and its child for the test");
+    assert_eq!(
+        count(),
+        4,
+        "the test process, its fork server, the test's process and the one forked ahead for the next test"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let start = std::time::Instant::now();
@@ -481,7 +570,9 @@ fn fixture_kept_out_of_descriptors() {
     }
 }
 
-/// Runs `name` as uid 65534 with no XDG_RUNTIME_DIR, and its output.
+/// Runs `name` as uid 65534 with no XDG_RUNTIME_DIR, and its output, once
+/// the processes of the run (its fork server and runners, killed when the
+/// test process ends) are gone, all but holders.
 fn kept_case(copy: &Copy, name: &str) -> (Output, String) {
     let output = retry_busy(|| {
         copy.command(&["--ignored", "--exact", name])
@@ -491,6 +582,16 @@ fn kept_case(copy: &Copy, name: &str) -> (Output, String) {
             .output()
     });
     let report = text(&output);
+    let only_holders = || {
+        holders_of_nobody(copy)
+            .lines()
+            .all(|stat| stat.contains("(ntkeep-"))
+    };
+    let settled = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        only_holders()
+    });
+    assert!(settled, "left running: {}", holders_of_nobody(copy));
     (output, report)
 }
 

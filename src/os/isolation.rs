@@ -27,6 +27,34 @@ pub(crate) fn isolate_this_thread() -> Result<(), Error> {
     disable_duplicate_address_detection()
 }
 
+/// Unshares the calling thread into a new network namespace only and sets
+/// it up (`lo` up, no duplicate address detection): a namespace made ahead
+/// of its test, which [`isolate_into`] enters.
+pub(crate) fn new_network_namespace_here() -> Result<(), Error> {
+    sys::unshare(CloneFlags::CLONE_NEWNET, "unshare(CLONE_NEWNET)")
+        .map_err(privilege::explain_unshare)?;
+    sys::set_loopback_up()?;
+    disable_duplicate_address_detection()
+}
+
+/// Moves the calling thread into the network namespace `net`, made ahead
+/// by [`new_network_namespace_here`], and into a new mount namespace with
+/// its private view: the same as [`isolate_this_thread`] from then on.
+pub(crate) fn isolate_into(net: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+    sys::setns(net, NsKind::Net)?;
+    sys::unshare(CloneFlags::CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+        .map_err(privilege::explain_unshare)?;
+    mounts::make_private_view()
+}
+
+/// Reads now what isolating a thread reads from the host once per process
+/// (mount propagation, `/etc/hosts`, how new namespaces start): a process
+/// that forks a child per test reads it once for all of them.
+pub(crate) fn read_host_once() {
+    mounts::read_host_once();
+    new_namespaces_may_start_with_dad_on();
+}
+
 /// Writes 0 to `net.ipv6.conf.default.accept_dad` in the calling thread's
 /// namespace, and to `conf.all` too when a new namespace may not start at 0,
 /// so that IPv6 addresses are usable the moment they are added.

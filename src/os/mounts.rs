@@ -33,6 +33,12 @@ pub(crate) fn make_private_view() -> Result<(), Error> {
     sys::mount_sysfs(sys_dir)
 }
 
+/// Reads what [`make_private_view`] reads from the host once per process.
+pub(crate) fn read_host_once() {
+    has_shared_mounts();
+    host_hosts_file();
+}
+
 /// Whether any mount propagates events to peers. Without shared mounts,
 /// nothing mounted in a copy of the mount namespace can reach the host, and
 /// the recursive `MS_SLAVE` (a cost per test) is not needed. Read once per

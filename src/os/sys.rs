@@ -7,7 +7,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -96,12 +96,40 @@ pub(crate) fn ns_id(fd: BorrowedFd<'_>) -> Result<NsId> {
 
 /// The identity of the calling thread's namespace of `kind`.
 pub(crate) fn thread_ns_id(kind: NsKind) -> Result<NsId> {
+    if let NsKind::Net = kind {
+        if let Some(id) = net_ns_id_of_a_socket() {
+            return Ok(id);
+        }
+    }
     let path = kind.thread_path();
     let meta = std::fs::metadata(path).map_err(|e| Error::at("stat", Path::new(path), e))?;
     Ok(NsId {
         dev: meta.dev(),
         ino: meta.ino(),
     })
+}
+
+/// The calling thread's network namespace, through a socket made in it
+/// (`SIOCGSKNS`) rather than `/proc/thread-self`: a dead thread's entries
+/// there cost the kernel milliseconds of dentry pruning when its process is
+/// reaped. `None` without CAP_NET_ADMIN over the namespace.
+fn net_ns_id_of_a_socket() -> Option<NsId> {
+    use std::os::fd::FromRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor.
+    let fd = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGSKNS) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor, which nothing else owns.
+    let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+    ns_id(ns.as_fd()).ok()
 }
 
 /// Changes the propagation of the mount at `target` (not recursively).
@@ -574,4 +602,359 @@ pub(crate) fn in_terminal_foreground() -> bool {
     // SAFETY: tcgetpgrp and getpgrp take and return integers.
     let (foreground, own) = unsafe { (libc::tcgetpgrp(0), libc::getpgrp()) };
     foreground >= 0 && foreground == own
+}
+
+// Processes forked from a single-threaded process, and what they talk over.
+
+/// The number of threads of this process: `/proc/self/task` links two
+/// entries (`.` and `..`) and one per thread.
+pub(crate) fn thread_count() -> io::Result<u64> {
+    Ok(std::fs::metadata("/proc/self/task")?.nlink().saturating_sub(2))
+}
+
+/// What [`fork_single_threaded`] returns in each process.
+pub(crate) enum Forked {
+    /// In the new process.
+    Child,
+    /// In the calling process: the new process's id.
+    Parent(i32),
+}
+
+/// `fork(2)`, only from a process that has one thread (else
+/// `ErrorKind::Unsupported`): a fork of a single-threaded process holds no
+/// lock another thread took, so the child may run any code.
+pub(crate) fn fork_single_threaded() -> io::Result<Forked> {
+    if thread_count()? != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "fork from a process with more than one thread",
+        ));
+    }
+    // SAFETY: the process has one thread (checked above), so the child's
+    // copy of memory has no lock held by a thread that is not there.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends the calling process at once, without running exit handlers or
+/// destructors (`_exit(2)`).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// The id of the calling process's parent.
+pub(crate) fn parent_pid() -> i32 {
+    nix::unistd::getppid().as_raw()
+}
+
+/// Asks the kernel to SIGKILL the calling process when the thread that
+/// forked it ends; ends the process at once if its parent is no longer
+/// `parent` (it died before the request took effect).
+pub(crate) fn die_with_parent(parent: i32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if parent_pid() != parent {
+        exit_now(1);
+    }
+    Ok(())
+}
+
+/// Ignores SIGPIPE, as Rust's runtime does before `main`: a write to a
+/// closed pipe or socket fails with EPIPE instead of killing the process.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: sets a signal's disposition to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Puts process `pid` (a child of the caller) into a process group of its
+/// own, as the child itself does: whichever runs first wins, so the group
+/// exists before either side goes on.
+pub(crate) fn put_in_own_process_group(pid: i32) {
+    // SAFETY: setpgid with plain integers; a child that exited already is
+    // not an error worth reporting.
+    unsafe { libc::setpgid(pid, pid) };
+}
+
+/// Makes the calling process the reaper of its orphaned descendants
+/// (`PR_SET_CHILD_SUBREAPER`): they become its children, so it can find them.
+pub(crate) fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling process's process group.
+pub(crate) fn own_process_group_id() -> i32 {
+    nix::unistd::getpgrp().as_raw()
+}
+
+/// The process group of process `pid`, from `/proc/PID/stat`; `None` when
+/// it is gone.
+pub(crate) fn process_group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the name in parentheses: state, ppid, pgrp.
+    stat.rsplit_once(") ")?.1.split(' ').nth(2)?.parse().ok()
+}
+
+/// The children of the calling thread, from
+/// `/proc/thread-self/children` (a single-threaded process's children
+/// are all its main thread's).
+pub(crate) fn children_of_this_thread() -> io::Result<Vec<i32>> {
+    let list = std::fs::read_to_string(format!(
+        "/proc/self/task/{}/children",
+        nix::unistd::gettid()
+    ))?;
+    Ok(list
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect())
+}
+
+/// Whether the calling process has a child (ended or not): one `waitid`.
+pub(crate) fn has_children() -> bool {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into our siginfo_t; WNOWAIT leaves any child as it is.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // ECHILD: none at all.
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
+}
+
+/// Reaps every child that has ended, without waiting for the others.
+pub(crate) fn reap_exited_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our integer.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
+    }
+}
+
+/// The CPUs the calling thread may run on.
+pub(crate) fn cpu_affinity() -> io::Result<nix::sched::CpuSet> {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(io_error)
+}
+
+/// Lets the calling thread run on `cpus` only.
+pub(crate) fn set_cpu_affinity(cpus: &nix::sched::CpuSet) -> io::Result<()> {
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), cpus).map_err(io_error)
+}
+
+/// Keeps the calling thread on the CPU it runs on now; its previous CPUs.
+/// A thread it then starts starts on that CPU too.
+pub(crate) fn stay_on_this_cpu() -> io::Result<nix::sched::CpuSet> {
+    let before = cpu_affinity()?;
+    // SAFETY: sched_getcpu takes no argument.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let mut here = nix::sched::CpuSet::new();
+    if cpu < 0 || here.set(cpu as usize).is_err() {
+        return Err(io::Error::last_os_error());
+    }
+    set_cpu_affinity(&here)?;
+    Ok(before)
+}
+
+/// The lowest descriptor number the calling process has free.
+pub(crate) fn lowest_free_fd() -> io::Result<i32> {
+    // SAFETY: F_DUPFD_CLOEXEC on descriptor 0 (open in every process this
+    // is used in) returns a new descriptor, closed at once.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: closes the descriptor just made.
+    unsafe { libc::close(fd) };
+    Ok(fd)
+}
+
+/// Makes `target` a copy of `fd` (`dup2(2)`), without close-on-exec.
+pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
+    // SAFETY: dup2 on a borrowed descriptor and a descriptor number.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps the child `pid`, waiting for it to end: its raw wait status.
+pub(crate) fn reap(pid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into our integer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return Ok(status);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// A pair of connected `SOCK_SEQPACKET` unix sockets (each message arrives
+/// whole), close-on-exec.
+pub(crate) fn packet_socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::new("socketpair(AF_UNIX, SOCK_SEQPACKET)", io_error(e)))
+}
+
+/// Sends one message with `fds` attached (`SCM_RIGHTS`); a peer that is
+/// gone is EPIPE, not SIGPIPE.
+pub(crate) fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            &[io::IoSlice::new(bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+}
+
+/// Receives one message into `buffer`, and the descriptors attached to it
+/// (close-on-exec): `(0, [])` when the peer is gone.
+pub(crate) fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut space = nix::cmsg_space!([i32; 8]);
+    loop {
+        let mut iov = [io::IoSliceMut::new(buffer)];
+        let message = match recvmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(message) => message,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io_error(e)),
+        };
+        let mut fds = Vec::new();
+        for cmsg in message.cmsgs().map_err(io_error)? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                for fd in received {
+                    // SAFETY: the kernel installed this descriptor for us
+                    // with the message; nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other("descriptors of a message were cut off"));
+        }
+        return Ok((message.bytes, fds));
+    }
+}
+
+/// The length of the next message waiting on a `SOCK_SEQPACKET` socket
+/// (it stays queued), waiting for one; 0 when the peer is gone.
+pub(crate) fn next_message_len(socket: BorrowedFd<'_>) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv with no buffer; MSG_TRUNC makes it return the
+        // message's real length, MSG_PEEK leaves the message queued.
+        let length = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_PEEK | libc::MSG_TRUNC,
+            )
+        };
+        if length >= 0 {
+            return Ok(length as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Waits until one of `fds` can be read (or is at its end or broken), at
+/// most `timeout` (`None`: no limit): for each descriptor, whether it is.
+/// Interrupted waits count as nothing ready.
+pub(crate) fn wait_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let millis = timeout.map_or(-1, |t| {
+        // Round up: a wait must not end before its deadline.
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: poll reads and writes `polled`, an array of the length given.
+    let rc = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, millis) };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    Ok(polled.iter().map(|p| rc > 0 && p.revents != 0).collect())
+}
+
+/// Reads what `fd` has now, at most `buffer.len()` bytes; `Ok(0)` at the end.
+pub(crate) fn read_some(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buffer) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(io_error),
+        }
+    }
+}
+
+/// Closes each of `fds`: descriptor numbers the calling process holds no
+/// `OwnedFd` for, as a forked child inherits them.
+pub(crate) fn close_all(fds: &[i32]) {
+    for fd in fds {
+        // SAFETY: closes a descriptor number; the caller owns it and never
+        // uses it again (its `OwnedFd` lives in a frame that never returns).
+        unsafe { libc::close(*fd) };
+    }
 }

@@ -1,8 +1,8 @@
-//! Entering a new user namespace: `unshare(CLONE_NEWUSER)` fails with
-//! EINVAL in a multi-threaded process. A test binary always is one, so a
-//! rootless test enters it in a freshly forked child; the `netns-test`
-//! binary is single-threaded when it starts, so `netns-test exec` enters it
-//! itself.
+//! Entering a new user namespace from a single-threaded process (a freshly
+//! forked child, the fork server before `main`, or the `netns-test` binary
+//! at its start for `netns-test exec`): `unshare(CLONE_NEWUSER)` fails with
+//! EINVAL in a multi-threaded process, and a running test binary always is
+//! one.
 
 use crate::error::Error;
 use crate::settings;
@@ -64,29 +64,23 @@ impl IdMaps {
     pub(crate) fn enter_new_user_namespace(&self) -> std::io::Result<()> {
         // Killed with the thread that started it: a SIGKILLed test process
         // leaves no test running. If the parent is already gone, stop here.
-        // SAFETY: prctl and getppid take plain integers.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != self.parent {
-                libc::_exit(1);
-            }
-        }
-        self.unshare_and_map()
+        crate::os::sys::die_with_parent(self.parent)?;
+        self.enter()
     }
 
     /// Moves the calling process, which must have one thread, into a new
     /// user namespace where it is uid and gid 0 (the user outside), with
-    /// every capability there.
+    /// every capability there, and remembers it ([`rootless`]).
     pub(crate) fn enter_here(&self) -> std::io::Result<()> {
-        self.unshare_and_map()?;
+        self.enter()?;
         ENTERED_HERE.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// `unshare(CLONE_NEWUSER)` and the maps. Async-signal-safe.
-    fn unshare_and_map(&self) -> std::io::Result<()> {
+    /// Moves the calling process, which must have one thread, into a new
+    /// user namespace and writes the maps: uid and gid 0 inside are the
+    /// user and group outside. Async-signal-safe.
+    pub(crate) fn enter(&self) -> std::io::Result<()> {
         // SAFETY: unshare takes flags only; the caller has one thread.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
             return Err(std::io::Error::last_os_error());

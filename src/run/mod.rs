@@ -5,6 +5,7 @@
 //! Not a public API: the macro and this module change together (the runtime
 //! crate pins the macro crate's exact version).
 
+mod fork_server;
 mod rootless;
 pub(crate) mod test_ns;
 mod timeout;
@@ -21,13 +22,15 @@ pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) ->
     match route(spec) {
         Err(ended) => Outcome::ended(spec.name, ended),
         Ok(Route::ThisProcess) => run_in_this_process(spec, body),
-        Ok(Route::ChildProcess) => Outcome::ended(spec.name, rootless::run_in_child_process(spec)),
-        Ok(Route::ReportToParent) => rootless::report_to_parent(|| {
-            // The parent enforces the timeout, by killing this process.
-            HostSide::prepare(spec)
-                .and_then(|host| run_in_namespace(spec, host, body))
-                .map_or_else(|ended| ended, Ended::of_value)
-        }),
+        Ok(Route::ChildProcess) => {
+            let call = fork_server::CallWords::new(run_in_runner, spec, body);
+            let ended = fork_server::run_in_forked_child(spec, call)
+                .unwrap_or_else(|| rootless::run_in_child_process(spec));
+            Outcome::ended(spec.name, ended)
+        }
+        Ok(Route::ReportToParent) => {
+            rootless::report_to_parent(|| run_in_child_process(spec, body))
+        }
     }
 }
 
@@ -50,6 +53,8 @@ fn route(spec: &TestSpec) -> Result<Route, Ended> {
         None => {}
     }
     let rootless = match settings::mode() {
+        // A fork server started: this process decided it runs rootless.
+        Ok(ModeSetting::Auto) if fork_server::started() => true,
         Ok(ModeSetting::Auto) => !crate::os::privilege::privileged(),
         Ok(ModeSetting::Root) => false,
         Ok(ModeSetting::Rootless) => true,
@@ -93,6 +98,47 @@ fn run_in_this_process<T: TestReturn + 'static>(
         run_in_namespace(spec, host, body).map_or_else(|ended| ended, Ended::of_value)
     });
     Outcome::ended(spec.name, ended)
+}
+
+/// A rootless test's child process (forked, or started for the test): the
+/// test runs on the calling thread and only its meaning is reported. The
+/// parent enforces the timeout, by killing this process.
+fn run_in_child_process<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
+    HostSide::prepare(spec)
+        .and_then(|host| run_in_namespace(spec, host, body))
+        .map_or_else(|ended| ended, Ended::of_value)
+}
+
+/// A rootless test in a runner of the fork server: on a thread named like
+/// the test, as libtest runs it, in fresh namespaces entered there (as in
+/// root mode); only its meaning comes back, so `T` need not be `Send`. The
+/// test process enforces the timeout.
+///
+/// The thread starts on the runner's CPU and may then run on any: on a
+/// virtual machine, starting it on an idle CPU, and waking the runner there
+/// when it ends, costs far more than the test's own work.
+fn run_in_runner<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
+    let cpus = crate::os::sys::stay_on_this_cpu().ok();
+    let thread = std::thread::Builder::new()
+        .name(spec.libtest_name().to_owned())
+        .spawn(move || {
+            if let Some(cpus) = &cpus {
+                let _ = crate::os::sys::set_cpu_affinity(cpus);
+            }
+            run_in_child_process(spec, body)
+        });
+    if let Some(cpus) = &cpus {
+        let _ = crate::os::sys::set_cpu_affinity(cpus);
+    }
+    match thread {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref())),
+        Err(error) => Ended::failed(
+            FailureKind::Setup,
+            format!("netns-test: cannot spawn the thread of test `{}`: {error}", spec.name),
+        ),
+    }
 }
 
 /// Enters the test's namespaces, runs the body, and leaves them (keep and

@@ -46,7 +46,7 @@ fn new_nonce() -> String {
 /// How long the relays may go on after the child ended: its own children
 /// (killed with its process group) may still flush, or hold a pipe from
 /// another session.
-const RELAY_GRACE: Duration = Duration::from_secs(2);
+pub(super) const RELAY_GRACE: Duration = Duration::from_secs(2);
 
 /// In the child: runs the test, reports how it ended on the result
 /// descriptor and ends the process, which exists for this one test.
@@ -102,7 +102,7 @@ pub(crate) fn run_in_child_process(spec: &TestSpec) -> Ended {
         // A thread spawned from the test's thread prints to the test's
         // captured output, as libtest captures it.
         std::thread::spawn(move || {
-            relay(stream, &markers, to_stdout);
+            relay(stream, markers, to_stdout);
             let _ = done.send(());
         });
     }
@@ -186,10 +186,13 @@ fn spawn_child(spec: &TestSpec, nonce: &str) -> Result<(Child, OwnedFd), Ended> 
 /// What the child wrote on its result descriptor before it ended. The
 /// descriptor is read without waiting: a process the body started without
 /// `exec` may still hold its write end.
-fn read_result(result: OwnedFd) -> Option<Ended> {
+pub(super) fn read_result(result: OwnedFd) -> Option<Ended> {
     sys::set_nonblocking(result.as_fd()).ok()?;
     let mut text = Vec::new();
-    let _ = std::fs::File::from(result).read_to_end(&mut text);
+    let mut chunk = [0u8; 4096];
+    while let Ok(read @ 1..) = sys::read_some(result.as_fd(), &mut chunk) {
+        text.extend_from_slice(&chunk[..read]);
+    }
     Ended::decode(std::str::from_utf8(&text).ok()?)
 }
 
@@ -216,36 +219,72 @@ fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<O
 /// Copies the child's output between the markers to this thread's stdout
 /// or stderr, byte for byte (text that is not UTF-8 is shown with
 /// replacement characters).
-fn relay(mut stream: impl Read, (begin, end): &(Vec<u8>, Vec<u8>), to_stdout: bool) {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut inside = false;
+fn relay(mut stream: impl Read, markers: (Vec<u8>, Vec<u8>), to_stdout: bool) {
+    let mut relay = Relay::new(Some(markers), to_stdout);
     let mut chunk = [0u8; 8192];
     loop {
-        let read = match stream.read(&mut chunk) {
+        match stream.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) => relay.push(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
-        };
-        pending.extend_from_slice(&chunk[..read]);
-        // Whole lines, each a marker or the body's output.
-        while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=newline).collect();
-            if line == *begin {
-                inside = true;
-            } else if line == *end {
-                inside = false;
-            } else if inside {
-                show(&line, to_stdout);
-            }
-        }
-        // A long line without an end is shown as it comes.
-        if inside && pending.len() >= chunk.len() {
-            show(&std::mem::take(&mut pending), to_stdout);
         }
     }
-    if inside && !pending.is_empty() {
-        show(&pending, to_stdout);
+    relay.finish();
+}
+
+/// What a child process writes, shown on this thread's stdout or stderr
+/// (so that libtest captures it as any test's) line by line, byte for byte
+/// (text that is not UTF-8 with replacement characters); with markers,
+/// only what stands between them.
+pub(super) struct Relay {
+    pending: Vec<u8>,
+    inside: bool,
+    markers: Option<(Vec<u8>, Vec<u8>)>,
+    to_stdout: bool,
+}
+
+/// A line longer than this is shown as it comes.
+const LONG_LINE: usize = 8192;
+
+impl Relay {
+    pub(super) fn new(markers: Option<(Vec<u8>, Vec<u8>)>, to_stdout: bool) -> Relay {
+        Relay {
+            pending: Vec::new(),
+            inside: markers.is_none(),
+            markers,
+            to_stdout,
+        }
+    }
+
+    /// Shows the whole lines of what came so far.
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        // Whole lines, each a marker or the body's output.
+        let mut start = 0;
+        while let Some(newline) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            let end = start + newline + 1;
+            let line = &self.pending[start..end];
+            match &self.markers {
+                Some((begin, _)) if line == begin.as_slice() => self.inside = true,
+                Some((_, end)) if line == end.as_slice() => self.inside = false,
+                _ if self.inside => show(line, self.to_stdout),
+                _ => {}
+            }
+            start = end;
+        }
+        self.pending.drain(..start);
+        // A long line without an end is shown as it comes.
+        if self.inside && self.pending.len() >= LONG_LINE {
+            show(&std::mem::take(&mut self.pending), self.to_stdout);
+        }
+    }
+
+    /// The end of the stream: shows what is left.
+    pub(super) fn finish(&mut self) {
+        if self.inside && !self.pending.is_empty() {
+            show(&std::mem::take(&mut self.pending), self.to_stdout);
+        }
     }
 }
 

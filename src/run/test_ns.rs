@@ -11,6 +11,7 @@ use crate::os::isolation::{self, Home};
 use crate::os::sys::{self, NsKind};
 use crate::settings::Policy;
 use crate::veth::VethSetup;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ use std::sync::{Arc, Mutex};
 /// timeout, on the harness's thread; both are in the host's namespace.
 pub(crate) struct HostSide {
     veth: Option<VethSetup>,
+    /// The network namespace made ahead with the veth pair in it, if so.
+    made_ahead: Option<std::os::fd::OwnedFd>,
 }
 
 impl HostSide {
@@ -38,10 +41,17 @@ impl HostSide {
     }
 
     /// The same without the check for a test started twice, for another
-    /// occupant than a test.
+    /// occupant than a test. A pair made ahead (with its namespace) is taken
+    /// when one fits.
     pub(crate) fn prepare_for(spec: &TestSpec) -> Result<HostSide, Error> {
-        let veth = spec.veth.as_ref().map(VethSetup::prepare).transpose()?;
-        Ok(HostSide { veth })
+        let (veth, made_ahead) = match &spec.veth {
+            None => (None, None),
+            Some(wanted) => match crate::veth::take_made_ahead(wanted) {
+                Some(ahead) => (Some(ahead.setup), Some(ahead.ns)),
+                None => (Some(VethSetup::prepare(wanted)?), None),
+            },
+        };
+        Ok(HostSide { veth, made_ahead })
     }
 
     /// What deletes the veth pair (or keeps it from being made) when the
@@ -138,10 +148,21 @@ impl TestNamespace {
         host: HostSide,
         occupant: Occupant,
     ) -> Result<TestNamespace, Error> {
-        let HostSide { mut veth } = host;
+        let HostSide {
+            mut veth,
+            made_ahead,
+        } = host;
         let trace = trace::Steps::new(spec.name);
-        isolation::isolate_this_thread()?;
-        trace.step("new network and mount namespace, lo up, accept_dad=0");
+        match &made_ahead {
+            Some(net) => {
+                isolation::isolate_into(net.as_fd())?;
+                trace.step("network namespace and veth pair made ahead, new mount namespace");
+            }
+            None => {
+                isolation::isolate_this_thread()?;
+                trace.step("new network and mount namespace, lo up, accept_dad=0");
+            }
+        }
         let capture_policy = spec.capture_policy();
         let capture_dir = capture_policy.map(|_| {
             occupant
@@ -157,7 +178,7 @@ impl TestNamespace {
             }
             _ => None,
         };
-        if let Some(veth) = &mut veth {
+        if let Some(veth) = veth.as_mut().filter(|_| made_ahead.is_none()) {
             veth.create()?;
             trace.step("veth pair created");
         }

@@ -61,7 +61,9 @@ impl Copy {
             .env("NETNS_TEST_FIXTURES", "1")
             .env("RUST_BACKTRACE", "0")
             .env_remove("NETNS_TEST_MODE")
-            .env_remove("NETNS_TEST_UNSUPPORTED");
+            .env_remove("NETNS_TEST_UNSUPPORTED")
+            // Under cargo-nextest, the copy still runs its tests as cargo test does.
+            .env_remove("NEXTEST_EXECUTION_MODE");
         command
     }
 }
