@@ -609,7 +609,9 @@ pub(crate) fn in_terminal_foreground() -> bool {
 /// The number of threads of this process: `/proc/self/task` links two
 /// entries (`.` and `..`) and one per thread.
 pub(crate) fn thread_count() -> io::Result<u64> {
-    Ok(std::fs::metadata("/proc/self/task")?.nlink().saturating_sub(2))
+    Ok(std::fs::metadata("/proc/self/task")?
+        .nlink()
+        .saturating_sub(2))
 }
 
 /// What [`fork_single_threaded`] returns in each process.

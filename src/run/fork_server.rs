@@ -257,9 +257,7 @@ pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> O
         Err(Unavailable::Refused(errno)) => {
             return Some(Ended::setup_failed(
                 spec.name,
-                privilege::explain_user_namespace_refusal(std::io::Error::from_raw_os_error(
-                    errno,
-                )),
+                privilege::explain_user_namespace_refusal(std::io::Error::from_raw_os_error(errno)),
             ));
         }
         Err(Unavailable::Gone) => return None,
@@ -295,9 +293,7 @@ pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> O
     let deadline = spec
         .timeout
         .map(|t| Instant::now() + Duration::from_millis(t.millis));
-    let end = wait_relaying(&link.socket, [out, err], deadline, || {
-        server.kill(link.pid)
-    });
+    let end = wait_relaying(&link.socket, [out, err], deadline, || server.kill(link.pid));
     let exited = |status: Option<i32>| {
         use std::os::unix::process::ExitStatusExt;
         let how = status.map_or("was killed".to_owned(), |status| {
@@ -322,7 +318,11 @@ pub(crate) fn run_in_forked_child(spec: &'static TestSpec, call: CallWords) -> O
         TestEnd::TimedOut => Ended::failed(FailureKind::TimedOut, spec.timed_out_message()),
         TestEnd::Exited(status) => rootless::read_result(result).unwrap_or_else(|| {
             // The server ran the test itself: its status is this process's to read.
-            let status = status.or_else(|| (link.pid == server.pid).then(|| sys::reap(server.pid).ok()).flatten());
+            let status = status.or_else(|| {
+                (link.pid == server.pid)
+                    .then(|| sys::reap(server.pid).ok())
+                    .flatten()
+            });
             exited(status)
         }),
     })
@@ -354,7 +354,9 @@ impl Server {
         }
         let mut idle = None;
         while !fresh && idle.is_none() {
-            let Some(link) = runners.idle.pop() else { break };
+            let Some(link) = runners.idle.pop() else {
+                break;
+            };
             // A runner that died while idle has the server's word waiting.
             let dead = sys::wait_readable(&[link.socket.as_fd()], Some(Duration::ZERO))
                 .map_or(true, |ready| ready[0]);
@@ -500,7 +502,10 @@ fn wait_relaying(
     deadline: Option<Instant>,
     kill: impl Fn(),
 ) -> TestEnd {
-    let mut relays = [(Some(out), Relay::new(None, true)), (Some(err), Relay::new(None, false))];
+    let mut relays = [
+        (Some(out), Relay::new(None, true)),
+        (Some(err), Relay::new(None, false)),
+    ];
     let mut end: Option<TestEnd> = None;
     let mut killed = false;
     let mut drain_until = None;
@@ -528,14 +533,19 @@ fn wait_relaying(
         if end.is_none() {
             watched.push(link.as_fd());
         }
-        watched.extend(relays.iter().filter_map(|(fd, _)| fd.as_ref().map(|fd| fd.as_fd())));
-        let ready = match sys::wait_readable(&watched, until.map(|u| u.saturating_duration_since(now))) {
-            Ok(ready) => ready,
-            Err(_) => {
-                end.get_or_insert(TestEnd::Exited(None));
-                break;
-            }
-        };
+        watched.extend(
+            relays
+                .iter()
+                .filter_map(|(fd, _)| fd.as_ref().map(|fd| fd.as_fd())),
+        );
+        let ready =
+            match sys::wait_readable(&watched, until.map(|u| u.saturating_duration_since(now))) {
+                Ok(ready) => ready,
+                Err(_) => {
+                    end.get_or_insert(TestEnd::Exited(None));
+                    break;
+                }
+            };
         let mut ready = ready.into_iter();
         if end.is_none() && ready.next() == Some(true) {
             let mut message = [0u8; 5];
@@ -592,7 +602,11 @@ fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_sigpipe();
     // The test process's standard streams are not the server's to hold: a
     // harness waits for their end (cargo-nextest, to see the test is over).
-    if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             let _ = sys::dup_onto(null.as_fd(), fd);
         }
@@ -701,7 +715,11 @@ fn fork_runner(own: &[i32], runners: &[Runner]) -> std::io::Result<(Runner, Owne
     match sys::fork_single_threaded()? {
         Forked::Child => {
             let mut close: Vec<i32> = own.to_vec();
-            close.extend(runners.iter().flat_map(|r| [r.pidfd.as_raw_fd(), r.socket.as_raw_fd()]));
+            close.extend(
+                runners
+                    .iter()
+                    .flat_map(|r| [r.pidfd.as_raw_fd(), r.socket.as_raw_fd()]),
+            );
             close.push(link.as_raw_fd());
             run_tests(socket, server, &close)
         }
@@ -740,7 +758,11 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         sys::exit_now(1);
     }
     sys::close_all(close);
-    let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") else {
+    let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
         sys::exit_now(1);
     };
     let null = OwnedFd::from(null);
@@ -796,7 +818,8 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         // ends (and closes its copies) before the test process is told.
         let _ = sys::dup_onto(null.as_fd(), 1);
         let _ = sys::dup_onto(null.as_fd(), 2);
-        let stays = end_what_the_test_left() && !changed && sys::lowest_free_fd().ok() == Some(free);
+        let stays =
+            end_what_the_test_left() && !changed && sys::lowest_free_fd().ok() == Some(free);
         let _ = sys::send_with_fds(socket.as_fd(), &[DONE, u8::from(stays)], &[]);
         if !stays {
             sys::exit_now(0);

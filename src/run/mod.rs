@@ -103,7 +103,10 @@ fn run_in_this_process<T: TestReturn + 'static>(
 /// A rootless test's child process (forked, or started for the test): the
 /// test runs on the calling thread and only its meaning is reported. The
 /// parent enforces the timeout, by killing this process.
-fn run_in_child_process<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Ended {
+fn run_in_child_process<T: TestReturn + 'static>(
+    spec: &'static TestSpec,
+    body: fn() -> T,
+) -> Ended {
     HostSide::prepare(spec)
         .and_then(|host| run_in_namespace(spec, host, body))
         .map_or_else(|ended| ended, Ended::of_value)
@@ -136,7 +139,10 @@ fn run_in_runner<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() ->
             .unwrap_or_else(|panic| Ended::of_panic(panic.as_ref())),
         Err(error) => Ended::failed(
             FailureKind::Setup,
-            format!("netns-test: cannot spawn the thread of test `{}`: {error}", spec.name),
+            format!(
+                "netns-test: cannot spawn the thread of test `{}`: {error}",
+                spec.name
+            ),
         ),
     }
 }
