@@ -19,16 +19,16 @@
 //! its own and is the subreaper of its tests' processes: after each test it
 //! kills the processes the test left in its group, and then tells the test
 //! process that the test ended; it goes on with the next test unless one
-//! of them survived.
+//! of them survived or the test left descriptors open.
 //!
 //! The test process talks to each runner on a socket of their own (the
 //! server forks runners and hands those sockets over, one ahead), and keeps
 //! the idle ones. In a process that runs a single test, as under
-//! cargo-nextest, the server is that test's runner itself. The server kills a runner's process group when the test
-//! process asks (a timeout), tells the test process when a runner died
-//! (on that socket: it keeps the runner's end), and kills every runner's
-//! group when the test process ends (SIGKILL included: it watches the test
-//! process through a pidfd).
+//! cargo-nextest, the server is that test's runner itself. The server kills
+//! a runner's process group when the test process asks (a timeout), tells
+//! the test process when a runner died (on that socket: it keeps the
+//! runner's end), and kills every runner's group when the test process ends
+//! (SIGKILL included: it watches the test process through a pidfd).
 //!
 //! A fork keeps the address space, so the test's entry travels as three
 //! addresses ([`Call`]), valid in the server and its runners because they

@@ -17,7 +17,8 @@ use test_ns::{HostSide, TestNamespace};
 
 /// Runs the test `spec` with the body `body` in fresh namespaces: on the
 /// calling thread (as root), on a thread of its own (with a timeout), or in
-/// a child process in a user namespace (rootless).
+/// another process in a user namespace (rootless: a runner of the fork
+/// server, or a child process started for the test).
 pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Outcome<T> {
     match route(spec) {
         Err(ended) => Outcome::ended(spec.name, ended),
@@ -39,7 +40,8 @@ enum Route {
     /// In this process: on the calling thread, or on a thread of its own
     /// for a timeout (root mode, or this is a rootless test's child).
     ThisProcess,
-    /// Rootless mode, in the test's process: start a child process for it.
+    /// Rootless mode, in the test's process: run it in a runner of the
+    /// fork server, or else in a child process started for it.
     ChildProcess,
     /// This process is the child process started for this rootless test:
     /// run it and report to the parent.
