@@ -153,7 +153,9 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
-    pub use crate::contract::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on};
+    pub use crate::contract::{
+        Flavor, Outcome, SPEC_MARKER, TestReturn, TestSpec, Timeout, block_on,
+    };
     pub use crate::settings::Policy;
     pub use crate::veth_pair::{AddressPair, VethSpec};
     linux! {
