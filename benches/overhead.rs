@@ -12,9 +12,10 @@
 //! `plain::`, `floor::`, `netns::` and `veth::` tests as separate invocations of the test
 //! binary, in a rotating order, with 1 and with 2 test threads. Overhead per
 //! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
-//! the table shows medians over rounds. When run as root it also runs the
-//! `netns::` tests as uid 65534, in rootless mode (a copy of the fixture in a
-//! temporary directory any user can read).
+//! the table shows medians over rounds (a ratio's median is that of the
+//! round's ratios). When run as root it also runs the `netns::` tests as uid
+//! 65534, in rootless mode (a copy of the fixture in a temporary directory
+//! any user can read), and compares them with the same tests as root.
 //!
 //! With `BENCH_PROCESS_PER_TEST=1` each test runs in a process of its own,
 //! as cargo-nextest runs them (`<binary> --exact <name> --nocapture`, with
@@ -53,9 +54,9 @@ fn main() {
     let as_root = nix::unistd::geteuid().is_root();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
     println!(
-        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor | #[netns_test(veth)] overhead (ms/test) | rootless #[netns_test] overhead (ms/test) |"
+        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor | #[netns_test(veth)] overhead (ms/test) | rootless #[netns_test] overhead (ms/test) | rootless / root |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let run = |index: usize, threads: usize| -> Option<f64> {
         if index == ROOTLESS {
             as_root.then(|| {
@@ -84,6 +85,7 @@ fn main() {
         let mut ratio = Vec::new();
         let mut veth = Vec::new();
         let mut rootless = Vec::new();
+        let mut rootless_ratio = Vec::new();
         for round in 0..rounds {
             let mut seconds = [0.0; KINDS.len()];
             for offset in 0..KINDS.len() {
@@ -96,6 +98,7 @@ fn main() {
             ratio.push(per_test(seconds[2]) / per_test(seconds[1]));
             veth.push(per_test(seconds[3]));
             rootless.push(per_test(seconds[ROOTLESS]));
+            rootless_ratio.push(per_test(seconds[ROOTLESS]) / per_test(seconds[2]));
         }
         println!(
             "| {threads} | {:.3} | {:.3} | {:.2}× | {:.3} | {} |",
@@ -104,9 +107,13 @@ fn main() {
             median(&mut ratio),
             median(&mut veth),
             if as_root {
-                format!("{:.3}", median(&mut rootless))
+                format!(
+                    "{:.3} | {:.2}×",
+                    median(&mut rootless),
+                    median(&mut rootless_ratio)
+                )
             } else {
-                "(needs root to switch users)".to_owned()
+                "(needs root to switch users) | –".to_owned()
             }
         );
     }

@@ -160,7 +160,9 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
-    pub use crate::contract::{Flavor, Outcome, TestReturn, TestSpec, Timeout, block_on};
+    pub use crate::contract::{
+        Flavor, Outcome, SPEC_MARKER, TestReturn, TestSpec, Timeout, block_on,
+    };
     #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
     pub use crate::run::run;
     pub use crate::settings::Policy;

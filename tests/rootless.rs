@@ -247,6 +247,78 @@ fn a_test_sees_the_environment_and_directory_of_the_moment() {
     assert!(text.contains("REPORT environment seen"), "{text}");
 }
 
+/// As cargo-nextest runs tests, one per process: a process whose one test
+/// is a netns test moves itself into a user namespace of its own and runs
+/// it, with no fork server; a plain test's process starts nothing and
+/// stays as it was.
+#[test]
+fn under_cargo_nextest_a_test_process_runs_its_one_test() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    let one = |name: &str| {
+        let mut command = copy.command(&["--ignored", "--exact", name, "--nocapture"]);
+        command
+            .env("NEXTEST_EXECUTION_MODE", "process-per-test")
+            .uid(NOBODY)
+            .gid(NOBODY);
+        command
+    };
+    for (name, report) in [
+        ("fixture_sync_sees_its_namespace", "REPORT sync ok"),
+        ("fixture_async_sees_its_namespace", "REPORT async ok"),
+        ("fixture_plain_test_is_untouched", ""),
+        ("fixture_should_panic", ""),
+    ] {
+        let output = retry_busy(|| one(name).output());
+        let text = text(&output);
+        assert!(output.status.success(), "{name}: {text}");
+        assert!(text.contains(report), "{name}: {text}");
+    }
+    for (name, failure) in [
+        ("fixture_panics", "a panic in a user namespace"),
+        ("fixture_hangs", "timed out after 300 ms"),
+        ("fixture_veth", "needs real root"),
+    ] {
+        let output = retry_busy(|| one(name).output());
+        let text = text(&output);
+        assert!(!output.status.success(), "{name}: {text}");
+        assert!(text.contains(failure), "{name}: {text}");
+    }
+    // One process, in a user namespace of its own; gone when killed.
+    let mut child = retry_busy(|| {
+        one("fixture_sleeps")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+    });
+    use std::io::BufRead;
+    let ready = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == "READY");
+    assert!(ready, "the fixture did not start");
+    let pattern = copy.dir.path().join("tests");
+    let running = || {
+        let out = Command::new("pgrep")
+            .args(["-f", pattern.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let pids = running();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let own = std::fs::read_link(format!("/proc/{}/ns/user", pids[0])).unwrap();
+    assert_ne!(own, std::fs::read_link("/proc/self/ns/user").unwrap());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(running().is_empty());
+}
+
 #[test]
 fn output_reaches_the_harness_like_any_tests() {
     let Some((output, text)) = as_nobody(&["fixture_sync_sees", "fixture_prints", "--nocapture"])

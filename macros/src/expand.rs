@@ -271,6 +271,7 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
         #test_attribute
         #vis #outer_sig {
             static __NETNS_TEST: #krate::__private::TestSpec = #krate::__private::TestSpec {
+                marker: #krate::__private::SPEC_MARKER,
                 name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
                 timeout: #timeout,
                 flavor: #flavor,

@@ -11,7 +11,7 @@ mod spec;
 
 pub(crate) use outcome::{Ended, FailureKind};
 pub use outcome::{Outcome, TestReturn};
-pub use spec::{Flavor, TestSpec, Timeout};
+pub use spec::{Flavor, SPEC_MARKER, TestSpec, Timeout};
 
 use std::future::Future;
 

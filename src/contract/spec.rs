@@ -22,9 +22,17 @@ pub enum Flavor {
     MultiThread,
 }
 
+/// What every [`TestSpec`] starts with: 128 random bits that mark it in
+/// the binary's data, where a process that runs one test looks for it.
+pub const SPEC_MARKER: [u64; 2] = [0x9a1c_e51b_6f0d_4e37, 0x2b8f_c7d4_1e6a_93f5];
+
 /// One test function's options, in a `static` inside the generated function.
 #[derive(Debug)]
+#[repr(C)]
 pub struct TestSpec {
+    /// [`SPEC_MARKER`], first: a process that runs one test finds the
+    /// test's options in its own data (see `run/fork_server.rs`).
+    pub marker: [u64; 2],
     /// `module_path!()::name`.
     pub name: &'static str,
     /// `timeout = ".."`.

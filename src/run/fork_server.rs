@@ -19,16 +19,16 @@
 //! its own and is the subreaper of its tests' processes: after each test it
 //! kills the processes the test left in its group, and then tells the test
 //! process that the test ended; it goes on with the next test unless one
-//! of them survived.
+//! of them survived or the test left descriptors open.
 //!
 //! The test process talks to each runner on a socket of their own (the
 //! server forks runners and hands those sockets over, one ahead), and keeps
 //! the idle ones. In a process that runs a single test, as under
-//! cargo-nextest, the server is that test's runner itself. The server kills a runner's process group when the test
-//! process asks (a timeout), tells the test process when a runner died
-//! (on that socket: it keeps the runner's end), and kills every runner's
-//! group when the test process ends (SIGKILL included: it watches the test
-//! process through a pidfd).
+//! cargo-nextest, the server is that test's runner itself. The server kills
+//! a runner's process group when the test process asks (a timeout), tells
+//! the test process when a runner died (on that socket: it keeps the
+//! runner's end), and kills every runner's group when the test process ends
+//! (SIGKILL included: it watches the test process through a pidfd).
 //!
 //! A fork keeps the address space, so the test's entry travels as three
 //! addresses ([`Call`]), valid in the server and its runners because they
@@ -134,6 +134,70 @@ fn wanted() -> bool {
     }
 }
 
+/// The one test a libtest process runs (`--exact NAME`, as cargo-nextest
+/// starts it), from the arguments.
+fn one_test_named() -> Option<String> {
+    const WITH_VALUE: [&str; 7] = [
+        "--skip",
+        "--test-threads",
+        "--format",
+        "--color",
+        "--logfile",
+        "-Z",
+        "--shuffle-seed",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--exact") {
+        return None;
+    }
+    let mut names = Vec::new();
+    let mut value_next = false;
+    for arg in args {
+        if value_next {
+            value_next = false;
+        } else if WITH_VALUE.contains(&arg.as_str()) {
+            value_next = true;
+        } else if !arg.starts_with('-') {
+            names.push(arg);
+        }
+    }
+    match <[String; 1]>::try_from(names) {
+        Ok([name]) => Some(name),
+        Err(_) => None,
+    }
+}
+
+/// The `#[netns_test]`s of this binary: their `static` options, found by
+/// their [`SPEC_MARKER`](crate::contract::SPEC_MARKER) in the binary's
+/// writable data. `None` when it cannot tell (no such data found).
+fn netns_tests_in_this_binary() -> Option<Vec<&'static TestSpec>> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [range, perms, _, _, _, path] = fields[..] else {
+            continue;
+        };
+        if !perms.starts_with("rw") || std::path::Path::new(path) != exe {
+            continue;
+        }
+        let (start, end) = range.split_once('-')?;
+        let start = usize::from_str_radix(start, 16).ok()?;
+        let end = usize::from_str_radix(end, 16).ok()?;
+        // SAFETY: [start, end) is a readable, writable private mapping of this executable (its data segment), mapped for the life of the process, page-aligned and so aligned for u64; every bit pattern is a valid u64; the process has one thread here, so nothing writes it meanwhile.
+        let words = unsafe { std::slice::from_raw_parts(start as *const u64, (end - start) / 8) };
+        for (at, pair) in words.windows(2).enumerate() {
+            if pair == crate::contract::SPEC_MARKER {
+                let address = start + at * 8;
+                // SAFETY: these 128 random bits stand first in a `TestSpec` (`#[repr(C)]`), which the attribute puts in a `static` of this executable; they occur nowhere else in its data, so `address` is such a `static`, alive and unmoved for the life of the process.
+                found.push(unsafe { &*(address as *const TestSpec) });
+            }
+        }
+    }
+    (!found.is_empty()).then_some(found)
+}
+
 /// Whether this process started a fork server (it runs netns tests
 /// rootless).
 pub(crate) fn started() -> bool {
@@ -146,10 +210,41 @@ fn runs_one_test() -> bool {
     std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
 }
 
+/// Set when this process moved itself into a user namespace of its own
+/// to run its one test (see [`start`]).
+static MOVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process moved itself into a user namespace of its own: it
+/// runs one netns test, in this process, as root mode would.
+pub(crate) fn moved_here() -> bool {
+    MOVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts the fork server when this process wants one and has one thread.
+///
+/// A process that runs one test (cargo-nextest runs each in a process of
+/// its own) looks the test up among the binary's netns tests first: when
+/// it is one, the process moves itself into a user namespace of its own
+/// and runs it as root mode would (it runs nothing else, so no one else
+/// sees the move); when it is a plain test, it starts nothing.
 fn start() {
     if !wanted() {
         return;
+    }
+    if runs_one_test() {
+        if let (Some(name), Some(specs)) = (one_test_named(), netns_tests_in_this_binary()) {
+            if !specs.iter().any(|spec| spec.libtest_name() == name) {
+                return;
+            }
+            if sys::thread_count().ok() == Some(1)
+                && IdMaps::for_this_process().enter().is_ok()
+                && sys::become_subreaper().is_ok()
+            {
+                settings::mark_rootless_child();
+                MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
     }
     let Ok((control, server_end)) = sys::packet_socket_pair() else {
         return;
@@ -832,7 +927,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
 /// come to the runner as the subreaper), and reaps them; processes that
 /// left the group (a holder of kept namespaces) stay. Whether none of the
 /// test's processes survived.
-fn end_what_the_test_left() -> bool {
+pub(crate) fn end_what_the_test_left() -> bool {
     if !sys::has_children() {
         return true;
     }

@@ -17,10 +17,17 @@ use test_ns::{HostSide, TestNamespace};
 
 /// Runs the test `spec` with the body `body` in fresh namespaces: on the
 /// calling thread (as root), on a thread of its own (with a timeout), or in
-/// a child process in a user namespace (rootless).
+/// another process in a user namespace (rootless: a runner of the fork
+/// server, or a child process started for the test).
 pub fn run<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() -> T) -> Outcome<T> {
     match route(spec) {
         Err(ended) => Outcome::ended(spec.name, ended),
+        Ok(Route::ThisProcess) if fork_server::moved_here() => {
+            let outcome = run_in_this_process(spec, body);
+            // As in a runner: what the test left running ends with it.
+            fork_server::end_what_the_test_left();
+            outcome
+        }
         Ok(Route::ThisProcess) => run_in_this_process(spec, body),
         Ok(Route::ChildProcess) => {
             let call = fork_server::CallWords::new(run_in_runner, spec, body);
@@ -39,7 +46,8 @@ enum Route {
     /// In this process: on the calling thread, or on a thread of its own
     /// for a timeout (root mode, or this is a rootless test's child).
     ThisProcess,
-    /// Rootless mode, in the test's process: start a child process for it.
+    /// Rootless mode, in the test's process: run it in a runner of the
+    /// fork server, or else in a child process started for it.
     ChildProcess,
     /// This process is the child process started for this rootless test:
     /// run it and report to the parent.
@@ -52,14 +60,15 @@ fn route(spec: &TestSpec) -> Result<Route, Ended> {
         Some(_) => return Ok(Route::ThisProcess),
         None => {}
     }
-    let rootless = match settings::mode() {
-        // A fork server started: this process decided it runs rootless.
-        Ok(ModeSetting::Auto) if fork_server::started() => true,
-        Ok(ModeSetting::Auto) => !crate::os::privilege::privileged(),
-        Ok(ModeSetting::Root) => false,
-        Ok(ModeSetting::Rootless) => true,
-        Err(message) => return Err(Ended::failed(FailureKind::Setup, message.to_owned())),
-    };
+    let rootless = fork_server::moved_here()
+        || match settings::mode() {
+            // A fork server started: this process decided it runs rootless.
+            Ok(ModeSetting::Auto) if fork_server::started() => true,
+            Ok(ModeSetting::Auto) => !crate::os::privilege::privileged(),
+            Ok(ModeSetting::Root) => false,
+            Ok(ModeSetting::Rootless) => true,
+            Err(message) => return Err(Ended::failed(FailureKind::Setup, message.to_owned())),
+        };
     if !rootless {
         return Ok(Route::ThisProcess);
     }
@@ -73,6 +82,10 @@ fn route(spec: &TestSpec) -> Result<Route, Ended> {
                 spec.name
             ),
         ));
+    }
+    if fork_server::moved_here() {
+        // This process runs this one test, in its own user namespace.
+        return Ok(Route::ThisProcess);
     }
     Ok(Route::ChildProcess)
 }

@@ -1,6 +1,8 @@
-//! Rootless mode: without CAP_SYS_ADMIN, each netns test runs in a child
+//! Rootless mode without a fork server (see `fork_server.rs`, which runs
+//! rootless tests when it could start): each netns test runs in a child
 //! process of the test binary, started for that one test in a new user
 //! namespace where it has the capabilities to make its network namespace.
+//! Also the relay of a child's output, which both ways use.
 //!
 //! `unshare(CLONE_NEWUSER)` refuses a multi-threaded process, and a test
 //! binary always is one; a freshly forked child is not, so the user
