@@ -167,9 +167,11 @@ fn run_each_in_a_process(fixture: &str, filter: &str, threads: usize, uid: Optio
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(name) = names.get(index) else { break };
                     let mut command = Command::new(fixture);
-                    if let Some(uid) = uid {
-                        command.uid(uid).gid(uid).current_dir("/");
-                    }
+                    // Root's runs switch to root: both start their process
+                    // the same way (std forks instead of posix_spawn when a
+                    // uid is set), which counts here, once per test.
+                    let uid = uid.unwrap_or(0);
+                    command.uid(uid).gid(uid).current_dir("/");
                     let status = command
                         .args(["--exact", name, "--nocapture"])
                         .env("NEXTEST_EXECUTION_MODE", "process-per-test")

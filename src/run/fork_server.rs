@@ -23,8 +23,11 @@
 //!
 //! The test process talks to each runner on a socket of their own (the
 //! server forks runners and hands those sockets over, one ahead), and keeps
-//! the idle ones. In a process that runs a single test, as under
-//! cargo-nextest, the server is that test's runner itself. The server kills
+//! the idle ones. A process that runs a single test, as under
+//! cargo-nextest, starts no server when it can tell its test is a plain one
+//! and moves itself into a user namespace when it is a netns test (see
+//! [`start`]); when it cannot tell, the server is that test's runner
+//! itself. The server kills
 //! a runner's process group when the test process asks (a timeout), tells
 //! the test process when a runner died (on that socket: it keeps the
 //! runner's end), and kills every runner's group when the test process ends
