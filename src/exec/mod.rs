@@ -137,7 +137,9 @@ fn supervise(
     loop {
         let next = kill_at.or(deadline);
         let wait = next.map(|at| at.saturating_duration_since(Instant::now()));
-        let ready = sys::poll_readable(&[signals.as_fd(), pid_one], wait)?;
+        // An interrupted wait counts as nothing ready: the loop waits again.
+        let ready = sys::wait_readable(&[signals.as_fd(), pid_one], wait)
+            .map_err(|e| Error::new("poll", e))?;
         if ready[1] {
             return Ok(());
         }

@@ -152,6 +152,21 @@ pub(crate) fn settle_link(socket: BorrowedFd<'_>, name: &str) -> Result<(), Erro
     ))
 }
 
+/// One message header for each of `iovecs`, for recvmmsg and sendmmsg.
+fn message_headers(iovecs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
+    let empty: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    iovecs
+        .iter_mut()
+        .map(|iovec| {
+            let mut header = empty;
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header
+        })
+        .collect()
+}
+
 /// Receives up to `buffers.len()` frames without waiting (recvmmsg): how
 /// many, their lengths in `lengths` (empty when none came, or on an error).
 pub(crate) fn receive_many(
@@ -167,17 +182,7 @@ pub(crate) fn receive_many(
             iov_len: b.len(),
         })
         .collect();
-    // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
-    let empty: libc::mmsghdr = unsafe { std::mem::zeroed() };
-    let mut headers: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iovec| {
-            let mut header = empty;
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
-            header
-        })
-        .collect();
+    let mut headers = message_headers(&mut iovecs);
     loop {
         // SAFETY: recvmmsg writes into the buffers behind `headers`' iovecs (each with its length), all alive across the call.
         let n = unsafe {
@@ -217,17 +222,7 @@ pub(crate) fn send_many(fd: BorrowedFd<'_>, frames: &[Vec<u8>]) -> io::Result<us
             iov_len: f.len(),
         })
         .collect();
-    // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
-    let empty: libc::mmsghdr = unsafe { std::mem::zeroed() };
-    let mut headers: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iovec| {
-            let mut header = empty;
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
-            header
-        })
-        .collect();
+    let mut headers = message_headers(&mut iovecs);
     loop {
         // SAFETY: sendmmsg reads the frames behind `headers`' iovecs, all alive across the call.
         let n = unsafe {

@@ -512,37 +512,6 @@ pub(crate) fn read_signal(fd: BorrowedFd<'_>) -> Result<(i32, i32)> {
     }
 }
 
-/// Waits until one of `fds` is readable (or at its end), at most `timeout`
-/// (`None`: without limit); returns which are.
-pub(crate) fn poll_readable(
-    fds: &[BorrowedFd<'_>],
-    timeout: Option<std::time::Duration>,
-) -> Result<Vec<bool>> {
-    let mut polled: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // Rounded up, so that a deadline is never woken for early.
-    let millis = timeout.map_or(-1, |t| {
-        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-    });
-    loop {
-        // SAFETY: poll reads and writes the pollfds we own, `polled.len()` of them.
-        let rc = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, millis) };
-        if rc >= 0 {
-            return Ok(polled.iter().map(|p| p.revents != 0).collect());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(Error::new("poll", error));
-        }
-    }
-}
-
 /// `pidfd_open(2)`: a descriptor for the process `pid` (a child not yet
 /// reaped), readable once it has ended. Linux 5.3 and later.
 pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd> {
