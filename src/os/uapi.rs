@@ -1,4 +1,4 @@
-//! The few kernel uAPI numbers that neither libc nor the netlink-packet
+//! The few kernel uAPI numbers and structs that neither libc nor the netlink-packet
 //! crates define (checked against libc 0.2.191, netlink-packet-route 0.34,
 //! netlink-packet-netfilter 0.4). Each is part of the kernel's stable ABI;
 //! remove one here when a dependency starts to define it.
@@ -38,4 +38,27 @@ pub(crate) mod nft {
     pub(crate) const NFTA_NAT_FLAGS: u16 = 7;
     /// The range gives the port.
     pub(crate) const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 1 << 1;
+}
+
+/// `include/uapi/linux/capability.h`: what `capget(2)` reads and writes.
+pub(crate) mod capability {
+    /// 64-bit capability sets, in two [`CapData`].
+    pub(crate) const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+    /// `struct __user_cap_header_struct`.
+    #[repr(C)]
+    pub(crate) struct CapHeader {
+        pub(crate) version: u32,
+        /// 0: the calling thread.
+        pub(crate) pid: i32,
+    }
+
+    /// `struct __user_cap_data_struct`: 32 bits of each set.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub(crate) struct CapData {
+        pub(crate) effective: u32,
+        pub(crate) permitted: u32,
+        pub(crate) inheritable: u32,
+    }
 }
