@@ -9,8 +9,8 @@
 //! ```
 //!
 //! It builds `tests/overhead_fixture.rs` in release mode, then runs its 200
-//! `plain::`, `floor::`, `netns::` and `veth::` tests as separate invocations of the test
-//! binary, in a rotating order, with 1 and with 2 test threads. Overhead per
+//! `plain::`, `floor::`, `view::`, `netns::` and `veth::` tests as separate invocations of the test
+//! binary, in an order shuffled each round, with 1 and with 2 test threads. Overhead per
 //! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
 //! the table shows medians over rounds (a ratio's median is that of the
 //! round's ratios). When run as root it also runs the `netns::` tests as uid
@@ -29,8 +29,14 @@ use std::time::Instant;
 const TESTS_PER_KIND: f64 = 200.0;
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(700);
 /// Test filters; the last runs as an ordinary user, in rootless mode.
-const KINDS: [&str; 5] = ["plain::", "floor::", "netns::", "veth::", "netns::"];
-const ROOTLESS: usize = 4;
+const KINDS: [&str; 6] = [
+    "plain::", "floor::", "view::", "netns::", "veth::", "netns::",
+];
+const FLOOR: usize = 1;
+const VIEW: usize = 2;
+const NETNS: usize = 3;
+const VETH: usize = 4;
+const ROOTLESS: usize = 5;
 const NOBODY: u32 = 65534;
 
 fn main() {
@@ -54,9 +60,9 @@ fn main() {
     let as_root = nix::unistd::geteuid().is_root();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
     println!(
-        "| test threads | floor overhead (ms/test) | #[netns_test] overhead (ms/test) | netns / floor | #[netns_test(veth)] overhead (ms/test) | rootless #[netns_test] overhead (ms/test) | rootless / root |"
+        "| test threads | floor (ms/test) | floor + private /sys, /etc/hosts, accept_dad (ms/test) | #[netns_test] (ms/test) | netns / floor | netns / (floor + view) | #[netns_test(veth)] (ms/test) | rootless #[netns_test] (ms/test) | rootless / root |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let run = |index: usize, threads: usize| -> Option<f64> {
         if index == ROOTLESS {
             as_root.then(|| {
@@ -75,36 +81,49 @@ fn main() {
         Ok(list) => list.split(',').filter_map(|t| t.parse().ok()).collect(),
         Err(_) => vec![1, 2],
     };
+    // The order of the kinds is shuffled each round (xorshift64*, seeded
+    // from the clock): no kind always runs after the same one.
+    let mut random = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
     for threads in thread_counts {
         // Warm up: page cache, first namespaces.
         for index in 0..KINDS.len() {
             run(index, threads);
         }
         let mut floor = Vec::new();
+        let mut view = Vec::new();
         let mut netns = Vec::new();
         let mut ratio = Vec::new();
+        let mut view_ratio = Vec::new();
         let mut veth = Vec::new();
         let mut rootless = Vec::new();
         let mut rootless_ratio = Vec::new();
-        for round in 0..rounds {
+        let mut order: Vec<usize> = (0..KINDS.len()).collect();
+        for _ in 0..rounds {
+            shuffle(&mut order, &mut random);
             let mut seconds = [0.0; KINDS.len()];
-            for offset in 0..KINDS.len() {
-                let index = (round + offset) % KINDS.len();
+            for &index in &order {
                 seconds[index] = run(index, threads).unwrap_or(f64::NAN);
             }
             let per_test = |s: f64| (s - seconds[0]) * 1000.0 / TESTS_PER_KIND;
-            floor.push(per_test(seconds[1]));
-            netns.push(per_test(seconds[2]));
-            ratio.push(per_test(seconds[2]) / per_test(seconds[1]));
-            veth.push(per_test(seconds[3]));
+            floor.push(per_test(seconds[FLOOR]));
+            view.push(per_test(seconds[VIEW]));
+            netns.push(per_test(seconds[NETNS]));
+            ratio.push(per_test(seconds[NETNS]) / per_test(seconds[FLOOR]));
+            view_ratio.push(per_test(seconds[NETNS]) / per_test(seconds[VIEW]));
+            veth.push(per_test(seconds[VETH]));
             rootless.push(per_test(seconds[ROOTLESS]));
-            rootless_ratio.push(per_test(seconds[ROOTLESS]) / per_test(seconds[2]));
+            rootless_ratio.push(per_test(seconds[ROOTLESS]) / per_test(seconds[NETNS]));
         }
         println!(
-            "| {threads} | {:.3} | {:.3} | {:.2}× | {:.3} | {} |",
+            "| {threads} | {:.3} | {:.3} | {:.3} | {:.2}× | {:.2}× | {:.3} | {} |",
             median(&mut floor),
+            median(&mut view),
             median(&mut netns),
             median(&mut ratio),
+            median(&mut view_ratio),
             median(&mut veth),
             if as_root {
                 format!(
@@ -116,6 +135,17 @@ fn main() {
                 "(needs root to switch users) | –".to_owned()
             }
         );
+    }
+}
+
+/// Fisher–Yates with a xorshift64* generator whose state is `state`.
+fn shuffle(items: &mut [usize], state: &mut u64) {
+    for last in (1..items.len()).rev() {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let draw = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
+        items.swap(last, (draw % (last as u64 + 1)) as usize);
     }
 }
 

@@ -118,12 +118,9 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Registers the calling thread's network namespace and its veth pair.
-    pub(crate) fn this_thread(
-        veth: Option<Veth>,
-        observer: Arc<dyn Observer>,
-    ) -> Result<Registration, Error> {
-        let id = sys::thread_ns_id(NsKind::Net)?;
+    /// Registers the test's network namespace `id` (the calling thread's)
+    /// and its veth pair.
+    pub(crate) fn new(id: NsId, veth: Option<Veth>, observer: Arc<dyn Observer>) -> Registration {
         let handle = Weak::new();
         let observer = Some(observer);
         lock_registry().insert(
@@ -134,7 +131,7 @@ impl Registration {
                 observer,
             },
         );
-        Ok(Registration { id })
+        Registration { id }
     }
 }
 

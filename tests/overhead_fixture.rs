@@ -4,6 +4,9 @@
 //! - `plain::`: a plain `#[test]` on port 0 (the baseline);
 //! - `floor::`: the bare floor, `unshare(CLONE_NEWNET)` and `lo` up with one
 //!   ioctl on the test thread, then port 80;
+//! - `view::`: the floor plus what a `#[netns_test]` namespace also has, by
+//!   bare system calls: a mount namespace with its own `/sys` and
+//!   `/etc/hosts` and `accept_dad = 0` (the kernel's part of its cost);
 //! - `netns::`: `#[netns_test]`, port 80;
 //! - `veth::`: `#[netns_test(veth)]`, port 80.
 //!
@@ -33,8 +36,13 @@ fn exchange_a_byte(port: u16) {
 /// The least any network namespace per test costs: a new namespace on the
 /// test thread and `lo` up with one ioctl (the thread ends with the test).
 fn bare_floor() {
-    use nix::libc;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+    loopback_up();
+}
+
+/// `lo` up with one ioctl.
+fn loopback_up() {
+    use nix::libc;
     // SAFETY: plain socket/ioctl/close on an ifreq we own.
     unsafe {
         let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -47,6 +55,43 @@ fn bare_floor() {
         assert_eq!(libc::ioctl(socket, libc::SIOCSIFFLAGS, &request), 0);
         libc::close(socket);
     }
+}
+
+/// The floor plus the rest of what a netns-test namespace has, by bare
+/// system calls and nothing else: a private mount namespace (propagation to
+/// the host cut), a tmpfs holding a copy of `/etc/hosts` bind-mounted over
+/// it, a sysfs of the new network namespace on `/sys`, and
+/// `net.ipv6.conf.default.accept_dad = 0`.
+fn bare_floor_and_view() {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::CloneFlags;
+    // Read once per process, as netns-test does.
+    static HOSTS: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| std::fs::read("/etc/hosts").expect("read /etc/hosts"));
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).expect("unshare");
+    let none = None::<&str>;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none).expect("MS_SLAVE");
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        "/sys",
+        Some("tmpfs"),
+        hidden,
+        Some("size=1m"),
+    )
+    .expect("tmpfs");
+    std::fs::write("/sys/hosts", &*HOSTS).expect("write the copy");
+    mount(
+        Some("/sys/hosts"),
+        "/etc/hosts",
+        none,
+        MsFlags::MS_BIND,
+        none,
+    )
+    .expect("bind");
+    mount(Some("sysfs"), "/sys", Some("sysfs"), hidden, none).expect("sysfs");
+    loopback_up();
+    std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0").expect("accept_dad");
 }
 
 macro_rules! twenty {
@@ -138,6 +183,16 @@ macro_rules! floor_case {
     };
 }
 
+macro_rules! view_case {
+    ($name:ident) => {
+        #[test]
+        fn $name() {
+            bare_floor_and_view();
+            exchange_a_byte(80);
+        }
+    };
+}
+
 macro_rules! netns_case {
     ($name:ident) => {
         #[netns_test]
@@ -164,6 +219,11 @@ macro_rules! veth_case {
             exchange_a_byte(80);
         }
     };
+}
+
+mod view {
+    use super::*;
+    two_hundred!(view_case);
 }
 
 mod netns {

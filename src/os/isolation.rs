@@ -8,23 +8,25 @@
 use crate::error::Error;
 use crate::os::mounts;
 use crate::os::privilege;
-use crate::os::sys::{self, NsKind};
+use crate::os::sys::{self, NsId, NsKind};
 use nix::sched::CloneFlags;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
 /// Unshares the calling thread into a new network and mount namespace and
-/// sets them up. The thread stays there; see [`Home`] to come back.
-pub(crate) fn isolate_this_thread() -> Result<(), Error> {
+/// sets them up; returns the network namespace's identity. The thread stays
+/// there; see [`Home`] to come back.
+pub(crate) fn isolate_this_thread() -> Result<NsId, Error> {
     sys::unshare(
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS,
         "unshare(CLONE_NEWNET | CLONE_NEWNS)",
     )
     .map_err(privilege::explain_unshare)?;
     mounts::make_private_view()?;
-    sys::set_loopback_up()?;
-    disable_duplicate_address_detection()
+    let id = sys::set_loopback_up()?;
+    disable_duplicate_address_detection()?;
+    Ok(id)
 }
 
 /// Unshares the calling thread into a new network namespace only and sets
@@ -40,11 +42,12 @@ pub(crate) fn new_network_namespace_here() -> Result<(), Error> {
 /// Moves the calling thread into the network namespace `net`, made ahead
 /// by [`new_network_namespace_here`], and into a new mount namespace with
 /// its private view: the same as [`isolate_this_thread`] from then on.
-pub(crate) fn isolate_into(net: std::os::fd::BorrowedFd<'_>) -> Result<(), Error> {
+pub(crate) fn isolate_into(net: std::os::fd::BorrowedFd<'_>) -> Result<NsId, Error> {
     sys::setns(net, NsKind::Net)?;
     sys::unshare(CloneFlags::CLONE_NEWNS, "unshare(CLONE_NEWNS)")
         .map_err(privilege::explain_unshare)?;
-    mounts::make_private_view()
+    mounts::make_private_view()?;
+    sys::ns_id(net)
 }
 
 /// Reads now what isolating a thread reads from the host once per process

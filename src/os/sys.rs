@@ -114,7 +114,6 @@ pub(crate) fn thread_ns_id(kind: NsKind) -> Result<NsId> {
 /// there cost the kernel milliseconds of dentry pruning when its process is
 /// reaped. `None` without CAP_NET_ADMIN over the namespace.
 fn net_ns_id_of_a_socket() -> Option<NsId> {
-    use std::os::fd::FromRawFd;
     let socket = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Datagram,
@@ -122,6 +121,12 @@ fn net_ns_id_of_a_socket() -> Option<NsId> {
         None,
     )
     .ok()?;
+    net_ns_id_of(socket.as_fd())
+}
+
+/// The network namespace `socket` belongs to (`SIOCGSKNS`).
+fn net_ns_id_of(socket: BorrowedFd<'_>) -> Option<NsId> {
+    use std::os::fd::FromRawFd;
     // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor.
     let fd = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGSKNS) };
     if fd < 0 {
@@ -186,8 +191,9 @@ pub(crate) fn bind_mount(source: &Path, target: &Path) -> Result<()> {
     })
 }
 
-/// Sets `lo` up in the calling thread's network namespace with one ioctl.
-pub(crate) fn set_loopback_up() -> Result<()> {
+/// Sets `lo` up in the calling thread's network namespace with one ioctl,
+/// and returns the namespace's identity, read off the same socket.
+pub(crate) fn set_loopback_up() -> Result<NsId> {
     let socket = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,
@@ -209,7 +215,10 @@ pub(crate) fn set_loopback_up() -> Result<()> {
             io::Error::last_os_error(),
         ));
     }
-    Ok(())
+    match net_ns_id_of(socket.as_fd()) {
+        Some(id) => Ok(id),
+        None => thread_ns_id(NsKind::Net),
+    }
 }
 
 /// Opens the calling thread's working directory, to return to it later.

@@ -153,16 +153,18 @@ impl TestNamespace {
             made_ahead,
         } = host;
         let trace = trace::Steps::new(spec.name);
-        match &made_ahead {
+        let net_id = match &made_ahead {
             Some(net) => {
-                isolation::isolate_into(net.as_fd())?;
+                let id = isolation::isolate_into(net.as_fd())?;
                 trace.step("network namespace and veth pair made ahead, new mount namespace");
+                id
             }
             None => {
-                isolation::isolate_this_thread()?;
+                let id = isolation::isolate_this_thread()?;
                 trace.step("new network and mount namespace, lo up, accept_dad=0");
+                id
             }
-        }
+        };
         let capture_policy = spec.capture_policy();
         let capture_dir = capture_policy.map(|_| {
             occupant
@@ -191,10 +193,11 @@ impl TestNamespace {
             made: Mutex::default(),
             seeds: Mutex::default(),
         });
-        let registration = Registration::this_thread(
+        let registration = Registration::new(
+            net_id,
             veth.as_ref().map(|v| v.veth().clone()),
             Arc::clone(&nodes) as Arc<dyn Observer>,
-        )?;
+        );
         trace.step("registered");
         Ok(TestNamespace {
             test: spec.name,
