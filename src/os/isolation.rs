@@ -85,16 +85,20 @@ fn new_namespaces_may_start_with_dad_on() -> bool {
     *ANSWER.get_or_init(|| {
         all_accept_dad_may_be_inherited(
             sys::read_sysctl("net/core/devconf_inherit_init_net").as_deref(),
-            sys::read_sysctl("net/ipv6/conf/all/accept_dad").as_deref(),
+            || sys::read_sysctl("net/ipv6/conf/all/accept_dad"),
         )
     })
 }
 
-fn all_accept_dad_may_be_inherited(inherit: Option<&str>, host_all: Option<&str>) -> bool {
+/// `host_all` is read only when new namespaces copy the host's settings.
+fn all_accept_dad_may_be_inherited(
+    inherit: Option<&str>,
+    host_all: impl FnOnce() -> Option<String>,
+) -> bool {
     match inherit {
         // Fresh defaults (all.accept_dad = 0) in new namespaces.
         None | Some("0") | Some("2") => false,
-        _ => host_all != Some("0"),
+        _ => host_all().as_deref() != Some("0"),
     }
 }
 
@@ -131,11 +135,15 @@ mod tests {
 
     #[test]
     fn accept_dad_inheritance_rules() {
-        assert!(!may(Some("0"), Some("1")));
-        assert!(!may(Some("2"), Some("1")));
-        assert!(!may(None, None));
-        assert!(may(Some("1"), Some("1")));
-        assert!(may(Some("3"), None));
-        assert!(!may(Some("1"), Some("0")));
+        fn host(value: Option<&'static str>) -> impl FnOnce() -> Option<String> {
+            move || value.map(str::to_owned)
+        }
+        let unread = || -> Option<String> { panic!("read although not inherited") };
+        assert!(!may(Some("0"), unread));
+        assert!(!may(Some("2"), unread));
+        assert!(!may(None, unread));
+        assert!(may(Some("1"), host(Some("1"))));
+        assert!(may(Some("3"), host(None)));
+        assert!(!may(Some("1"), host(Some("0"))));
     }
 }

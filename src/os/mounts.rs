@@ -43,14 +43,15 @@ pub(crate) fn read_host_once() {
 /// nothing mounted in a copy of the mount namespace can reach the host, and
 /// the recursive `MS_SLAVE` (a cost per test) is not needed. Read once per
 /// process; the copies of a mount namespace keep the propagation flags.
+/// Read through `/proc/self` (the process's mount namespace, which a test
+/// thread copies): a dead thread's `/proc/thread-self` entries cost the
+/// kernel dentry pruning when the process is reaped.
 fn has_shared_mounts() -> bool {
     static SHARED: OnceLock<bool> = OnceLock::new();
-    *SHARED.get_or_init(
-        || match std::fs::read_to_string("/proc/thread-self/mountinfo") {
-            Ok(table) => mountinfo_has_shared(&table),
-            Err(_) => true,
-        },
-    )
+    *SHARED.get_or_init(|| match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(table) => mountinfo_has_shared(&table),
+        Err(_) => true,
+    })
 }
 
 /// Whether a `/proc/PID/mountinfo` table has a `shared:N` optional field.
