@@ -24,9 +24,10 @@ pub(crate) fn isolate_this_thread() -> Result<NsId, Error> {
     )
     .map_err(privilege::explain_unshare)?;
     mounts::make_private_view()?;
-    let id = sys::set_loopback_up()?;
+    // The identity is read off the socket that set `lo` up: no second one.
+    let socket = sys::set_loopback_up()?;
     disable_duplicate_address_detection()?;
-    Ok(id)
+    sys::net_ns_id_of_socket(socket.as_fd())
 }
 
 /// Unshares the calling thread into a new network namespace only and sets

@@ -124,6 +124,16 @@ fn net_ns_id_of_a_socket() -> Option<NsId> {
     net_ns_id_of(socket.as_fd())
 }
 
+/// The network namespace `socket` belongs to (`SIOCGSKNS`), which is the
+/// calling thread's when the socket was made on it; through `/proc` when
+/// the ioctl is refused.
+pub(crate) fn net_ns_id_of_socket(socket: BorrowedFd<'_>) -> Result<NsId> {
+    match net_ns_id_of(socket) {
+        Some(id) => Ok(id),
+        None => thread_ns_id(NsKind::Net),
+    }
+}
+
 /// The network namespace `socket` belongs to (`SIOCGSKNS`).
 fn net_ns_id_of(socket: BorrowedFd<'_>) -> Option<NsId> {
     use std::os::fd::FromRawFd;
@@ -191,9 +201,9 @@ pub(crate) fn bind_mount(source: &Path, target: &Path) -> Result<()> {
     })
 }
 
-/// Sets `lo` up in the calling thread's network namespace with one ioctl,
-/// and returns the namespace's identity, read off the same socket.
-pub(crate) fn set_loopback_up() -> Result<NsId> {
+/// Sets `lo` up in the calling thread's network namespace with one ioctl;
+/// returns the socket it used (a socket of that namespace).
+pub(crate) fn set_loopback_up() -> Result<OwnedFd> {
     let socket = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,
@@ -215,10 +225,7 @@ pub(crate) fn set_loopback_up() -> Result<NsId> {
             io::Error::last_os_error(),
         ));
     }
-    match net_ns_id_of(socket.as_fd()) {
-        Some(id) => Ok(id),
-        None => thread_ns_id(NsKind::Net),
-    }
+    Ok(socket)
 }
 
 /// Opens the calling thread's working directory, to return to it later.
