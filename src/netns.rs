@@ -83,6 +83,10 @@ pub(crate) trait Observer: Send + Sync {
     /// `choose(k)` for the test's `k`-th network (from 0), and remembers it
     /// to print when the test fails.
     fn network_made(&self, choose: &dyn Fn(usize) -> u64) -> u64;
+
+    /// A network's fault engine stopped on its own, for the reason `why`:
+    /// the test fails, saying so, even when its body passed.
+    fn network_failed(&self, why: String);
 }
 
 /// The observer of the test whose namespace the calling thread is in, if any.

@@ -58,7 +58,8 @@ pub(crate) enum Ended {
 /// Why a test failed without a panic of its body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FailureKind {
-    /// Its namespace could not be set up.
+    /// Its namespace could not be set up, or netns-test failed under it
+    /// (a network's fault engine stopped).
     Setup,
     /// The environment forbids what it needs (a kernel setting, AppArmor, a
     /// seccomp filter).

@@ -32,7 +32,9 @@ impl NetworkInner {
         if let Some(engine) = &*engine {
             return Ok(Arc::clone(engine));
         }
-        let started = Arc::new(Engine::start(self.seed)?);
+        // Made in a test (or first impaired there): a failure fails it.
+        let observer = crate::netns::current_observer();
+        let started = Arc::new(Engine::start(self.seed, observer)?);
         *engine = Some(Arc::clone(&started));
         Ok(started)
     }
@@ -61,8 +63,8 @@ impl Link {
     /// ```
     pub fn impair(&self, impairment: Impairment) -> Result<(), Error> {
         let plan = Plan::constant(impairment.model("impair")?);
-        self.set_plan(0, plan.clone())?;
-        self.set_plan(1, plan)
+        self.set_plan("impair", 0, plan.clone())?;
+        self.set_plan("impair", 1, plan)
     }
 
     /// Impairs only what `from` sends over this link, replacing what was
@@ -70,14 +72,22 @@ impl Link {
     /// `loss(100.0)` makes a one-way partition.
     pub fn impair_from(&self, from: &Node, impairment: Impairment) -> Result<(), Error> {
         let end = self.sending_end(from, "impair_from")?;
-        self.set_plan(end, Plan::constant(impairment.model("impair_from")?))
+        self.set_plan(
+            "impair_from",
+            end,
+            Plan::constant(impairment.model("impair_from")?),
+        )
     }
 
     /// Impairs only what this link carries to `to` (for a node attached to
     /// a switch, what the switch sends it).
     pub fn impair_to(&self, to: &Node, impairment: Impairment) -> Result<(), Error> {
         let end = 1 - self.sending_end(to, "impair_to")?;
-        self.set_plan(end, Plan::constant(impairment.model("impair_to")?))
+        self.set_plan(
+            "impair_to",
+            end,
+            Plan::constant(impairment.model("impair_to")?),
+        )
     }
 
     /// Impairs both directions by a [`Schedule`] that starts now, replacing
@@ -97,14 +107,14 @@ impl Link {
     /// ```
     pub fn schedule(&self, schedule: Schedule) -> Result<(), Error> {
         let plan = schedule.plan()?;
-        self.set_plan(0, plan.clone())?;
-        self.set_plan(1, plan)
+        self.set_plan("schedule", 0, plan.clone())?;
+        self.set_plan("schedule", 1, plan)
     }
 
     /// A [`Schedule`] for what `from` sends only.
     pub fn schedule_from(&self, from: &Node, schedule: Schedule) -> Result<(), Error> {
         let end = self.sending_end(from, "schedule_from")?;
-        self.set_plan(end, schedule.plan()?)
+        self.set_plan("schedule_from", end, schedule.plan()?)
     }
 
     fn sending_end(&self, node: &Node, operation: &'static str) -> Result<usize, Error> {
@@ -130,7 +140,7 @@ impl Link {
     /// Has the engine run `plan` for what `end` sends: makes the direction's
     /// plumbing on first use, attaches it while the plan does something,
     /// detaches it when the plan is clear.
-    fn set_plan(&self, end: usize, plan: Plan) -> Result<(), Error> {
+    fn set_plan(&self, operation: &'static str, end: usize, plan: Plan) -> Result<(), Error> {
         let clear = plan.is_clear();
         let mut faults = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner());
         let plumbing = &mut faults[end];
@@ -139,7 +149,7 @@ impl Link {
         }
         let network = self.inner.network.upgrade().ok_or_else(|| {
             Error::detected(
-                "impair",
+                operation,
                 std::io::ErrorKind::NotConnected,
                 "the link's Network was dropped, and its fault engine with it",
             )
@@ -148,12 +158,15 @@ impl Link {
         let id = self.direction(end);
         let target = match plumbing.target {
             Some(target) => {
-                engine.set_plan(id, plan);
+                engine.set_plan(operation, id, plan)?;
                 target
             }
             None => {
                 let (target, sockets) = self.plumb(end)?;
-                engine.add(id, sockets, plan);
+                if let Err(error) = engine.add(operation, id, sockets, plan) {
+                    self.unplumb(end, target);
+                    return Err(error);
+                }
                 plumbing.target = Some(target);
                 target
             }
@@ -176,7 +189,7 @@ impl Link {
 
     /// Makes the engine's veth pair in the sending end's node, and the
     /// engine's two sockets there; returns the index of the pair's end that
-    /// the redirect targets, and the sockets.
+    /// the redirect targets, and the sockets. On an error nothing is left.
     fn plumb(&self, end: usize) -> Result<(i32, Sockets), Error> {
         let sending = &self.inner.ends[end];
         let node = &sending.node;
@@ -190,18 +203,36 @@ impl Link {
             netlink::drop_ingress(taken_index, &taken),
         ])?;
         let send_index = sending.index;
+        let inner = (to.clone(), taken.clone());
         let sockets = node
             .netns()
             .run(move || {
                 let steal = packet::receiver(taken_index)?;
-                packet::checksum_frames(steal.as_fd(), &to)?;
-                packet::settle_link(steal.as_fd(), &to)?;
-                packet::settle_link(steal.as_fd(), &taken)?;
+                packet::checksum_frames(steal.as_fd(), &inner.0)?;
+                packet::settle_link(steal.as_fd(), &inner.0)?;
+                packet::settle_link(steal.as_fd(), &inner.1)?;
                 let send = packet::sender(send_index)?;
                 Ok(Sockets { steal, send })
             })
-            .map_err(|e: Error| e.in_node(node.name()))?;
-        Ok((to_index, sockets))
+            .map_err(|e: Error| e.in_node(node.name()));
+        match sockets {
+            Ok(sockets) => Ok((to_index, sockets)),
+            Err(error) => {
+                self.unplumb(end, to_index);
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes the engine's veth pair of `end` (by its end `target`), after
+    /// a failure to make the rest: a retry makes it again. (Deleting a veth
+    /// waits for the kernel's RCU grace period: an error path only.)
+    fn unplumb(&self, end: usize, target: i32) {
+        let sending = &self.inner.ends[end];
+        let (to, _) = inner_names(&sending.name);
+        let _ = sending
+            .node
+            .netlink_run(vec![netlink::delete_link(target, &to)]);
     }
 }
 

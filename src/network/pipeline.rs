@@ -7,27 +7,53 @@
 //! jitter (order kept), duplication, reordering.
 //!
 //! Determinism: every IP packet draws the same six numbers from the
-//! direction's generator, whatever the knobs and whatever happens to it,
-//! so that the decisions for the n-th packet depend only on the seed and n.
-//! Frames of the link layer's own upkeep (ARP, IPv6 neighbour discovery and
-//! multicast listener reports, IGMP), whose number depends on timers, draw
-//! nothing: they are never lost, corrupted, duplicated or reordered, and
-//! only see the MTU, the rate and the fixed delay.
+//! direction's generator ([`Draws`]), whatever the knobs and whatever
+//! happens to it, so that the decisions for the n-th packet depend only on
+//! the seed and n. Frames of the link layer's own upkeep (ARP, IPv6
+//! neighbour discovery and multicast listener reports, IGMP), whose number
+//! depends on timers, draw nothing: they are never lost, corrupted,
+//! duplicated or reordered, and only see the MTU, the rate and the fixed
+//! delay.
+//!
+//! Order: a frame never leaves before one that arrived ahead of it (but
+//! for a reordered one, which is held back), so the frames a direction
+//! holds wait in one queue in the order they leave, and each arrival or
+//! departure costs O(1).
+//!
+//! Changes: when the model changes (a new plan, or the next step of a
+//! schedule) in a way that moves departures (delay, jitter, rate, queue
+//! size), what the direction holds is timed again as if the new model had
+//! been in force ([`Pipeline::retime`]): frames still in the rate limit's
+//! queue drain at the new rate from now (those beyond a smaller queue are
+//! dropped), frames past it take the new delay from when they passed it.
+//!
+//! Memory: every frame held counts its bytes and what holding it costs
+//! besides ([`frame_cost`]); a direction holds at most [`MAX_HELD_BYTES`].
 
 use super::prng::Prng;
 use crate::impairment::Model;
 use crate::schedule::Plan;
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 /// How long a held-back (reordered) packet waits for a packet to overtake
 /// it, at most.
 pub(super) const REORDER_HOLD_NS: u64 = 10_000_000;
-/// The most bytes of frames one direction holds (delayed, queued, held).
-/// Beyond it frames are dropped and counted as `overflow`.
+/// The most memory the frames of one direction take (delayed, queued,
+/// held), as [`frame_cost`] counts it. Beyond it frames are dropped and
+/// counted as `overflow`.
 pub(super) const MAX_HELD_BYTES: usize = 256 << 20;
 
 const ETHERNET_HEADER: usize = 14;
+/// 802.1Q and 802.1ad tags, which may stand between the addresses and the
+/// ethertype.
+const VLAN_TAGS: [u16; 2] = [0x8100, 0x88A8];
+
+/// The memory that holding a frame of `len` bytes takes: its bytes as the
+/// allocator rounds them, the allocator's header, and its place in the
+/// queue (counted twice: a queue's array doubles as it grows).
+pub(super) fn frame_cost(len: usize) -> usize {
+    len.next_multiple_of(16) + 16 + 2 * std::mem::size_of::<Queued>()
+}
 
 /// What happened to the frames of one direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,33 +72,52 @@ pub(super) struct Counters {
     pub missed: u64,
 }
 
-struct Scheduled {
-    at: u64,
-    seq: u64,
-    frame: Vec<u8>,
+/// The six numbers an IP packet draws, in this order, used or not.
+#[derive(Clone, Copy, Debug)]
+struct Draws {
+    loss: f64,
+    corrupt: f64,
+    bit: u64,
+    duplicate: f64,
+    reorder: f64,
+    jitter: f64,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Scheduled) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Scheduled) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Scheduled) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+impl Draws {
+    /// What an upkeep frame gets, without drawing: nothing happens to it,
+    /// and its delay is the fixed one.
+    const UPKEEP: Draws = Draws {
+        loss: 1.0,
+        corrupt: 1.0,
+        bit: 0,
+        duplicate: 1.0,
+        reorder: 1.0,
+        jitter: 0.5,
+    };
+
+    fn take(prng: &mut Prng) -> Draws {
+        Draws {
+            loss: prng.next_f64(),
+            corrupt: prng.next_f64(),
+            bit: prng.next_u64(),
+            duplicate: prng.next_f64(),
+            reorder: prng.next_f64(),
+            jitter: prng.next_f64(),
+        }
     }
 }
 
-struct Held {
+/// A frame the direction holds, and what its departure was computed from,
+/// to compute it again under another model.
+#[derive(Clone)]
+struct Queued {
     frame: Vec<u8>,
-    /// When it would have left, had it not been held.
+    /// When it leaves (when held back: when it would have left).
     at: u64,
+    /// When its last bit left the rate limit (when it arrived, without one).
+    passed_rate: u64,
+    /// Its jitter draw, from 0 to 1.
+    jitter: f64,
 }
 
 /// One direction: its generator, its plan, and the frames it holds.
@@ -88,10 +133,12 @@ pub(super) struct Pipeline {
     rate_free_at: u64,
     /// When the last frame (not held back) leaves: later frames never leave before it.
     last_delivery: u64,
-    held: Option<Held>,
-    heap: BinaryHeap<Reverse<Scheduled>>,
+    /// Frames waiting to leave, in the order they leave (`at` never decreases).
+    queue: VecDeque<Queued>,
+    /// A frame held back until the next one has gone ahead (reordering).
+    held: Option<Queued>,
+    /// What `queue` and `held` cost, by [`frame_cost`].
     held_bytes: usize,
-    seq: u64,
     counters: Counters,
 }
 
@@ -106,17 +153,17 @@ impl Pipeline {
             bad: false,
             rate_free_at: 0,
             last_delivery: 0,
+            queue: VecDeque::new(),
             held: None,
-            heap: BinaryHeap::new(),
             held_bytes: 0,
-            seq: 0,
             counters: Counters::default(),
         };
         pipeline.set_plan(plan, now);
         pipeline
     }
 
-    /// Follows `plan` from `now` on. Frames already scheduled keep their times.
+    /// Follows `plan` from `now` on; what the direction holds is timed
+    /// again by its first step.
     pub(super) fn set_plan(&mut self, plan: Plan, now: u64) {
         self.plan = plan;
         self.plan_start = now;
@@ -128,23 +175,42 @@ impl Pipeline {
         if model.bursts.is_none() {
             self.bad = false;
         }
+        let moves_departures = (
+            model.delay_ns,
+            model.jitter_ns,
+            model.rate_bytes_per_s,
+            model.queue_bytes,
+        ) != (
+            self.model.delay_ns,
+            self.model.jitter_ns,
+            self.model.rate_bytes_per_s,
+            self.model.queue_bytes,
+        );
         self.model = model;
         self.next_change = next.map(|n| self.plan_start.saturating_add(n));
+        if moves_departures {
+            self.retime(now);
+        }
     }
 
     pub(super) fn counters(&self) -> Counters {
         self.counters
     }
 
+    /// The memory the frames the direction holds take, by [`frame_cost`].
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     /// The next time something happens: a frame is due, a held frame's wait
     /// ends, or the plan moves to its next step.
     pub(super) fn next_deadline(&self) -> Option<u64> {
-        let heap = self.heap.peek().map(|Reverse(s)| s.at);
+        let queued = self.queue.front().map(|q| q.at);
         let held = self
             .held
             .as_ref()
             .map(|h| h.at.saturating_add(REORDER_HOLD_NS));
-        [heap, held, self.next_change].into_iter().flatten().min()
+        [queued, held, self.next_change].into_iter().flatten().min()
     }
 
     /// Moves the plan to `now`, lets a held frame go when its wait is over,
@@ -153,32 +219,24 @@ impl Pipeline {
         while self.next_change.is_some_and(|at| at <= now) {
             self.apply_step(now);
         }
-        if let Some(held) = &self.held {
-            let until = held.at.saturating_add(REORDER_HOLD_NS);
-            if until <= now {
-                let held = self.held.take().expect("held");
-                self.last_delivery = self.last_delivery.max(until);
-                self.schedule(until, held.frame);
-            }
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.at.saturating_add(REORDER_HOLD_NS) <= now)
+        {
+            let mut held = self.release_held().expect("held");
+            held.at = held
+                .at
+                .saturating_add(REORDER_HOLD_NS)
+                .max(self.last_delivery);
+            self.last_delivery = held.at;
+            self.enqueue(now, held, out);
         }
-        while let Some(Reverse(next)) = self.heap.peek() {
-            if next.at > now {
-                break;
-            }
-            let Reverse(next) = self.heap.pop().expect("peeked");
-            self.held_bytes -= next.frame.len();
+        while self.queue.front().is_some_and(|q| q.at <= now) {
+            let next = self.queue.pop_front().expect("looked at");
+            self.held_bytes -= frame_cost(next.frame.len());
             out.push(next.frame);
         }
-    }
-
-    fn schedule(&mut self, at: u64, frame: Vec<u8>) {
-        self.seq += 1;
-        self.held_bytes += frame.len();
-        self.heap.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            frame,
-        }));
     }
 
     /// A frame arrives at `now`. Frames that leave at once are appended to
@@ -186,116 +244,211 @@ impl Pipeline {
     pub(super) fn arrive(&mut self, now: u64, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         self.due(now, out);
         self.counters.arrived += 1;
-        let control = is_upkeep(&frame);
-        // Six draws for every IP packet, in this order, used or not.
-        let (u_loss, u_corrupt, bit, u_duplicate, u_reorder, u_jitter) = if control {
-            (1.0, 1.0, 0, 1.0, 1.0, 0.5)
+        let (ethertype, network) = network_layer(&frame);
+        let upkeep = is_upkeep_at(&frame, ethertype, network);
+        let draws = if upkeep {
+            Draws::UPKEEP
         } else {
-            let p = &mut self.prng;
-            (
-                p.next_f64(),
-                p.next_f64(),
-                p.next_u64(),
-                p.next_f64(),
-                p.next_f64(),
-                p.next_f64(),
-            )
+            Draws::take(&mut self.prng)
         };
         let model = self.model;
-        if let Some(mtu) = model.mtu {
-            if ip_length(&frame) > mtu as usize {
-                self.counters.too_big += 1;
-                return;
-            }
+        if model
+            .mtu
+            .is_some_and(|mtu| frame.len() - network > mtu as usize)
+        {
+            self.counters.too_big += 1;
+            return;
         }
         let lost = match model.bursts {
-            Some(_) if control => false,
+            Some(_) if upkeep => false,
             Some(ge) => {
                 self.bad = if self.bad {
-                    u_loss >= ge.leave
+                    draws.loss >= ge.leave
                 } else {
-                    u_loss < ge.enter
+                    draws.loss < ge.enter
                 };
                 self.bad
             }
-            None => u_loss < model.loss,
+            None => draws.loss < model.loss,
         };
         if lost {
             self.counters.lost += 1;
             return;
         }
-        if self.held_bytes + frame.len() > MAX_HELD_BYTES {
+        if self.held_bytes + frame_cost(frame.len()) > MAX_HELD_BYTES {
             self.counters.overflow += 1;
             return;
         }
-        let mut leaves = now;
+        let mut passed_rate = now;
         if let Some(rate) = model.rate_bytes_per_s {
             let free_at = self.rate_free_at.max(now);
-            let backlog = ((free_at - now) as u128 * rate as u128 / 1_000_000_000) as u64;
-            if backlog + frame.len() as u64 > model.queue_bytes {
+            if backlog(free_at, now, rate) + frame.len() as u64 > model.queue_bytes {
                 self.counters.queue_full += 1;
                 return;
             }
-            let serialize = (frame.len() as u128 * 1_000_000_000 / rate as u128) as u64;
-            self.rate_free_at = free_at + serialize;
-            leaves = self.rate_free_at;
+            self.rate_free_at = free_at + serialization(frame.len(), rate);
+            passed_rate = self.rate_free_at;
         }
-        if u_corrupt < model.corrupt && frame.len() > ETHERNET_HEADER {
-            let bits = ((frame.len() - ETHERNET_HEADER) * 8) as u64;
-            let at = (bit % bits) as usize;
-            frame[ETHERNET_HEADER + at / 8] ^= 1 << (at % 8);
+        if draws.corrupt < model.corrupt && frame.len() > network {
+            let bits = ((frame.len() - network) * 8) as u64;
+            let at = (draws.bit % bits) as usize;
+            frame[network + at / 8] ^= 1 << (at % 8);
             self.counters.corrupted += 1;
         }
-        let jitter = model.jitter_ns as f64 * (2.0 * u_jitter - 1.0);
-        let delay = (model.delay_ns as f64 + jitter).max(0.0) as u64;
-        let at = leaves.saturating_add(delay).max(self.last_delivery);
+        let at = passed_rate
+            .saturating_add(delay(&model, draws.jitter))
+            .max(self.last_delivery);
         self.last_delivery = at;
-        let copy = (u_duplicate < model.duplicate).then(|| frame.clone());
-        let hold = u_reorder < model.reorder && self.held.is_none();
-        if hold {
+        let queued = Queued {
+            frame,
+            at,
+            passed_rate,
+            jitter: draws.jitter,
+        };
+        let copy = (draws.duplicate < model.duplicate).then(|| queued.clone());
+        if draws.reorder < model.reorder && self.held.is_none() {
             self.counters.reordered += 1;
-            self.held_bytes += frame.len();
-            self.held = Some(Held { frame, at });
+            self.held_bytes += frame_cost(queued.frame.len());
+            self.held = Some(queued);
         } else {
-            self.send_at(now, at, frame, out);
-            if let Some(held) = self.held.take() {
+            self.enqueue(now, queued, out);
+            if let Some(mut held) = self.release_held() {
                 // It goes right after the frame that overtook it.
-                self.held_bytes -= held.frame.len();
-                self.send_at(now, at.max(held.at), held.frame, out);
+                held.at = held.at.max(at);
+                self.enqueue(now, held, out);
             }
         }
         if let Some(copy) = copy {
             self.counters.duplicated += 1;
-            if self.held_bytes + copy.len() <= MAX_HELD_BYTES {
-                self.send_at(now, at, copy, out);
+            if self.held_bytes + frame_cost(copy.frame.len()) <= MAX_HELD_BYTES {
+                self.enqueue(now, copy, out);
+            } else {
+                self.counters.overflow += 1;
             }
         }
     }
 
-    /// Sends at once when due and nothing waits ahead, else schedules.
-    fn send_at(&mut self, now: u64, at: u64, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        if at <= now && self.heap.is_empty() {
-            out.push(frame);
+    /// Sends `queued` at once when it is due and nothing waits ahead of
+    /// it, else queues it (its `at` is not before any queued frame's).
+    fn enqueue(&mut self, now: u64, queued: Queued, out: &mut Vec<Vec<u8>>) {
+        if queued.at <= now && self.queue.is_empty() {
+            out.push(queued.frame);
         } else {
-            self.schedule(at, frame);
+            debug_assert!(self.queue.back().is_none_or(|last| last.at <= queued.at));
+            self.held_bytes += frame_cost(queued.frame.len());
+            self.queue.push_back(queued);
         }
+    }
+
+    /// Takes the held-back frame, if any, off the books.
+    fn release_held(&mut self) -> Option<Queued> {
+        let held = self.held.take()?;
+        self.held_bytes -= frame_cost(held.frame.len());
+        Some(held)
+    }
+
+    /// Times what the direction holds again, under the model now in force,
+    /// as if it had been in force when the frames arrived but no earlier
+    /// than `now`: frames still in the rate limit's queue (their last bit
+    /// not out by `now`) drain at the new rate from `now`, and those the new
+    /// queue cannot take are dropped (`queue_full`); every frame then takes
+    /// the new delay, with its own jitter draw, from when it passed the
+    /// rate. Order is kept; nothing is drawn.
+    fn retime(&mut self, now: u64) {
+        let model = self.model;
+        let mut free_at = now;
+        let mut last = 0u64;
+        let mut retime = |queued: &mut Queued, counters: &mut Counters| -> bool {
+            if queued.passed_rate > now {
+                match model.rate_bytes_per_s {
+                    Some(rate) => {
+                        let len = queued.frame.len();
+                        if backlog(free_at, now, rate) + len as u64 > model.queue_bytes {
+                            counters.queue_full += 1;
+                            return false;
+                        }
+                        free_at += serialization(len, rate);
+                        queued.passed_rate = free_at;
+                    }
+                    None => queued.passed_rate = now,
+                }
+            }
+            queued.at = queued
+                .passed_rate
+                .saturating_add(delay(&model, queued.jitter))
+                .max(last);
+            last = queued.at;
+            true
+        };
+        let mut dropped = 0;
+        self.queue.retain_mut(|queued| {
+            let kept = retime(queued, &mut self.counters);
+            if !kept {
+                dropped += frame_cost(queued.frame.len());
+            }
+            kept
+        });
+        if let Some(held) = &mut self.held {
+            if !retime(held, &mut self.counters) {
+                dropped += frame_cost(held.frame.len());
+                self.held = None;
+            }
+        }
+        self.held_bytes -= dropped;
+        self.rate_free_at = free_at;
+        self.last_delivery = last;
     }
 }
 
-/// The length of the frame's IP packet: what follows the Ethernet header.
-fn ip_length(frame: &[u8]) -> usize {
-    frame.len().saturating_sub(ETHERNET_HEADER)
+/// The bytes a rate limit of `rate` bytes/s still has to send at `now`
+/// when it is free again at `free_at`.
+fn backlog(free_at: u64, now: u64, rate: u64) -> u64 {
+    ((free_at.saturating_sub(now)) as u128 * rate as u128 / 1_000_000_000) as u64
+}
+
+/// How long `len` bytes take at `rate` bytes/s, in nanoseconds.
+fn serialization(len: usize, rate: u64) -> u64 {
+    (len as u128 * 1_000_000_000 / rate as u128) as u64
+}
+
+/// The delay a frame with jitter draw `jitter` (0 to 1) takes under `model`.
+fn delay(model: &Model, jitter: f64) -> u64 {
+    let jitter = model.jitter_ns as f64 * (2.0 * jitter - 1.0);
+    (model.delay_ns as f64 + jitter).max(0.0) as u64
+}
+
+/// The frame's ethertype and where its network-layer packet starts: past
+/// the addresses and any 802.1Q or 802.1ad tags. A frame too short for an
+/// ethertype has none (0).
+fn network_layer(frame: &[u8]) -> (u16, usize) {
+    let mut at = 12;
+    loop {
+        let Some(bytes) = frame.get(at..at + 2) else {
+            return (0, frame.len());
+        };
+        let ethertype = u16::from_be_bytes([bytes[0], bytes[1]]);
+        if VLAN_TAGS.contains(&ethertype) && frame.len() >= at + 6 {
+            at += 4;
+            continue;
+        }
+        return (ethertype, at + 2);
+    }
 }
 
 /// Whether the frame is the link's own upkeep, sent on timers: ARP, IGMP,
 /// ICMPv6 router and neighbour discovery, redirects and multicast listener
-/// messages (also behind a hop-by-hop header).
-pub(super) fn is_upkeep(frame: &[u8]) -> bool {
+/// messages (also behind a hop-by-hop header), tagged or not.
+#[cfg(test)]
+fn is_upkeep(frame: &[u8]) -> bool {
+    let (ethertype, network) = network_layer(frame);
+    is_upkeep_at(frame, ethertype, network)
+}
+
+fn is_upkeep_at(frame: &[u8], ethertype: u16, network: usize) -> bool {
     if frame.len() < ETHERNET_HEADER {
         return true;
     }
-    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    let ip = &frame[ETHERNET_HEADER..];
+    let ip = &frame[network..];
     match ethertype {
         0x0806 => true,
         0x0800 => ip.len() >= 20 && ip[9] == 2,
@@ -335,7 +488,8 @@ mod tests {
     }
 
     fn number(f: &[u8]) -> u32 {
-        u32::from_be_bytes(f[42..46].try_into().unwrap())
+        f.get(42..46)
+            .map_or(u32::MAX, |n| u32::from_be_bytes(n.try_into().unwrap()))
     }
 
     fn pipeline(seed: u64, impairment: Impairment) -> Pipeline {
@@ -366,7 +520,7 @@ mod tests {
             now = at.max(now);
             p.due(now, &mut out);
             left.extend(out.drain(..).map(|f| (now, number(&f))));
-            if p.heap.is_empty() && p.held.is_none() {
+            if p.queue.is_empty() && p.held.is_none() {
                 break;
             }
         }
@@ -576,5 +730,283 @@ mod tests {
         let left: Vec<u32> = run(&mut p, 40, MS, 100).iter().map(|l| l.1).collect();
         let expected: Vec<u32> = (10..20).chain(30..40).collect();
         assert_eq!(left, expected);
+    }
+
+    /// What the frames the pipeline holds cost, counted frame by frame.
+    fn cost_of_what_is_held(p: &Pipeline) -> usize {
+        p.queue
+            .iter()
+            .chain(&p.held)
+            .map(|q| frame_cost(q.frame.len()))
+            .sum()
+    }
+
+    fn constant(impairment: Impairment) -> Plan {
+        Plan::constant(impairment.model("impair").unwrap())
+    }
+
+    /// Leaves `p` alone until nothing is held, from `now`: the numbers of
+    /// the frames that left, in order.
+    fn drain(p: &mut Pipeline, mut now: u64) -> Vec<u32> {
+        let mut out = Vec::new();
+        while !(p.queue.is_empty() && p.held.is_none()) {
+            now = p.next_deadline().unwrap().max(now);
+            p.due(now, &mut out);
+        }
+        out.iter().map(|f| number(f)).collect()
+    }
+
+    #[test]
+    fn a_frame_held_back_until_its_wait_ends_is_counted_once() {
+        // Every frame is held back and, 20 ms apart, each leaves when its
+        // 10 ms wait ends: 5000 frames of 64 KiB (320 MB) pass one by one.
+        let mut p = pipeline(5, Impairment::new().reorder(100.0));
+        let left = run(&mut p, 5000, 20 * MS, 65_535);
+        assert_eq!(left.len(), 5000);
+        assert_eq!(p.counters().overflow, 0);
+        assert_eq!(p.held_bytes(), 0);
+        // Nothing it held is still counted: another plan passes all.
+        let now = 5000 * 20 * MS;
+        p.set_plan(constant(Impairment::new().loss(0.0)), now);
+        let mut out = Vec::new();
+        p.arrive(now, frame(1, 65_535), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(p.counters().overflow, 0);
+    }
+
+    /// An impairment with some knobs set at random.
+    fn random_impairment(rng: &mut Prng) -> Impairment {
+        let mut i = Impairment::new();
+        let mut some = |rng: &mut Prng| rng.next_f64() < 0.4;
+        if some(rng) {
+            i = i.delay(Duration::from_micros(rng.next_u64() % 200_000));
+        }
+        if some(rng) {
+            i = i.jitter(Duration::from_micros(rng.next_u64() % 50_000));
+        }
+        if some(rng) {
+            i = i.loss(rng.next_f64() * 30.0);
+        }
+        if some(rng) {
+            i = i.corrupt(rng.next_f64() * 30.0);
+        }
+        if some(rng) {
+            i = i.duplicate(rng.next_f64() * 50.0);
+        }
+        if some(rng) {
+            i = i.reorder(rng.next_f64() * 50.0);
+        }
+        if some(rng) {
+            i = i.rate_kbit(10 + rng.next_u64() % 100_000);
+            if some(rng) {
+                i = i.queue_bytes(1514 + rng.next_u64() % (1 << 20));
+            }
+        }
+        if some(rng) {
+            i = i.mtu(68 + (rng.next_u64() % 9000) as u32);
+        }
+        i
+    }
+
+    /// A plan of one random impairment, or a schedule of a few.
+    fn random_plan(rng: &mut Prng) -> Plan {
+        if rng.next_f64() < 0.5 {
+            return constant(random_impairment(rng));
+        }
+        let mut schedule = crate::schedule::Schedule::new();
+        for _ in 0..1 + rng.next_u64() % 4 {
+            let step = Duration::from_micros(1 + rng.next_u64() % 100_000);
+            schedule = schedule.then(step, random_impairment(rng));
+        }
+        if rng.next_f64() < 0.5 {
+            schedule = schedule.repeat();
+        }
+        schedule.plan().unwrap()
+    }
+
+    #[test]
+    fn what_is_held_is_counted_exactly_whatever_the_plans() {
+        let mut rng = Prng::new(0xacc0);
+        for round in 0..300u64 {
+            let mut p = Pipeline::new(Prng::stream(round, 0, 0), random_plan(&mut rng), 0);
+            let mut out = Vec::new();
+            let mut now = 0;
+            for i in 0..300 {
+                now += rng.next_u64() % (3 * MS);
+                if rng.next_f64() < 0.05 {
+                    p.set_plan(random_plan(&mut rng), now);
+                }
+                if rng.next_f64() < 0.3 {
+                    p.due(now, &mut out);
+                } else {
+                    let len = [14, 60, 1514, 9000, 65_549][(rng.next_u64() % 5) as usize];
+                    let mut f = frame(i, len);
+                    f.truncate(len);
+                    p.arrive(now, f, &mut out);
+                }
+                assert_eq!(
+                    p.held_bytes(),
+                    cost_of_what_is_held(&p),
+                    "round {round}, step {i}"
+                );
+                let times: Vec<u64> = p.queue.iter().map(|q| q.at).collect();
+                assert!(times.is_sorted(), "round {round}, step {i}: {times:?}");
+            }
+            drain(&mut p, now);
+            assert_eq!(p.held_bytes(), 0, "round {round}");
+        }
+    }
+
+    /// The memory the allocator has handed out and not taken back, in all
+    /// its arenas (glibc's accounting).
+    #[cfg(target_env = "gnu")]
+    fn allocated() -> usize {
+        // SAFETY: mallinfo2 takes nothing and returns a plain struct.
+        let info = unsafe { nix::libc::mallinfo2() };
+        info.uordblks + info.hblkhd
+    }
+
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn tiny_frames_count_what_holding_them_costs() {
+        // Ethernet headers alone (an IPv4 ethertype: not upkeep) into a
+        // long delay, until the direction is full: what it holds takes no
+        // more than its limit, as the allocator counts (with some room for
+        // what other tests allocate meanwhile).
+        let mut p = pipeline(1, Impairment::new().delay(Duration::from_secs(60)));
+        let mut tiny = vec![0u8; 14];
+        tiny[12] = 0x08;
+        let room = MAX_HELD_BYTES / 4;
+        let before = allocated();
+        let mut out = Vec::new();
+        let mut n = 0u64;
+        while p.counters().overflow == 0 {
+            p.arrive(n, tiny.clone(), &mut out);
+            n += 1;
+            if n % 65_536 == 0 {
+                let used = allocated().saturating_sub(before);
+                assert!(
+                    used <= MAX_HELD_BYTES + room,
+                    "{n} frames of 14 bytes took {used} bytes, and more came in"
+                );
+            }
+        }
+        let used = allocated().saturating_sub(before);
+        assert!(
+            used <= MAX_HELD_BYTES + room,
+            "{n} frames took {used} bytes"
+        );
+        assert!(out.is_empty());
+        assert_eq!(p.held_bytes(), cost_of_what_is_held(&p));
+    }
+
+    #[test]
+    fn a_new_plan_times_what_is_queued_again() {
+        // 100 kbit/s and a queue of 1 MiB: 690 frames of 1514 bytes would
+        // leave over 83 s.
+        let slow = Impairment::new().rate_kbit(100).queue_bytes(1 << 20);
+        let mut p = pipeline(1, slow.clone());
+        let mut out = Vec::new();
+        for i in 0..690 {
+            p.arrive(0, frame(i, 1514), &mut out);
+        }
+        assert!(p.queue.back().unwrap().at > 83_000 * MS);
+        // Healed a second later: what is queued leaves at once, in order,
+        // and so do new frames.
+        let now = 1000 * MS;
+        p.set_plan(constant(Impairment::new().loss(0.0)), now);
+        p.due(now, &mut out);
+        p.arrive(now, frame(690, 1514), &mut out);
+        let left: Vec<u32> = out.iter().map(|f| number(f)).collect();
+        assert_eq!(left, (0..=690).collect::<Vec<_>>());
+        assert_eq!(p.held_bytes(), 0);
+        // Faster instead: the queue drains at the new rate from now.
+        // (8 frames had passed the old rate by then.)
+        let mut p = pipeline(1, slow.clone());
+        for i in 0..690 {
+            p.arrive(0, frame(i, 1514), &mut out);
+        }
+        p.set_plan(
+            constant(Impairment::new().rate_kbit(10_000).queue_bytes(1 << 20)),
+            now,
+        );
+        let last = p.queue.back().unwrap().at;
+        let expected = now + 682 * 1514 * 8 * 100; // 1514 bytes take 1.2112 ms
+        assert!(last.abs_diff(expected) < 2 * MS, "{last} vs {expected}");
+        // A smaller queue keeps what fits and drops the rest.
+        let mut p = pipeline(1, slow);
+        for i in 0..690 {
+            p.arrive(0, frame(i, 1514), &mut out);
+        }
+        p.set_plan(
+            constant(Impairment::new().rate_kbit(100).queue_bytes(10 * 1514)),
+            now,
+        );
+        assert_eq!(p.queue.len(), 8 + 10);
+        assert_eq!(p.counters().queue_full, 682 - 10);
+        assert_eq!(p.held_bytes(), cost_of_what_is_held(&p));
+        // A shorter delay: frames in flight take it from when they came.
+        let mut p = pipeline(1, Impairment::new().delay(Duration::from_secs(10)));
+        for i in 0..100 {
+            p.arrive(u64::from(i) * MS, frame(i, 100), &mut out);
+        }
+        p.set_plan(
+            constant(Impairment::new().delay(Duration::from_millis(150))),
+            100 * MS,
+        );
+        let times: Vec<u64> = p.queue.iter().map(|q| q.at / MS).collect();
+        assert_eq!(times, (150..250).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_slow_step_of_a_schedule_leaves_nothing_behind_it() {
+        let s = Duration::from_secs;
+        let plan = crate::schedule::Schedule::new()
+            .then(s(1), Impairment::new().rate_kbit(10))
+            .then(s(1), Impairment::new().loss(0.0))
+            .repeat()
+            .plan()
+            .unwrap();
+        let mut p = Pipeline::new(Prng::new(3), plan, 0);
+        // A frame every 10 ms for 4 s: in the fast steps each leaves when
+        // it comes.
+        let left = run(&mut p, 400, 10 * MS, 1000);
+        for (at, n) in &left {
+            let sent = u64::from(*n) * 10 * MS;
+            if (1000..2000).contains(&(sent / MS)) || (3000..4000).contains(&(sent / MS)) {
+                assert_eq!(*at, sent, "frame {n}");
+            }
+        }
+        let order: Vec<u32> = left.iter().map(|l| l.1).collect();
+        assert!(order.is_sorted());
+    }
+
+    #[test]
+    fn tags_are_looked_past() {
+        // An ARP request and a UDP datagram, each behind an 802.1Q tag.
+        let tag = |mut f: Vec<u8>| {
+            let tail = f.split_off(12);
+            f.extend([0x81, 0x00, 0x00, 0x05]);
+            f.extend(tail);
+            f
+        };
+        let mut arp = vec![0u8; 42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert!(is_upkeep(&tag(arp.clone())));
+        assert!(!is_upkeep(&tag(frame(1, 100))));
+        assert_eq!(network_layer(&tag(frame(1, 100))), (0x0800, 18));
+        assert_eq!(network_layer(&tag(tag(frame(1, 100)))), (0x0800, 22));
+        assert_eq!(network_layer(&[0u8; 13]), (0, 13));
+        // The MTU counts the IP packet, not the tag.
+        let mut p = pipeline(1, Impairment::new().mtu(1280));
+        let mut out = Vec::new();
+        p.arrive(0, tag(frame(1, 14 + 1280)), &mut out);
+        p.arrive(0, tag(frame(2, 14 + 1281)), &mut out);
+        assert_eq!(out.len(), 1);
+        // A total loss lets a tagged ARP through.
+        let mut p = pipeline(1, Impairment::new().loss(100.0));
+        p.arrive(0, tag(arp), &mut out);
+        assert_eq!(out.len(), 2);
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod netlink;
 pub(crate) mod nftables;
 pub(crate) mod packet;
 pub(crate) mod pid_one;
+pub(crate) mod poller;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod sys;

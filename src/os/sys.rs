@@ -730,6 +730,17 @@ pub(crate) fn has_children() -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
 }
 
+/// Gives the free memory the allocator keeps back to the system (glibc
+/// keeps what many small blocks freed; other C libraries give it back by
+/// themselves).
+pub(crate) fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes an integer and only walks the allocator's own lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Reaps every child that has ended, without waiting for the others.
 pub(crate) fn reap_exited_children() {
     loop {

@@ -171,10 +171,18 @@ fn run_in_namespace<T: TestReturn>(
     let namespace = TestNamespace::enter(spec, host)?;
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => {
-            namespace.leave(value.is_failure());
-            Ok(value)
+            // A network of the test failed under it: the test fails.
+            let failure = namespace.network_failure();
+            namespace.leave(value.is_failure() || failure.is_some());
+            match failure {
+                None => Ok(value),
+                Some(why) => Err(Ended::failed(FailureKind::Setup, why)),
+            }
         }
         Err(panic) => {
+            if let Some(why) = namespace.network_failure() {
+                eprintln!("{why}");
+            }
             namespace.leave(true);
             resume_unwind(panic)
         }

@@ -192,6 +192,7 @@ impl TestNamespace {
             capture_dir,
             made: Mutex::default(),
             seeds: Mutex::default(),
+            failures: Mutex::default(),
         });
         let registration = Registration::new(
             net_id,
@@ -214,6 +215,13 @@ impl TestNamespace {
     /// The veth pair to the host, when asked for.
     pub(crate) fn veth(&self) -> Option<&crate::veth::Veth> {
         self.veth.as_ref().map(VethSetup::veth)
+    }
+
+    /// Why a network of the test failed under it (its fault engine
+    /// stopped), when one did: the test fails with this message.
+    pub(crate) fn network_failure(&self) -> Option<String> {
+        let failures = lock(&self.nodes.failures);
+        (!failures.is_empty()).then(|| format!("netns-test: {}", failures.join("\nnetns-test: ")))
     }
 
     /// Ends the test's time in its namespaces: says where a failed test
@@ -364,6 +372,8 @@ struct Nodes {
     made: Mutex<Vec<MadeNode>>,
     /// The seeds of the networks the test made, in order.
     seeds: Mutex<Vec<u64>>,
+    /// Why a network's fault engine stopped, when one did.
+    failures: Mutex<Vec<String>>,
 }
 
 struct MadeNode {
@@ -395,6 +405,10 @@ impl Observer for Nodes {
         let seed = choose(seeds.len());
         seeds.push(seed);
         seed
+    }
+
+    fn network_failed(&self, why: String) {
+        lock(&self.failures).push(why);
     }
 }
 
