@@ -61,6 +61,9 @@ pub(super) struct Sockets {
 enum Command {
     Add(DirectionId, Sockets, Plan),
     Plan(DirectionId, Plan),
+    /// A bug, as a test makes one.
+    #[cfg(test)]
+    Panic,
 }
 
 struct Shared {
@@ -407,6 +410,8 @@ fn take_commands(
                     directions[at].pipeline.set_plan(plan, now);
                 }
             }
+            #[cfg(test)]
+            Command::Panic => panic!("an injected bug"),
         }
     }
 }
@@ -421,5 +426,42 @@ impl Direction {
             self.unsent += refused;
         }
         out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Impairment;
+
+    #[test]
+    fn after_a_panic_of_the_engine_every_change_fails_naming_it() {
+        if !crate::privileged() {
+            return; // a network outside a test needs root
+        }
+        let net = crate::Network::with_seed(0x9a);
+        let a = net.node("a").unwrap();
+        let b = net.node("b").unwrap();
+        let link = net.link(&a, &b).unwrap();
+        link.impair(Impairment::new().loss(1.0)).unwrap();
+        let engine = net.inner.engine().unwrap();
+        let commands = lock(&engine.shared.commands);
+        engine.send(commands, Command::Panic);
+        let mut error = None;
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            if let Err(e) = link.impair(Impairment::new().loss(2.0)) {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.expect("impair still works after the engine died");
+        let text = error.to_string();
+        assert!(text.contains("it panicked: an injected bug"), "{text}");
+        assert!(
+            text.starts_with("impair failed: the fault engine"),
+            "{text}"
+        );
+        assert!(link.schedule(crate::Schedule::new()).is_err());
     }
 }

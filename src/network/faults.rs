@@ -27,7 +27,7 @@ const INNER_MTU: u32 = 65535;
 
 impl NetworkInner {
     /// The engine, started on first use.
-    fn engine(&self) -> Result<Arc<Engine>, Error> {
+    pub(super) fn engine(&self) -> Result<Arc<Engine>, Error> {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(engine) = &*engine {
             return Ok(Arc::clone(engine));

@@ -777,7 +777,7 @@ mod tests {
     /// An impairment with some knobs set at random.
     fn random_impairment(rng: &mut Prng) -> Impairment {
         let mut i = Impairment::new();
-        let mut some = |rng: &mut Prng| rng.next_f64() < 0.4;
+        let some = |rng: &mut Prng| rng.next_f64() < 0.4;
         if some(rng) {
             i = i.delay(Duration::from_micros(rng.next_u64() % 200_000));
         }
