@@ -88,6 +88,18 @@ const ROWS: &[(&str, &str)] = &[
         "–",
     ),
     ("changing it afterwards, median of 20", "–"),
+    (
+        "flooded: drop after 3 s of refused frames into delay(1 s), median of 3",
+        "< 2 s",
+    ),
+    (
+        "flooded: drop holding a full direction of 14-byte frames, median of 3",
+        "< 2 s",
+    ),
+    (
+        "flooded: process memory held at the cap / left after the drop",
+        "≤ 256 MiB / –",
+    ),
 ];
 
 fn run_rootless_child(as_root: bool) -> BTreeMap<String, String> {
@@ -240,6 +252,61 @@ fn measure() -> BTreeMap<String, String> {
         row(ROWS[15].0, format!("{:.2} ms", median(&first) * 1e3));
         row(ROWS[16].0, format!("{:.1} µs", median(&again) * 1e6));
     }
+    if wanted(17) {
+        let mut drops = Vec::new();
+        for _ in 0..3 {
+            let (net, a, b, link) = pair();
+            link.impair_from(&a, Impairment::new().delay(ms(1000)))
+                .unwrap();
+            interface_down(&b, b.interface_on(&link));
+            let interface = a.interface_on(&link);
+            a.netns().run(move || {
+                let socket = packet_socket(&interface);
+                flood(&socket, 60, Duration::from_secs(3), || false);
+            });
+            let start = Instant::now();
+            drop((net, a, b, link));
+            drops.push(start.elapsed().as_secs_f64());
+        }
+        row(ROWS[17].0, format!("{:.0} ms", median(&drops) * 1e3));
+    }
+    if wanted(18) || wanted(19) {
+        let (mut drops, mut held, mut left) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (net, a, b, link) = pair();
+            link.impair_from(&a, Impairment::new().delay(Duration::from_secs(60)))
+                .unwrap();
+            let interface = a.interface_on(&link);
+            let before = resident_bytes();
+            // Until the process stops growing: the direction is full.
+            a.netns().run(move || {
+                let socket = packet_socket(&interface);
+                let mut last = (resident_bytes(), Instant::now());
+                flood(&socket, 14, Duration::from_secs(60), || {
+                    let now = resident_bytes();
+                    if now > last.0 + (4 << 20) {
+                        last = (now, Instant::now());
+                    }
+                    last.1.elapsed() > Duration::from_secs(2)
+                });
+            });
+            held.push((resident_bytes() - before) as f64);
+            let start = Instant::now();
+            drop((net, a, b, link));
+            drops.push(start.elapsed().as_secs_f64());
+            std::thread::sleep(ms(200));
+            left.push(resident_bytes().saturating_sub(before) as f64);
+        }
+        row(ROWS[18].0, format!("{:.0} ms", median(&drops) * 1e3));
+        row(
+            ROWS[19].0,
+            format!(
+                "{:.0} MiB / {:.0} MiB",
+                median(&held) / 1048576.0,
+                median(&left) / 1048576.0
+            ),
+        );
+    }
     if (6..15).any(wanted) {
         // Throughput, CPU and round trips: plain and engine path in turn,
         // medians of 5 rounds (other work on the machine moves single runs).
@@ -285,6 +352,89 @@ fn measure() -> BTreeMap<String, String> {
         row(ROWS[14].0, format!("{:.2} CPU s/s", med("empty engine")));
     }
     rows
+}
+
+/// A raw packet socket bound to `interface` of the calling thread's namespace.
+fn packet_socket(interface: &str) -> std::os::fd::OwnedFd {
+    use nix::libc;
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is new and ours.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_ll is valid.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_ifindex = nix::net::if_::if_nametoindex(interface).unwrap() as i32;
+    let size = std::mem::size_of_val(&address) as libc::socklen_t;
+    // SAFETY: bind reads the address, alive across the call.
+    assert_eq!(
+        unsafe { libc::bind(fd, (&raw const address).cast(), size) },
+        0
+    );
+    socket
+}
+
+/// Sends broadcast frames of `len` bytes (an IPv4 ethertype, nothing
+/// after) out of `socket`, 1024 per call, for at most `time` or until
+/// `enough` says so (asked every 64 calls).
+fn flood(
+    socket: &std::os::fd::OwnedFd,
+    len: usize,
+    time: Duration,
+    mut enough: impl FnMut() -> bool,
+) {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let mut frame = vec![0xffu8; 6];
+    frame.extend([2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    frame.resize(len, 0);
+    let mut iovecs: Vec<libc::iovec> = (0..1024)
+        .map(|_| libc::iovec {
+            iov_base: frame.as_mut_ptr().cast(),
+            iov_len: len,
+        })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iovec| {
+            // SAFETY: an all-zero mmsghdr is valid.
+            let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header
+        })
+        .collect();
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < time && !(calls % 64 == 0 && enough()) {
+        // SAFETY: sendmmsg reads the frame behind the headers, alive across the call.
+        unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), 1024, 0) };
+        calls += 1;
+    }
+}
+
+/// `ip link set dev NAME down` in `node`.
+fn interface_down(node: &Node, name: String) {
+    let status = node.netns().run(move || {
+        std::process::Command::new("ip")
+            .args(["link", "set", "dev", &name, "down"])
+            .status()
+            .unwrap()
+    });
+    assert!(status.success());
+}
+
+/// The process's resident memory, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 fn median(values: &[f64]) -> f64 {

@@ -79,13 +79,16 @@ struct Shared {
     base: u64,
 }
 
+/// Each direction's counters, when the engine ended as told.
+type Report = Vec<(DirectionId, Counters)>;
+
 /// The engine of one network.
 pub(super) struct Engine {
     shared: Arc<Shared>,
     /// Whether a test learns when the engine stops on its own (else its
     /// drop says so).
     observed: bool,
-    thread: Option<JoinHandle<Option<Vec<(DirectionId, Counters)>>>>,
+    thread: Option<JoinHandle<Option<Report>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
