@@ -538,7 +538,7 @@ fn current_thread_runtime() -> tokio::runtime::Runtime {
 fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!(
         "/proc/{}/fd/{}",
-        std::process::id(),
+        sys::pid_in_proc(),
         fd.as_raw_fd()
     ))
 }

@@ -310,10 +310,19 @@ fn under_cargo_nextest_a_test_process_runs_its_one_test() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
+    // The process nextest started, and the same test process as pid 1 of a
+    // pid namespace of its own (its shim's child), where all it starts is.
     let pids = running();
-    assert_eq!(pids.len(), 1, "{pids:?}");
-    let own = std::fs::read_link(format!("/proc/{}/ns/user", pids[0])).unwrap();
-    assert_ne!(own, std::fs::read_link("/proc/self/ns/user").unwrap());
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in &pids {
+        let own = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+        assert_ne!(own, std::fs::read_link("/proc/self/ns/user").unwrap());
+    }
+    let pid_namespaces: std::collections::HashSet<_> = pids
+        .iter()
+        .map(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid_for_children")).unwrap())
+        .collect();
+    assert_eq!(pid_namespaces.len(), 2, "one for the shim, one of its own");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(running().is_empty());
@@ -597,8 +606,9 @@ fn a_killed_test_process_leaves_no_process() {
     };
     assert_eq!(
         count(),
-        4,
-        "the test process, its fork server, the test's process and the one forked ahead for the next test"
+        6,
+        "the test process, its fork server, the test's runner and the one forked ahead for the next test, \
+         each a shim and the process it contains"
     );
     child.kill().unwrap();
     child.wait().unwrap();
@@ -872,4 +882,303 @@ fn a_failed_rootless_test_is_kept_by_a_holder_until_gc() {
     assert!(gone, "the holder {pid} outlived gc");
     assert!(as_nobody(&tool, &["list"]).contains("no kept namespaces"));
     assert!(!std::path::Path::new("/tmp/netns-test-65534").exists());
+}
+
+// Nothing a rootless test starts outlives it: not a process in a session
+// of its own, not after a signal to the test binary's process group, not
+// without the fork server; no zombie of the run's own processes; no thread
+// of one test printing into the next one's output. (Sleeps of their own
+// lengths, which other drivers do not use.)
+
+#[netns_test]
+#[ignore = "fixture"]
+fn escape_case_sessions_of_their_own() {
+    // `setsid` the program, and a forked child that calls setsid(2).
+    let program = Command::new("setsid")
+        .args(["sleep", "311"])
+        .spawn()
+        .unwrap();
+    let mut forked = Command::new("sleep");
+    forked.arg("312");
+    // SAFETY: setsid only.
+    unsafe {
+        forked.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    let forked = forked.spawn().unwrap();
+    std::mem::forget((program, forked));
+    // Time for `setsid` to make its session.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    println!("REPORT started");
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn escape_case_waits_for_a_signal() {
+    let child = Command::new("sleep").arg("313").spawn().unwrap();
+    let own_session = Command::new("setsid")
+        .args(["sleep", "314"])
+        .spawn()
+        .unwrap();
+    std::mem::forget((child, own_session));
+    // Time for `setsid` to make its session.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    println!("READY");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// The `sleep N` processes of uid 65534 whose N matches `pattern`: one
+/// `pgrep -a` line each.
+fn sleeps_of_nobody(pattern: &str) -> String {
+    let found = Command::new("pgrep")
+        .args(["-a", "-u", "65534", "-f", &format!("^sleep {pattern}$")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&found.stdout).into_owned()
+}
+
+/// Waits up to 3 s for no sleep matching `pattern` to be left; kills those
+/// left, and returns them.
+fn left_sleeping(pattern: &str) -> String {
+    for _ in 0..150 {
+        if sleeps_of_nobody(pattern).is_empty() {
+            return String::new();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = sleeps_of_nobody(pattern);
+    for pid in left.lines().filter_map(|l| l.split(' ').next()) {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    left
+}
+
+/// The ways a rootless test binary runs its tests: with the fork server,
+/// without it, and one test per process as cargo-nextest runs them.
+const RUNS: [(&str, &[(&str, &str)]); 3] = [
+    ("fork server", &[]),
+    ("no fork server", &[("NETNS_TEST_FORK_SERVER", "off")]),
+    (
+        "one test per process",
+        &[("NEXTEST_EXECUTION_MODE", "process-per-test")],
+    ),
+];
+
+#[test]
+fn processes_in_a_session_of_their_own_end_with_their_test() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    for (run, env) in RUNS {
+        let output = retry_busy(|| {
+            copy.command(&["--ignored", "--exact", "escape_case_sessions_of_their_own"])
+                .envs(env.iter().copied())
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .output()
+        });
+        let text = text(&output);
+        assert!(output.status.success(), "{run}: {text}");
+        assert_eq!(left_sleeping("31[12]"), "", "{run}: left running");
+    }
+}
+
+#[test]
+fn a_signal_to_the_test_binarys_process_group_ends_what_its_tests_started() {
+    use std::io::{BufRead, BufReader};
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    for (run, env) in RUNS {
+        for signal in [
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGKILL,
+        ] {
+            let mut child = retry_busy(|| {
+                copy.command(&[
+                    "--ignored",
+                    "--exact",
+                    "escape_case_waits_for_a_signal",
+                    "--nocapture",
+                ])
+                .envs(env.iter().copied())
+                .process_group(0)
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+            });
+            let ready = BufReader::new(child.stdout.take().unwrap())
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.trim() == "READY");
+            assert!(ready, "{run}: the fixture did not start");
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::killpg(group, signal).unwrap();
+            child.wait().unwrap();
+            assert_eq!(
+                left_sleeping("31[34]"),
+                "",
+                "{run}, {signal} to the group: left running"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "fixture"]
+fn wrapper_reaps_what_a_run_leaves() {
+    if !armed() {
+        return;
+    }
+    // Whatever the wrapped program leaves, ended or not, comes here.
+    // SAFETY: prctl with integers.
+    assert_eq!(
+        unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1) },
+        0
+    );
+    let wrapped = std::env::var("NETNS_TEST_WRAPPED").unwrap();
+    let mut words = wrapped.split('\u{1f}');
+    let status = Command::new(words.next().unwrap())
+        .args(words)
+        .env_remove("NETNS_TEST_FORK_SERVER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut left = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            left.push(stat.split(' ').take(3).collect::<Vec<_>>().join(" "));
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    println!("REPORT {status}; left: {left:?}");
+}
+
+/// Runs `program` with `args` as uid 65534 under a process that adopts
+/// what it leaves behind: the line that says what that was.
+fn what_a_run_leaves(copy: &Copy, program: &std::path::Path, args: &[&str]) -> String {
+    let wrapped: Vec<&str> = std::iter::once(program.to_str().unwrap())
+        .chain(args.iter().copied())
+        .collect();
+    let output = retry_busy(|| {
+        copy.command(&[
+            "--ignored",
+            "--exact",
+            "wrapper_reaps_what_a_run_leaves",
+            "--nocapture",
+        ])
+        .env("NETNS_TEST_WRAPPED", wrapped.join("\u{1f}"))
+        .env("NETNS_TEST_FORK_SERVER", "off")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+    });
+    let text = text(&output);
+    assert!(output.status.success(), "{text}");
+    text.lines()
+        .find(|l| l.starts_with("REPORT "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned()
+}
+
+#[test]
+fn a_rootless_run_leaves_no_process_not_even_a_zombie() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    let binary = copy.dir.path().join("tests");
+    for args in [
+        &["--ignored", "--exact", "fixture_sync_sees_its_namespace"][..],
+        &[
+            "--ignored",
+            "fixture_",
+            "--skip",
+            "fixture_veth",
+            "--skip",
+            "fixture_hangs",
+            "--skip",
+            "fixture_sleeps",
+            "--skip",
+            "fixture_kept",
+            "--skip",
+            "fixture_environment",
+        ],
+    ] {
+        let report = what_a_run_leaves(&copy, &binary, args);
+        assert!(report.ends_with("left: []"), "{args:?}: {report}");
+    }
+}
+
+#[test]
+fn the_netns_test_command_starts_no_fork_server() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    let tool = copy.dir.path().join("netns-test");
+    std::fs::copy(common::netns_test_binary(), &tool).unwrap();
+    for args in [&["list"][..], &["gc"], &["exec", "--", "true"]] {
+        let report = what_a_run_leaves(&copy, &tool, args);
+        assert!(report.contains("exit status: 0"), "{args:?}: {report}");
+        assert!(report.ends_with("left: []"), "{args:?}: {report}");
+    }
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn thread_case_1_leaves_a_thread_printing() {
+    std::thread::spawn(|| {
+        loop {
+            println!("LEFT-BEHIND by the first test");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+}
+
+#[netns_test]
+#[ignore = "fixture"]
+fn thread_case_2_fails_after_it() {
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    panic!("the second test's own failure");
+}
+
+#[test]
+fn a_thread_a_test_leaves_running_prints_into_no_other_tests_output() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: switching to an ordinary user needs root");
+        return;
+    }
+    let copy = Copy::new();
+    // One after the other, in one runner (as long as it goes on).
+    let output = retry_busy(|| {
+        copy.command(&["--ignored", "thread_case_", "--test-threads=1"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+    });
+    let text = text(&output);
+    assert!(!output.status.success(), "{text}");
+    let second = text
+        .split("---- thread_case_2_fails_after_it stdout ----")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    let second = second.split("\nfailures:").next().unwrap();
+    assert!(second.contains("the second test's own failure"), "{text}");
+    assert!(!second.contains("LEFT-BEHIND"), "{second}");
 }

@@ -11,7 +11,7 @@ use crate::error::Error;
 use nix::libc;
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// The first descriptor number of the held namespaces in the holder.
 pub(crate) const FIRST_HELD_FD: i32 = 3;
@@ -27,10 +27,19 @@ impl Holder {
     /// Forks a holder named `name` (its `comm`, at most 15 bytes, which
     /// identifies it in `/proc/PID/comm`) that keeps `keep` as descriptors
     /// `FIRST_HELD_FD`, `FIRST_HELD_FD + 1`, ... in order.
+    ///
+    /// A [contained](crate::os::contain) process (a rootless test's) has
+    /// its shim fork the holder, outside its pid namespace, which ends with
+    /// it; the holder is in the calling thread's network and mount
+    /// namespaces all the same.
     pub(crate) fn fork(name: &str, keep: &[BorrowedFd<'_>]) -> Result<Holder, Error> {
         let name = CString::new(name).map_err(|_| {
             Error::invalid_input("name a holder process", "the name has a NUL byte")
         })?;
+        if let Some(forked) = fork_in_shim(&name, keep) {
+            let (pid, go) = forked?;
+            return Ok(Holder { pid, go });
+        }
         let keep: Vec<i32> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
         // Room for the child to move descriptors, made before the fork.
         let mut moved = vec![0i32; keep.len() + 1];
@@ -78,9 +87,93 @@ impl Holder {
     }
 }
 
+/// Has the shim of this contained process fork the holder (see
+/// [`answer_in_shim`]): its id, as the system sees it, and the write end of
+/// its go pipe. `None` when this process is not contained.
+fn fork_in_shim(name: &CString, keep: &[BorrowedFd<'_>]) -> Option<Result<(i32, OwnedFd), Error>> {
+    use crate::os::sys::{self, NsKind};
+    if !crate::os::contain::contained() {
+        return None;
+    }
+    let namespaces = sys::open_thread_ns(NsKind::Net)
+        .and_then(|net| sys::open_thread_ns(NsKind::Mount).map(|mnt| (net, mnt)));
+    let (net, mnt) = match namespaces {
+        Ok(namespaces) => namespaces,
+        Err(error) => return Some(Err(error)),
+    };
+    let mut fds = vec![net.as_fd(), mnt.as_fd()];
+    fds.extend_from_slice(keep);
+    let asked = crate::os::contain::ask(name.as_bytes(), &fds, 4)?;
+    let failed = |e: std::io::Error| Error::new("fork a holder process", e);
+    Some(asked.map_err(failed).and_then(|(reply, fds)| {
+        let number = reply
+            .get(..4)
+            .map_or(-libc::EIO, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        match fds.into_iter().next() {
+            Some(go) if number > 0 => Ok((number, go)),
+            _ => Err(failed(std::io::Error::from_raw_os_error(-number))),
+        }
+    }))
+}
+
+/// In the shim of a contained process (see [`crate::os::contain`]), which
+/// has one thread: forks a holder named `name` in the network and mount
+/// namespaces `fds[0]` and `fds[1]` (the test's), holding the rest of
+/// `fds`, outside the contained process's pid namespace; once it has a
+/// session of its own, replies with its id and the write end of its go
+/// pipe (or a negative errno).
+pub(crate) fn answer_in_shim(name: &[u8], fds: Vec<OwnedFd>) -> (Vec<u8>, Vec<OwnedFd>) {
+    match fork_here(name, fds) {
+        Ok((pid, go)) => (pid.to_ne_bytes().to_vec(), vec![go]),
+        Err(errno) => ((-errno).to_ne_bytes().to_vec(), Vec::new()),
+    }
+}
+
+fn fork_here(name: &[u8], fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), i32> {
+    use crate::os::sys::{self, Forked};
+    let name = CString::new(name).map_err(|_| libc::EINVAL)?;
+    if fds.len() < 2 {
+        return Err(libc::EINVAL);
+    }
+    let errno = |e: Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let (wait, go) = sys::pipe().map_err(errno)?;
+    let (started, starting) = sys::pipe().map_err(errno)?;
+    let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let keep = &raw[2..];
+    let mut moved = vec![0i32; keep.len() + 1];
+    match sys::fork_single_threaded() {
+        Ok(Forked::Child) => {
+            drop((go, started));
+            if sys::setns_net_and_mount(fds[0].as_fd(), fds[1].as_fd()).is_err() {
+                sys::exit_now(1);
+            }
+            hold(
+                &name,
+                keep,
+                wait.as_raw_fd(),
+                starting.as_raw_fd(),
+                &mut moved,
+            )
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop((wait, starting, fds));
+            let mut word = [0u8; 1];
+            match sys::read_some(started.as_fd(), &mut word) {
+                Ok(1) => Ok((pid, go)),
+                _ => {
+                    let _ = sys::reap(pid);
+                    Err(libc::ECHILD)
+                }
+            }
+        }
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+    }
+}
+
 /// In the forked child: a session of its own, the name, `/dev/null` as the
 /// standard streams, the kept descriptors in place and nothing else open;
-/// then it waits for the go, and holds until killed. Async-signal-safe.
+/// then it waits for the go on `wait`, and holds until killed.
+/// Async-signal-safe.
 fn hold(name: &CString, keep: &[i32], wait: i32, started: i32, moved: &mut [i32]) -> ! {
     // SAFETY (whole block): system calls with integers and pointers to
     // memory made before the fork; no allocation, no lock, no return.
@@ -118,27 +211,17 @@ fn hold(name: &CString, keep: &[i32], wait: i32, started: i32, moved: &mut [i32]
         }
         let wait = FIRST_HELD_FD + count as i32;
         libc::dup2(moved[count], wait);
-        close_from(wait + 1);
+        crate::os::sys::close_from(wait + 1);
         let mut go = 0u8;
         if libc::read(wait, (&mut go as *mut u8).cast(), 1) != 1 {
             libc::_exit(0);
         }
         libc::close(wait);
+        // Whatever signals its maker blocked.
+        let none = crate::os::sys::signal_set(&[]);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         loop {
             libc::pause();
-        }
-    }
-}
-
-/// Closes every descriptor from `first` on. Async-signal-safe.
-fn close_from(first: i32) {
-    // SAFETY: close_range takes integers; on a kernel without it (ENOSYS,
-    // before 5.9) each descriptor up to the usual limit is closed instead.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, 0) };
-    if closed != 0 {
-        for fd in first..4096 {
-            // SAFETY: closing a descriptor number that may not be open.
-            unsafe { libc::close(fd) };
         }
     }
 }

@@ -2,6 +2,7 @@
 //! texts that explain a refusal. Everything above it is written against
 //! this module; nothing here knows about tests or topologies.
 
+pub(crate) mod contain;
 pub(crate) mod holder;
 pub(crate) mod host_routes;
 pub(crate) mod isolation;

@@ -667,6 +667,43 @@ pub(crate) fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Ignores `signals` (SIG_IGN), which the processes it starts inherit.
+pub(crate) fn ignore_signals(signals: &[i32]) {
+    for signal in signals {
+        // SAFETY: sets a signal's disposition to SIG_IGN; no handler runs.
+        unsafe { libc::signal(*signal, libc::SIG_IGN) };
+    }
+}
+
+/// Gives `signals` their default action back.
+pub(crate) fn default_signals(signals: &[i32]) {
+    for signal in signals {
+        // SAFETY: sets a signal's disposition to SIG_DFL; no handler runs.
+        unsafe { libc::signal(*signal, libc::SIG_DFL) };
+    }
+}
+
+/// Blocks no signal in the calling thread.
+pub(crate) fn unblock_all_signals() {
+    let none = signal_set(&[]);
+    // SAFETY: reads the empty set we own.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) };
+}
+
+/// `shutdown(2)` both ways: the peer sees the end, whoever else holds the
+/// socket.
+pub(crate) fn shut_down(socket: BorrowedFd<'_>) {
+    // SAFETY: shutdown with a borrowed descriptor and a constant.
+    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// Reaps the child `pid` if it has ended, without waiting.
+pub(crate) fn reap_if_ended(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into our integer.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
 /// Puts process `pid` (a child of the caller) into a process group of its
 /// own, as the child itself does: whichever runs first wins, so the group
 /// exists before either side goes on.
@@ -703,10 +740,9 @@ pub(crate) fn process_group_of(pid: i32) -> Option<i32> {
 /// `/proc/thread-self/children` (a single-threaded process's children
 /// are all its main thread's).
 pub(crate) fn children_of_this_thread() -> io::Result<Vec<i32>> {
-    let list = std::fs::read_to_string(format!(
-        "/proc/self/task/{}/children",
-        nix::unistd::gettid()
-    ))?;
+    // Not by `gettid`: in a pid namespace of its own (a contained
+    // process) that is not the id `/proc` knows it by.
+    let list = std::fs::read_to_string("/proc/thread-self/children")?;
     Ok(list
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
@@ -739,6 +775,75 @@ pub(crate) fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Reaps every child, waiting for each to end (they have been killed).
+pub(crate) fn reap_all_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our integer.
+        let rc = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return; // ECHILD: none left
+        }
+    }
+}
+
+/// The calling process's id as `/proc` shows it: the same as
+/// `std::process::id()` but in a pid namespace of its own (a contained
+/// process, pid 1 there).
+pub(crate) fn pid_in_proc() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|link| link.to_str()?.parse().ok())
+        .unwrap_or_else(std::process::id)
+}
+
+/// The calling process's parent, by the id `/proc` shows (in a pid
+/// namespace of its own, `getppid` says 0).
+pub(crate) fn parent_in_proc() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the name in parentheses: state, ppid.
+    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+}
+
+/// Whether the pipe or socket `fd` reads is at its end (its writers gone).
+pub(crate) fn at_end(fd: BorrowedFd<'_>) -> bool {
+    let mut polled = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd that lives across the call.
+    unsafe { libc::poll(&mut polled, 1, 0) };
+    polled.revents & libc::POLLHUP != 0
+}
+
+/// Closes every descriptor but `keep`: descriptor numbers the calling
+/// process holds no `OwnedFd` for, or whose owner never runs again (a
+/// frame that never returns).
+pub(crate) fn close_all_but(keep: &[i32]) {
+    let Ok(entries) = std::fs::read_dir("/proc/thread-self/fd") else {
+        return;
+    };
+    let open: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        // SAFETY: as the caller promises; the directory's own descriptor is
+        // closed already and EBADF is harmless.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// No longer the subreaper of its descendants.
+pub(crate) fn unbecome_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reaps every child that has ended, without waiting for the others.
@@ -796,6 +901,37 @@ pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Reaps the child `pid` if it ends within `time`: whether it did.
+pub(crate) fn reap_within(pid: i32, time: std::time::Duration) -> bool {
+    if let Ok(pidfd) = pidfd_open(pid) {
+        let _ = wait_readable(&[pidfd.as_fd()], Some(time));
+    }
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into our integer.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
+}
+
+/// Closes every descriptor from `first` on. Async-signal-safe.
+pub(crate) fn close_from(first: i32) {
+    // SAFETY: close_range takes integers; on a kernel without it (ENOSYS,
+    // before 5.9) each descriptor up to the usual limit is closed instead.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, 0) };
+    if closed != 0 {
+        for fd in first..4096 {
+            // SAFETY: closing a descriptor number that may not be open.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The session of process `pid`, from `/proc/PID/stat`; `None` when it is
+/// gone.
+pub(crate) fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the name in parentheses: state, ppid, pgrp, session.
+    stat.rsplit_once(") ")?.1.split(' ').nth(3)?.parse().ok()
 }
 
 /// Reaps the child `pid`, waiting for it to end: its raw wait status.
@@ -861,7 +997,9 @@ pub(crate) fn recv_with_fds(
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
     use std::os::fd::FromRawFd;
-    let mut space = nix::cmsg_space!([i32; 8]);
+    // As many as one message may carry (SCM_MAX_FD): a holder request
+    // carries a kept test's nodes.
+    let mut space = nix::cmsg_space!([i32; 253]);
     loop {
         let mut iov = [io::IoSliceMut::new(buffer)];
         let message = match recvmsg::<UnixAddr>(

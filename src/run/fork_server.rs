@@ -49,10 +49,12 @@
 
 use super::rootless::{self, Relay};
 use crate::contract::{Ended, FailureKind, TestSpec};
+use crate::os::contain;
 use crate::os::privilege;
 use crate::os::sys::{self, Forked};
 use crate::os::userns::IdMaps;
 use crate::settings::{self, ModeSetting};
+use nix::libc;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -70,6 +72,26 @@ static START_AT_LOAD: extern "C" fn() = start_at_load;
 extern "C" fn start_at_load() {
     // Nothing may unwind out of a constructor.
     let _ = std::panic::catch_unwind(start);
+}
+
+/// The destructor: the C runtime calls it when the process exits (after
+/// `main`, or `exit` from a test). Linked into every binary that uses
+/// netns-test.
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static FINISH_AT_EXIT: extern "C" fn() = finish_at_exit;
+
+extern "C" fn finish_at_exit() {
+    // Nothing may unwind out of a destructor.
+    let _ = std::panic::catch_unwind(finish);
+}
+
+/// At the end of the process: the fork server ends (its runners, and what
+/// their tests started, with it) and is reaped.
+fn finish() {
+    if let Some(server) = SERVER.get() {
+        server.end();
+    }
 }
 
 /// The server of this process, when it started one.
@@ -172,7 +194,8 @@ fn one_test_named() -> Option<String> {
 
 /// The `#[netns_test]`s of this binary: their `static` options, found by
 /// their [`SPEC_MARKER`](crate::contract::SPEC_MARKER) in the binary's
-/// writable data. `None` when it cannot tell (no such data found).
+/// writable data (none in a binary that is no test binary, such as the
+/// `netns-test` command). `None` when it cannot tell.
 fn netns_tests_in_this_binary() -> Option<Vec<&'static TestSpec>> {
     let exe = std::fs::read_link("/proc/self/exe").ok()?;
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
@@ -198,7 +221,7 @@ fn netns_tests_in_this_binary() -> Option<Vec<&'static TestSpec>> {
             }
         }
     }
-    (!found.is_empty()).then_some(found)
+    Some(found)
 }
 
 /// Whether this process started a fork server (it runs netns tests
@@ -231,11 +254,22 @@ pub(crate) fn moved_here() -> bool {
 /// and runs it as root mode would (it runs nothing else, so no one else
 /// sees the move); when it is a plain test, it starts nothing.
 fn start() {
+    // A process started for one rootless test (the way without a fork
+    // server): what the test starts ends with it.
+    if settings::rootless_child_of().is_some() {
+        let _ = contain::enter(crate::os::holder::answer_in_shim);
+        return;
+    }
     if !wanted() {
         return;
     }
+    // Only a binary with netns tests (one it cannot look into too).
+    let specs = netns_tests_in_this_binary();
+    if specs.as_ref().is_some_and(Vec::is_empty) {
+        return;
+    }
     if runs_one_test() {
-        if let (Some(name), Some(specs)) = (one_test_named(), netns_tests_in_this_binary()) {
+        if let (Some(name), Some(specs)) = (one_test_named(), &specs) {
             if !specs.iter().any(|spec| spec.libtest_name() == name) {
                 return;
             }
@@ -245,6 +279,7 @@ fn start() {
             {
                 settings::mark_rootless_child();
                 MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = contain::enter(crate::os::holder::answer_in_shim);
                 return;
             }
         }
@@ -529,6 +564,20 @@ impl Server {
         }
     }
 
+    /// At the end of the test process: tells the server (its end of the
+    /// control socket sees the end), which ends every runner, reaps them
+    /// and ends; reaps it, waiting two seconds at most.
+    fn end(&self) {
+        let reaped = self
+            .runners
+            .try_lock()
+            .map_or(true, |runners| matches!(runners.state, State::Refused(_)));
+        sys::shut_down(self.control.as_fd());
+        if !reaped {
+            sys::reap_within(self.pid, Duration::from_secs(2));
+        }
+    }
+
     /// A runner whose test ended and which goes on: idle again.
     fn give_back(&self, link: Link) {
         lock(&self.runners).idle.push(link);
@@ -698,6 +747,10 @@ struct Runner {
 /// process ends.
 fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_sigpipe();
+    // It shares the test process's process group: Ctrl-C, a CI's cancel or
+    // `kill -- -PGID` reaches it too. It ends when the test process ends
+    // (below), after ending its runners.
+    sys::ignore_signals(&GROUP_SIGNALS);
     // The test process's standard streams are not the server's to hold: a
     // harness waits for their end (cargo-nextest, to see the test is over).
     if let Ok(null) = std::fs::File::options()
@@ -738,10 +791,25 @@ fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
         drop(link);
         run_tests(socket, parent, &own)
     }
+    // Orphans of runners that died (the contained halves of their shims)
+    // come here to be reaped.
+    let children = match (
+        sys::become_subreaper(),
+        sys::block_signals(&[libc::SIGCHLD]),
+    ) {
+        (Ok(()), Ok(_)) => sys::signalfd(&[libc::SIGCHLD]).ok(),
+        _ => None,
+    };
+    let own: Vec<i32> = own
+        .into_iter()
+        .chain(children.as_ref().map(|c| c.as_raw_fd()))
+        .collect();
     let mut runners: Vec<Runner> = Vec::new();
     send_runner(&control, fork_runner(&own, &runners), &mut runners);
     loop {
         let mut watched = vec![control.as_fd(), parent_fd.as_fd()];
+        watched.extend(children.as_ref().map(|c| c.as_fd()));
+        let first_runner = watched.len();
         watched.extend(runners.iter().map(|r| r.pidfd.as_fd()));
         let Ok(ready) = sys::wait_readable(&watched, None) else {
             end_all(&runners);
@@ -749,8 +817,12 @@ fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
         if ready[1] {
             end_all(&runners);
         }
+        if let Some(children) = children.as_ref().filter(|_| ready[2]) {
+            let _ = sys::read_signal(children.as_fd());
+            reap_orphans(&runners, false);
+        }
         let mut still = Vec::with_capacity(runners.len());
-        for (runner, ended) in runners.drain(..).zip(ready[2..].iter()) {
+        for (runner, ended) in runners.drain(..).zip(ready[first_runner..].iter()) {
             if !*ended {
                 still.push(runner);
                 continue;
@@ -835,13 +907,41 @@ fn fork_runner(own: &[i32], runners: &[Runner]) -> std::io::Result<(Runner, Owne
     }
 }
 
-/// The test process ended: every runner's process group goes with it.
+/// The test process ended: every runner's process group goes with it
+/// (and with each runner, its pid namespace); all are reaped.
 fn end_all(runners: &[Runner]) -> ! {
     for runner in runners {
         sys::kill_process_group(runner.pid as u32);
     }
+    for runner in runners {
+        let _ = sys::reap(runner.pid);
+    }
+    reap_orphans(runners, true);
     sys::exit_now(0)
 }
+
+/// Reaps the children of the server that are not runners: the orphans of
+/// runners that died. With `all`, kills those still running and waits for
+/// them; holders of kept namespaces (in a session of their own) stay.
+fn reap_orphans(runners: &[Runner], all: bool) {
+    let Ok(children) = sys::children_of_this_thread() else {
+        return;
+    };
+    for pid in children {
+        if runners.iter().any(|r| r.pid == pid) || sys::session_of(pid) == Some(pid) {
+            continue;
+        }
+        if all {
+            sys::kill_process(pid);
+            let _ = sys::reap(pid);
+        } else {
+            sys::reap_if_ended(pid);
+        }
+    }
+}
+
+/// The signals a terminal or a CI's cancel sends a whole process group.
+const GROUP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 /// A runner: a process group of its own, death with the server, the
 /// server's descriptors closed, orphans of its tests' processes its own
@@ -855,6 +955,11 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     {
         sys::exit_now(1);
     }
+    // What a test and the programs it runs expect, not what the server
+    // set for itself.
+    sys::default_signals(&GROUP_SIGNALS);
+    sys::default_signals(&[libc::SIGCHLD]);
+    sys::unblock_all_signals();
     sys::close_all(close);
     let Ok(null) = std::fs::File::options()
         .read(true)
@@ -870,6 +975,10 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
             sys::exit_now(1);
         }
     }
+    // This process goes on as pid 1 of a pid namespace of its own: what
+    // tests start ends with it (and after each test), in whatever session.
+    // Without one (a kernel that refuses), in its process group only.
+    let _ = contain::enter(crate::os::holder::answer_in_shim);
     let mut first = true;
     // A test that leaves descriptors open (up to running out of them) ends
     // its runner: the next test would find them taken.
@@ -916,8 +1025,12 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         // ends (and closes its copies) before the test process is told.
         let _ = sys::dup_onto(null.as_fd(), 1);
         let _ = sys::dup_onto(null.as_fd(), 2);
-        let stays =
-            end_what_the_test_left() && !changed && sys::lowest_free_fd().ok() == Some(free);
+        // A thread the test left running would print into the next test's
+        // output.
+        let stays = end_what_the_test_left()
+            && !changed
+            && sys::lowest_free_fd().ok() == Some(free)
+            && one_thread_left();
         let _ = sys::send_with_fds(socket.as_fd(), &[DONE, u8::from(stays)], &[]);
         if !stays {
             sys::exit_now(0);
@@ -925,12 +1038,30 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     }
 }
 
-/// In a runner after a test: kills the processes the test left in the
-/// runner's process group (its children, and orphans of theirs, which
-/// come to the runner as the subreaper), and reaps them; processes that
-/// left the group (a holder of kept namespaces) stay. Whether none of the
-/// test's processes survived.
+/// Whether the process is down to one thread, the test's having ended
+/// (the kernel may take a moment to let go of an ended thread).
+fn one_thread_left() -> bool {
+    for _ in 0..20 {
+        if sys::thread_count().ok() == Some(1) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    false
+}
+
+/// In a runner (or a process that runs one test) after a test: kills every
+/// process the test started (all in this process's pid namespace, in
+/// whatever session or process group), and reaps them. Without a pid
+/// namespace of its own, kills the processes the test left in the runner's
+/// process group (its children, and orphans of theirs, which come to the
+/// runner as the subreaper), and reaps them; processes that left the group
+/// (a holder of kept namespaces) stay. Whether none of the test's
+/// processes survived.
 pub(crate) fn end_what_the_test_left() -> bool {
+    if let Some(clean) = contain::end_all() {
+        return clean;
+    }
     if !sys::has_children() {
         return true;
     }
