@@ -310,10 +310,11 @@ fn under_cargo_nextest_a_test_process_runs_its_one_test() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    // The process nextest started, and the same test process as pid 1 of a
-    // pid namespace of its own (its shim's child), where all it starts is.
+    // The process nextest started (the shim), the maker of the pid
+    // namespace, and the same test process as pid 1 of it, where all it
+    // starts is.
     let pids = running();
-    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert_eq!(pids.len(), 3, "{pids:?}");
     for pid in &pids {
         let own = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
         assert_ne!(own, std::fs::read_link("/proc/self/ns/user").unwrap());
@@ -322,7 +323,7 @@ fn under_cargo_nextest_a_test_process_runs_its_one_test() {
         .iter()
         .map(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid_for_children")).unwrap())
         .collect();
-    assert_eq!(pid_namespaces.len(), 2, "one for the shim, one of its own");
+    assert_eq!(pid_namespaces.len(), 2, "the shim's, and the test's own");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(running().is_empty());
@@ -606,9 +607,9 @@ fn a_killed_test_process_leaves_no_process() {
     };
     assert_eq!(
         count(),
-        6,
+        8,
         "the test process, its fork server, the test's runner and the one forked ahead for the next test, \
-         each a shim and the process it contains"
+         each a shim, the maker of its pid namespace and the process it contains"
     );
     child.kill().unwrap();
     child.wait().unwrap();

@@ -6,14 +6,15 @@
 //!
 //! A process cannot move into a pid namespace, and one whose children go
 //! into another pid namespace than its own cannot start threads; so the
-//! process forks twice (the first child makes the namespace, the second is
-//! its pid 1) and that grandchild goes on as the process, on the same
-//! memory. The original stays behind as its shim: single-threaded, outside
-//! the namespace, it answers the contained process's requests ([`ask`]:
+//! process forks twice (the first child, the maker, makes the namespace;
+//! the second is its pid 1) and that grandchild goes on as the process, on
+//! the same memory. The maker waits for it and ends as it ends. The
+//! original stays behind as the shim: single-threaded, outside the
+//! namespace, it answers the contained process's requests ([`ask`]:
 //! forking the holder of kept namespaces, which must outlive the
-//! namespace) and ends as the contained process ends, with its status.
-//! Killing the shim kills the contained process, and with it the
-//! namespace.
+//! namespace) and ends as the maker ends, with its status. Each dies with
+//! its parent: killing the shim kills the contained process, and with it
+//! the namespace.
 //!
 //! Being pid 1 shows: `std::process::id()` is 1, and the processes it
 //! starts see their ids in the namespace (`getpid`, `$$`), while `/proc`
@@ -43,65 +44,78 @@ pub(crate) type Answer = fn(&[u8], Vec<OwnedFd>) -> (Vec<u8>, Vec<OwnedFd>);
 /// namespace could not be made (the process goes on as it was).
 pub(crate) fn enter(answer: Answer) -> Result<(), Error> {
     let (requests, shim_end) = sys::packet_socket_pair()?;
-    // The shim holds the write end: the contained process sees the end
-    // when the shim is gone.
-    let (lifeline, lifeline_end) = sys::pipe()?;
-    sys::become_subreaper().map_err(|e| Error::new("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
+    // The maker writes a byte on it once the contained process is made.
+    let (made, made_end) = sys::pipe()?;
     let shim = std::process::id() as i32;
     match sys::fork_single_threaded().map_err(|e| Error::new("fork", e))? {
         Forked::Parent(maker) => {
-            drop((requests, lifeline));
-            // The maker ends at once, after its own fork.
-            let made = sys::reap(maker).is_ok_and(|status| status == 0);
-            let contained = sys::children_of_this_thread()
-                .ok()
-                .and_then(|children| children.first().copied());
-            match (made, contained) {
-                (true, Some(child)) => serve(child, shim_end, lifeline_end, answer),
-                _ => {
-                    let _ = sys::unbecome_subreaper();
-                    Err(Error::detected(
-                        "unshare(CLONE_NEWPID)",
-                        std::io::ErrorKind::PermissionDenied,
-                        "the kernel refused a pid namespace",
-                    ))
-                }
+            drop((requests, made_end));
+            let mut word = [0u8; 1];
+            if sys::read_some(made.as_fd(), &mut word).ok() == Some(1) {
+                drop(made);
+                serve(maker, shim_end, answer)
             }
+            let _ = sys::reap(maker);
+            Err(Error::detected(
+                "unshare(CLONE_NEWPID)",
+                std::io::ErrorKind::PermissionDenied,
+                "the kernel refused a pid namespace",
+            ))
         }
         Forked::Child => {
-            // The maker: the namespace, its pid 1, and gone.
-            drop((shim_end, lifeline_end));
-            if sys::unshare(
-                nix::sched::CloneFlags::CLONE_NEWPID,
-                "unshare(CLONE_NEWPID)",
-            )
-            .is_err()
+            // The maker: dies with the shim, makes the namespace and its
+            // pid 1, then waits for it and ends as it ends.
+            drop((shim_end, made));
+            if sys::die_with_parent(shim).is_err()
+                || sys::unshare(
+                    nix::sched::CloneFlags::CLONE_NEWPID,
+                    "unshare(CLONE_NEWPID)",
+                )
+                .is_err()
             {
                 sys::exit_now(1);
             }
+            let Ok((lifeline, lifeline_end)) = sys::pipe() else {
+                sys::exit_now(1);
+            };
             match sys::fork_single_threaded() {
+                Ok(Forked::Parent(contained)) => {
+                    drop((requests, lifeline));
+                    let _ = sys::write_all(made_end.as_fd(), b"m");
+                    drop(made_end);
+                    hold_nothing(&[lifeline_end.as_raw_fd()]);
+                    exit_as(sys::reap(contained).unwrap_or(0))
+                }
                 Ok(Forked::Child) => {}
-                Ok(Forked::Parent(_)) => sys::exit_now(0),
                 Err(_) => sys::exit_now(1),
             }
-            // Pid 1. Once the maker is gone and the shim its parent, it
-            // dies with the shim (as pid 1 it sees no parent id: it reads
-            // the system's).
-            for _ in 0..10_000 {
-                if sys::parent_in_proc() == Some(shim) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_micros(50));
-            }
+            // Pid 1: dies with the maker (as pid 1 it sees no parent id:
+            // the maker is gone when the lifeline's other end is).
+            drop((lifeline_end, made_end));
             // SAFETY: prctl with integers.
             let asked = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == 0;
-            if !asked || sys::parent_in_proc() != Some(shim) || sys::at_end(lifeline.as_fd()) {
+            if !asked || sys::at_end(lifeline.as_fd()) {
                 sys::exit_now(1);
             }
             drop(lifeline);
             *lock() = Some(requests);
             CONTAINED.store(true, Ordering::Relaxed);
             Ok(())
+        }
+    }
+}
+
+/// In the shim and the maker: no descriptor of the process but `keep`, and
+/// `/dev/null` for the standard streams (a harness waits for their end).
+fn hold_nothing(keep: &[i32]) {
+    sys::close_all_but(keep);
+    if let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = sys::dup_onto(null.as_fd(), fd);
         }
     }
 }
@@ -169,36 +183,22 @@ pub(crate) fn ask(
 // The shim's side.
 
 /// The shim: holds nothing of the process but what it needs, answers
-/// requests, and ends as `child`, the contained process, ends.
-fn serve(child: i32, requests: OwnedFd, lifeline_end: OwnedFd, answer: Answer) -> ! {
-    let Ok(ended) = sys::pidfd_open(child) else {
-        // No pidfd (before Linux 5.3): it waits for the child alone.
-        exit_as(sys::reap(child).unwrap_or(0))
+/// requests, and ends as `maker`, and so the contained process, ends.
+fn serve(maker: i32, requests: OwnedFd, answer: Answer) -> ! {
+    let Ok(ended) = sys::pidfd_open(maker) else {
+        // No pidfd (before Linux 5.3): it waits for the maker alone.
+        exit_as(sys::reap(maker).unwrap_or(0))
     };
-    let keep = [
-        requests.as_raw_fd(),
-        lifeline_end.as_raw_fd(),
-        ended.as_raw_fd(),
-    ];
-    sys::close_all_but(&keep);
-    if let Ok(null) = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = sys::dup_onto(null.as_fd(), fd);
-        }
-    }
+    hold_nothing(&[requests.as_raw_fd(), ended.as_raw_fd()]);
     let mut requests = Some(requests);
     loop {
         let mut watched = vec![ended.as_fd()];
         watched.extend(requests.as_ref().map(|r| r.as_fd()));
         let Ok(ready) = sys::wait_readable(&watched, None) else {
-            exit_as(sys::reap(child).unwrap_or(0));
+            exit_as(sys::reap(maker).unwrap_or(0));
         };
         if ready[0] {
-            exit_as(sys::reap(child).unwrap_or(0));
+            exit_as(sys::reap(maker).unwrap_or(0));
         }
         if ready.get(1) != Some(&true) {
             continue;

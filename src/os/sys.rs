@@ -799,14 +799,6 @@ pub(crate) fn pid_in_proc() -> u32 {
         .unwrap_or_else(std::process::id)
 }
 
-/// The calling process's parent, by the id `/proc` shows (in a pid
-/// namespace of its own, `getppid` says 0).
-pub(crate) fn parent_in_proc() -> Option<i32> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the name in parentheses: state, ppid.
-    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
-}
-
 /// Whether the pipe or socket `fd` reads is at its end (its writers gone).
 pub(crate) fn at_end(fd: BorrowedFd<'_>) -> bool {
     let mut polled = libc::pollfd {
@@ -835,15 +827,6 @@ pub(crate) fn close_all_but(keep: &[i32]) {
         // closed already and EBADF is harmless.
         unsafe { libc::close(fd) };
     }
-}
-
-/// No longer the subreaper of its descendants.
-pub(crate) fn unbecome_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Reaps every child that has ended, without waiting for the others.
@@ -1081,6 +1064,18 @@ pub(crate) fn wait_readable(
         }
     }
     Ok(polled.iter().map(|p| rc > 0 && p.revents != 0).collect())
+}
+
+/// Writes all of `bytes` to `fd`.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads what `fd` has now, at most `buffer.len()` bytes; `Ok(0)` at the end.

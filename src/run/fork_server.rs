@@ -924,18 +924,25 @@ fn end_all(runners: &[Runner]) -> ! {
 /// runners that died. With `all`, kills those still running and waits for
 /// them; holders of kept namespaces (in a session of their own) stay.
 fn reap_orphans(runners: &[Runner], all: bool) {
-    let Ok(children) = sys::children_of_this_thread() else {
-        return;
-    };
-    for pid in children {
-        if runners.iter().any(|r| r.pid == pid) || sys::session_of(pid) == Some(pid) {
-            continue;
+    // Reaping one may make its own children ours: again until none is left.
+    for _ in 0..100 {
+        let Ok(children) = sys::children_of_this_thread() else {
+            return;
+        };
+        let orphans: Vec<i32> = children
+            .into_iter()
+            .filter(|pid| !runners.iter().any(|r| r.pid == *pid))
+            .filter(|pid| sys::session_of(*pid) != Some(*pid))
+            .collect();
+        if orphans.is_empty() || !all {
+            for pid in orphans {
+                sys::reap_if_ended(pid);
+            }
+            return;
         }
-        if all {
+        for pid in orphans {
             sys::kill_process(pid);
             let _ = sys::reap(pid);
-        } else {
-            sys::reap_if_ended(pid);
         }
     }
 }
@@ -1030,7 +1037,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         let stays = end_what_the_test_left()
             && !changed
             && sys::lowest_free_fd().ok() == Some(free)
-            && one_thread_left();
+            && no_thread_left();
         let _ = sys::send_with_fds(socket.as_fd(), &[DONE, u8::from(stays)], &[]);
         if !stays {
             sys::exit_now(0);
@@ -1038,14 +1045,42 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     }
 }
 
-/// Whether the process is down to one thread, the test's having ended
-/// (the kernel may take a moment to let go of an ended thread).
-fn one_thread_left() -> bool {
-    for _ in 0..20 {
-        if sys::thread_count().ok() == Some(1) {
+/// The id `/proc` knows the thread of the runner's current test by.
+static TEST_THREAD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// On a runner's test thread, first: remembers it, to tell it from threads
+/// the test leaves running ([`no_thread_left`]).
+pub(crate) fn note_test_thread() {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| link.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0);
+    TEST_THREAD.store(tid, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// After the test's thread was joined: whether no other thread is left
+/// than the runner's own. The joined thread may still be finishing its
+/// exit (it counts until it has, and then it is no longer there), and so
+/// may threads the test joined: a thread left running is there a
+/// millisecond later still.
+fn no_thread_left() -> bool {
+    let only_the_test_thread_exiting = || match sys::thread_count() {
+        Ok(1) => true,
+        Ok(2) => {
+            let tid = TEST_THREAD.load(std::sync::atomic::Ordering::Relaxed);
+            tid != 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+        }
+        _ => false,
+    };
+    if only_the_test_thread_exiting() {
+        return true;
+    }
+    let until = Instant::now() + Duration::from_millis(1);
+    while Instant::now() < until {
+        std::thread::yield_now();
+        if only_the_test_thread_exiting() {
             return true;
         }
-        std::thread::sleep(Duration::from_micros(100));
     }
     false
 }

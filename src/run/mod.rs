@@ -138,6 +138,7 @@ fn run_in_runner<T: TestReturn + 'static>(spec: &'static TestSpec, body: fn() ->
     let thread = std::thread::Builder::new()
         .name(spec.libtest_name().to_owned())
         .spawn(move || {
+            fork_server::note_test_thread();
             if let Some(cpus) = &cpus {
                 let _ = crate::os::sys::set_cpu_affinity(cpus);
             }
