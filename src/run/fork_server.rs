@@ -6,9 +6,10 @@
 //! only safe from one; a test binary has threads from `main` on. So a
 //! constructor ([`START_AT_LOAD`], in `.init_array`) runs while the process
 //! still has one thread and, when this process would run netns tests
-//! rootless, forks the server. The server enters a new user namespace
-//! (uid 0 inside is the user outside) and never starts a thread, so the
-//! processes it forks may run any code.
+//! rootless (a binary with `#[netns_test]`s: not the `netns-test` command,
+//! say), forks the server. The server enters a new user namespace (uid 0
+//! inside is the user outside) and never starts a thread, so the processes
+//! it forks may run any code.
 //!
 //! Those are runners. A runner runs one test at a time, each on a thread
 //! named like the test in fresh namespaces entered on that thread, as root
@@ -16,22 +17,30 @@
 //! as root, not a fork, a process exit and the page faults of a fresh
 //! address space (measured: 1.9 times root's CPU with a fork per test).
 //! Between two tests a runner has one thread. It leads a process group of
-//! its own and is the subreaper of its tests' processes: after each test it
-//! kills the processes the test left in its group, and then tells the test
-//! process that the test ended; it goes on with the next test unless one
-//! of them survived or the test left descriptors open.
+//! its own and goes on as pid 1 of a pid namespace of its own (see
+//! `os/contain.rs`: its shim, outside, forks holders of kept namespaces for
+//! it), so every process a test starts is in that namespace, in whatever
+//! session or process group: after each test the runner kills them all and
+//! reaps them, then tells the test process that the test ended; it goes on
+//! with the next test unless one survived, the test left descriptors open
+//! or a thread running (which would print into the next test's output).
+//! When a runner dies, the kernel kills what is left in its namespace.
 //!
 //! The test process talks to each runner on a socket of their own (the
 //! server forks runners and hands those sockets over, one ahead), and keeps
 //! the idle ones. A process that runs a single test, as under
 //! cargo-nextest, starts no server when it can tell its test is a plain one
-//! and moves itself into a user namespace when it is a netns test (see
-//! [`start`]); when it cannot tell, the server is that test's runner
-//! itself. The server kills
-//! a runner's process group when the test process asks (a timeout), tells
-//! the test process when a runner died (on that socket: it keeps the
-//! runner's end), and kills every runner's group when the test process ends
-//! (SIGKILL included: it watches the test process through a pidfd).
+//! and moves itself into a user namespace, and then into a pid namespace of
+//! its own, when it is a netns test (see [`start`]); when it cannot tell,
+//! the server is that test's runner itself. The server kills a runner's
+//! process group when the test process asks (a timeout), tells the test
+//! process when a runner died (on that socket: it keeps the runner's end),
+//! reaps what dying runners leave (it is their subreaper), and kills and
+//! reaps every runner when the test process ends (SIGKILL included: it
+//! watches the test process through a pidfd). It ignores the signals a
+//! terminal or a CI's cancel sends the test process's whole process group,
+//! so that it is there to do so. The test process ends it and reaps it when
+//! it exits ([`FINISH_AT_EXIT`], in `.fini_array`).
 //!
 //! A fork keeps the address space, so the test's entry travels as three
 //! addresses ([`Call`]), valid in the server and its runners because they
@@ -45,7 +54,8 @@
 //! ends; each rootless test then fails (or is skipped) with the refusal.
 //! When there is no server (it could not start, or this binary's
 //! constructor did not run), rootless tests run the way that needs none:
-//! the test binary started again for each one (see `rootless.rs`).
+//! the test binary started again for each one (see `rootless.rs`), which
+//! goes on as pid 1 of a pid namespace of its own as well.
 
 use super::rootless::{self, Relay};
 use crate::contract::{Ended, FailureKind, TestSpec};

@@ -8,7 +8,9 @@
 //! binary always is one; a freshly forked child is not, so the user
 //! namespace is made in the child between `fork` and `exec`
 //! ([`IdMaps::enter_new_user_namespace`]), which also joins a process group
-//! of its own, so that everything the test started goes with it.
+//! of its own. Before `main` the child then goes on as pid 1 of a pid
+//! namespace of its own (see `fork_server.rs` and `os/contain.rs`), so that
+//! everything the test started goes with it, in whatever process group.
 //!
 //! Two sides: [`run_in_child_process`] in the test's process starts the
 //! child, relays its output and reads how it ended; [`report_to_parent`] in
