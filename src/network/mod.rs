@@ -30,13 +30,13 @@
 mod engine;
 mod faults;
 mod names;
+mod nat;
 mod pipeline;
 mod prng;
 
 use crate::error::Error;
 use crate::netns::NetNs;
 use crate::os::netlink::{self, Netlink};
-use crate::os::nftables;
 use crate::pool::{self, MAX_LINKS, MAX_SWITCHES};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
@@ -200,7 +200,7 @@ impl Network {
             bridge,
             subnet: k,
             next_host: AtomicU32::new(1),
-            members: Mutex::new(Vec::new()),
+            members: Members::default(),
         })
     }
 
@@ -230,6 +230,7 @@ impl Network {
             &port.name,
             switch.bridge,
         )])?;
+        let _ = link.inner.switch.set(switch.members.clone());
         let mut members = switch.members.lock().unwrap_or_else(|p| p.into_inner());
         if node.router {
             for (member, _) in members.iter().filter(|(m, _)| !m.router) {
@@ -276,11 +277,8 @@ struct NodeInner {
     name: String,
     ns: NetNs,
     netlink: Mutex<Netlink>,
-    /// A NETLINK_NETFILTER socket inside the node, for NAT and loss rules,
-    /// opened at the first one: entering the node for it costs about
-    /// 0.12 ms once, where opening it with every node would cost each node
-    /// 10-17 us, also the many that never use NAT or loss.
-    nftables: Mutex<Option<Netlink>>,
+    /// The node's NATs, by link (see `nat.rs`).
+    nat: Mutex<nat::Nats>,
     /// The routes netns-test added (destination, prefix, gateway), to give
     /// them back when a cut link is healed.
     routes: Mutex<Vec<(IpAddr, u8, IpAddr)>>,
@@ -327,7 +325,7 @@ impl Node {
                 netlink: Mutex::new(netlink),
                 routes: Mutex::default(),
                 addresses: Mutex::default(),
-                nftables: Mutex::new(None),
+                nat: Mutex::default(),
                 next_index: AtomicI32::new(2),
                 default_v4: AtomicBool::new(false),
                 default_v6: AtomicBool::new(false),
@@ -443,83 +441,6 @@ impl Node {
         }
         self.add_routes(routes)
     }
-
-    /// Port forwarding in this node's namespace (destination NAT): TCP and
-    /// UDP arriving through `outside` for `port` go to `server_port` of
-    /// `server`, at its address on a subnet this node shares with it (else
-    /// its first), IPv4 and IPv6. With [`Node::masquerade`], a server
-    /// behind NAT can be reached from outside.
-    ///
-    /// ```
-    /// # if !netns_test::privileged() { return Ok(()); }
-    /// let net = netns_test::Network::new();
-    /// let (client, router, server) = (net.node("client")?, net.router("r")?, net.node("server")?);
-    /// let outside = net.link(&client, &router)?;
-    /// net.link(&router, &server)?;
-    /// router.forward_port(&outside, 8080, &server, 80)?;
-    /// let listener = server.netns().run(|| std::net::TcpListener::bind("0.0.0.0:80").unwrap());
-    /// let public = router.ipv4_on(&outside);
-    /// client.netns().run(move || std::net::TcpStream::connect((public, 8080)).unwrap());
-    /// listener.accept().unwrap();
-    /// # Ok::<(), netns_test::Error>(())
-    /// ```
-    pub fn forward_port(
-        &self,
-        outside: &Link,
-        port: u16,
-        server: &Node,
-        server_port: u16,
-    ) -> Result<(), Error> {
-        let interface = self.end_on(outside).name.clone();
-        let ours = lock(&self.inner.addresses).clone();
-        let theirs = lock(&server.inner.addresses).clone();
-        let shared = theirs.iter().find(|t| {
-            ours.iter()
-                .any(|o| same_subnet(IpAddr::V4(o.ipv4), IpAddr::V4(t.ipv4), o.ipv4_prefix))
-        });
-        let Some(to) = shared.or(theirs.first()) else {
-            return Err(Error::invalid_input(
-                "forward a port",
-                format!("node {} has no address yet: link it first", server.name()),
-            ));
-        };
-        let targets = [
-            std::net::SocketAddr::new(IpAddr::V4(to.ipv4), server_port),
-            std::net::SocketAddr::new(IpAddr::V6(to.ipv6), server_port),
-        ];
-        // One transaction: the kernel reads one batch per message it is sent.
-        self.nftables_run(nftables::forward_port(&interface, port, &targets))
-    }
-
-    /// Source NAT in this node's namespace: traffic leaving through
-    /// `outside` takes this node's address there (nftables `masquerade`,
-    /// IPv4 and IPv6). The rule is loaded over netlink: no `nft` program is
-    /// needed.
-    pub fn masquerade(&self, outside: &Link) -> Result<(), Error> {
-        let interface = &self.end_on(outside).name;
-        self.nftables_run(nftables::masquerade(interface))
-    }
-
-    /// Runs one nf_tables transaction in this node's namespace, on its
-    /// netfilter socket (opened there the first time).
-    fn nftables_run(&self, messages: Vec<netlink::Message>) -> Result<(), Error> {
-        let mut socket = self
-            .inner
-            .nftables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let socket = match &mut *socket {
-            Some(socket) => socket,
-            empty => empty.insert(
-                self.netns()
-                    .run(nftables::open)
-                    .map_err(|e| e.in_node(&self.inner.name))?,
-            ),
-        };
-        socket
-            .run(messages)
-            .map_err(|e| e.in_node(&self.inner.name))
-    }
 }
 
 fn parse_destination(destination: &str, gateway: IpAddr) -> Result<(IpAddr, u8), Error> {
@@ -554,8 +475,12 @@ pub struct Switch {
     subnet: u32,
     next_host: AtomicU32,
     /// The attached nodes and their addresses on the switch.
-    members: Mutex<Vec<(Node, Addresses)>>,
+    members: Members,
 }
+
+/// A switch's attached nodes and their addresses, shared with the links
+/// that attach them.
+type Members = Arc<Mutex<Vec<(Node, Addresses)>>>;
 
 /// A veth pair between two nodes (or a node and a switch).
 #[derive(Clone)]
@@ -580,6 +505,8 @@ struct LinkInner {
     network: std::sync::Weak<NetworkInner>,
     /// How each direction (by sending end) reaches the fault engine.
     faults: Mutex<[Plumbing; 2]>,
+    /// The switch's members, when the link attaches a node to a switch.
+    switch: std::sync::OnceLock<Members>,
 }
 
 /// How one direction of a link reaches the fault engine (see `faults.rs`).
@@ -650,6 +577,7 @@ impl Link {
                 stream: network.inner.next_stream.fetch_add(1, Ordering::Relaxed),
                 network: Arc::downgrade(&network.inner),
                 faults: Mutex::default(),
+                switch: std::sync::OnceLock::new(),
             }),
         })
     }
