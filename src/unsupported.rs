@@ -11,6 +11,7 @@
 use crate::contract::{Ended, FailureKind, Outcome, TestReturn, TestSpec};
 use crate::error::Error;
 use crate::impairment::Impairment;
+use crate::nat::Nat;
 use crate::schedule::Schedule;
 use crate::veth_pair::Veth;
 use std::convert::Infallible;
@@ -239,6 +240,14 @@ impl Node {
     }
 
     pub fn masquerade(&self, _outside: &Link) -> Result<(), Error> {
+        match self.0 {}
+    }
+
+    pub fn nat(&self, _outside: &Link, _nat: Nat) -> Result<(), Error> {
+        match self.0 {}
+    }
+
+    pub fn rebind(&self, _outside: &Link) -> Result<(), Error> {
         match self.0 {}
     }
 

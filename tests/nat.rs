@@ -152,17 +152,22 @@ fn each_mapping_kind_shows_its_reflexive_ports_to_two_addresses_and_two_ports() 
     .into_iter()
     .enumerate()
     {
-        let (router, uplink, client) =
-            lab.home(&format!("home{i}"), Nat::new().mapping(mapping));
+        let (router, uplink, client) = lab.home(&format!("home{i}"), Nat::new().mapping(mapping));
         let public = router.ipv4_on(&uplink);
         let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
         let seen: Vec<SocketAddr> = reflectors
             .iter()
             .map(|r| reflexive(&socket, r.address))
             .collect();
-        assert!(seen.iter().all(|s| s.ip() == IpAddr::V4(public)), "{seen:?}");
+        assert!(
+            seen.iter().all(|s| s.ip() == IpAddr::V4(public)),
+            "{seen:?}"
+        );
         assert_eq!(seen[0].port(), 5000, "{mapping:?}: the inside port, kept");
-        let same = [seen[1].port() == seen[0].port(), seen[2].port() == seen[0].port()];
+        let same = [
+            seen[1].port() == seen[0].port(),
+            seen[2].port() == seen[0].port(),
+        ];
         assert_eq!(same, expected, "{mapping:?}: {seen:?}");
         if mapping == NatMapping::AddressAndPortDependent {
             assert_ne!(seen[1].port(), seen[2].port(), "{seen:?}");
@@ -232,7 +237,8 @@ fn each_filtering_kind_lets_in_what_it_should_and_drops_the_rest() {
     .into_iter()
     .enumerate()
     {
-        let (_router, _uplink, client) = lab.home(&format!("home{i}"), Nat::new().filtering(filtering));
+        let (_router, _uplink, client) =
+            lab.home(&format!("home{i}"), Nat::new().filtering(filtering));
         let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
         let public = reflexive(&socket, reflector.address);
         let mut got = Vec::new();
@@ -250,14 +256,14 @@ fn each_filtering_kind_lets_in_what_it_should_and_drops_the_rest() {
 
 /// A peer of a hole-punching exchange: learns its public address from the
 /// reflector, then sends to the other's every 50 ms and answers whatever
-/// reaches it at its source. Returns whether it heard from the other peer.
+/// reaches it at its source. Returns where it heard the other peer from.
 fn punch(
     socket: UdpSocket,
     reflector: SocketAddr,
     mine: mpsc::Sender<SocketAddr>,
     theirs: mpsc::Receiver<SocketAddr>,
     delay: Duration,
-) -> bool {
+) -> Option<SocketAddr> {
     let public = reflexive(&socket, reflector);
     mine.send(public).unwrap();
     let peer = theirs.recv().unwrap();
@@ -266,7 +272,7 @@ fn punch(
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut heard = false;
+    let mut heard = None;
     let mut buf = [0u8; 64];
     while Instant::now() < deadline {
         socket.send_to(b"punch", peer).unwrap();
@@ -277,9 +283,9 @@ fn punch(
             if &buf[..n] == b"punch" {
                 let _ = socket.send_to(b"answer", from);
             }
-            heard = true;
+            heard.get_or_insert(from);
         }
-        if heard {
+        if heard.is_some() {
             // Keep answering a little while for the other side.
             let until = Instant::now() + Duration::from_millis(300);
             while Instant::now() < until {
@@ -287,10 +293,10 @@ fn punch(
                     let _ = socket.send_to(b"answer", from);
                 }
             }
-            return true;
+            return heard;
         }
     }
-    false
+    None
 }
 
 #[netns_test]
@@ -337,7 +343,7 @@ fn hole_punching_works_between_any_two_cone_nats_also_staggered() {
     let mut wrong = Vec::new();
     for ((a, b), run) in runs {
         let (heard_by_a, heard_by_b) = run.join().unwrap();
-        let works = heard_by_a && heard_by_b;
+        let works = heard_by_a.is_some() && heard_by_b.is_some();
         // Only these fail: a symmetric NAT's new port for the peer meets
         // filtering that lets in only the port it sent to.
         let symmetric_with_port_restricted = matches!(
@@ -378,23 +384,30 @@ fn unsolicited_packets_are_dropped_silently_and_take_no_port() {
     );
     let started = Instant::now();
     let tcp = peer.netns().run(move || {
-        TcpStream::connect_timeout(&SocketAddr::from((public, 5000)), Duration::from_millis(1500))
+        TcpStream::connect_timeout(
+            &SocketAddr::from((public, 5000)),
+            Duration::from_millis(1500),
+        )
     });
     let error = tcp.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}: answered by a RST?");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::TimedOut,
+        "{error}: answered by a RST?"
+    );
     assert!(started.elapsed() >= Duration::from_millis(1400));
     // The client's mapping still gets its inside port, and the peer's
     // later datagrams reach it once it has sent to the peer.
     let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
-    assert_eq!(reflexive(&socket, reflector.address), SocketAddr::from((public, 5000)));
+    assert_eq!(
+        reflexive(&socket, reflector.address),
+        SocketAddr::from((public, 5000))
+    );
     socket
         .send_to(b"hello", SocketAddr::from((*peer_address, 9000)))
         .unwrap();
     probe.send(b"late").unwrap();
-    assert_eq!(
-        received(&socket),
-        [SocketAddr::from((*peer_address, 9000))]
-    );
+    assert_eq!(received(&socket), [SocketAddr::from((*peer_address, 9000))]);
 }
 
 #[netns_test]
@@ -409,7 +422,6 @@ fn hairpinning_shows_the_senders_public_mapping_for_udp_and_tcp_and_is_off_by_de
         let b = lab.net.node("b").unwrap();
         lab.net.attach(&b, &lan).unwrap();
         lab.switches.lock().unwrap().push(lan);
-        let public = router.ipv4_on(&uplink);
         let a_socket = udp(&a, Ipv4Addr::UNSPECIFIED, 5000);
         let b_socket = udp(&b, Ipv4Addr::UNSPECIFIED, 6000);
         let a_public = reflexive(&a_socket, reflector.address);
@@ -421,5 +433,522 @@ fn hairpinning_shows_the_senders_public_mapping_for_udp_and_tcp_and_is_off_by_de
         } else {
             assert!(got.is_empty(), "{got:?}");
         }
+    }
+}
+
+/// A TCP socket of `node` bound to `port` with SO_REUSEADDR and
+/// SO_REUSEPORT (as hole-punching TCP stacks bind: a listener and
+/// connections from one port), connected to `to`, or listening.
+fn tcp_from(
+    node: &Node,
+    port: u16,
+    to: Option<SocketAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    node.netns().run(move || {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket,
+            sockopt,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::new(0, 0, 0, 0, port),
+        )?;
+        let to = to.expect("a destination");
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4")
+        };
+        // connect(2) retries the SYN itself; give up after `timeout`.
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let timeval =
+            nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
+        setsockopt(&fd, sockopt::SendTimeout, &timeval)?;
+        connect(raw, &SockaddrIn::from(to))?;
+        Ok(TcpStream::from(fd))
+    })
+}
+
+fn tcp_listener_on(node: &Node, port: u16) -> TcpListener {
+    node.netns().run(move || {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, setsockopt,
+            socket, sockopt,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::new(0, 0, 0, 0, port),
+        )
+        .unwrap();
+        listen(&fd, Backlog::new(16).unwrap()).unwrap();
+        TcpListener::from(fd)
+    })
+}
+
+/// A TCP server that writes each client the address it came from.
+fn tcp_reflector(node: &Node, address: Ipv4Addr, port: u16) -> SocketAddr {
+    let listener = node
+        .netns()
+        .run(move || TcpListener::bind((address, port)).unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let peer = stream.peer_addr().unwrap();
+            let _ = stream.write_all(peer.to_string().as_bytes());
+        }
+    });
+    SocketAddr::from((address, port))
+}
+
+/// The public address a TCP connection from `port` of `node` is seen from.
+fn tcp_reflexive(node: &Node, port: u16, reflector: SocketAddr) -> SocketAddr {
+    let mut stream = tcp_from(node, port, Some(reflector), Duration::from_secs(3)).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.parse().unwrap()
+}
+
+#[netns_test]
+fn tcp_is_mapped_and_filtered_like_udp_and_unsolicited_syns_get_no_rst() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let (s2, a2) = &lab.servers[1];
+    let (stranger, _) = &lab.stranger;
+    let r1 = tcp_reflector(s1, *a1, 80);
+    let r2 = tcp_reflector(s2, *a2, 80);
+    for (name, nat, same_port, stranger_gets_in) in [
+        ("full-cone", Nat::full_cone(), true, true),
+        ("port-restricted", Nat::port_restricted_cone(), true, false),
+        ("symmetric", Nat::symmetric(), false, false),
+    ] {
+        let (_router, _uplink, client) = lab.home(name, nat);
+        let listener = tcp_listener_on(&client, 5000);
+        let seen1 = tcp_reflexive(&client, 5000, r1);
+        let seen2 = tcp_reflexive(&client, 5000, r2);
+        assert_eq!(seen1.port(), 5000, "{name}: port preserved");
+        assert_eq!(
+            seen2.port() == seen1.port(),
+            same_port,
+            "{name}: {seen1} {seen2}"
+        );
+        let to = seen1;
+        let started = Instant::now();
+        let reached = stranger
+            .netns()
+            .run(move || TcpStream::connect_timeout(&to, Duration::from_millis(1200)));
+        match reached {
+            Ok(_) => {
+                assert!(stranger_gets_in, "{name}: a stranger connected");
+                listener.accept().unwrap();
+            }
+            Err(e) => {
+                assert!(!stranger_gets_in, "{name}: {e}");
+                assert_eq!(e.kind(), ErrorKind::TimedOut, "{name}: {e} (a RST?)");
+                assert!(started.elapsed() >= Duration::from_millis(1100));
+            }
+        }
+    }
+}
+
+#[netns_test]
+fn tcp_simultaneous_open_works_across_two_port_restricted_cone_nats() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let reflector = tcp_reflector(s1, *a1, 80);
+    let (_ra, _ua, a) = lab.home("a", Nat::port_restricted_cone());
+    let (_rb, _ub, b) = lab.home("b", Nat::port_restricted_cone());
+    let a_public = tcp_reflexive(&a, 4000, reflector);
+    let b_public = tcp_reflexive(&b, 4000, reflector);
+    // Both connect to the other's public address at once (b 100 ms
+    // later): the first SYN is dropped silently by the other NAT, the
+    // other one's SYN crosses and the connection opens on both sides.
+    let (a2, b2) = (a.clone(), b.clone());
+    let first =
+        std::thread::spawn(move || tcp_from(&a2, 4000, Some(b_public), Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(100));
+    let second =
+        std::thread::spawn(move || tcp_from(&b2, 4000, Some(a_public), Duration::from_secs(5)));
+    let mut a_stream = first.join().unwrap().expect("a connects");
+    let mut b_stream = second.join().unwrap().expect("b connects");
+    assert_eq!(a_stream.peer_addr().unwrap(), b_public);
+    assert_eq!(b_stream.peer_addr().unwrap(), a_public);
+    a_stream.write_all(b"ping").unwrap();
+    let mut word = [0u8; 4];
+    b_stream.read_exact(&mut word).unwrap();
+    assert_eq!(&word, b"ping");
+}
+
+#[netns_test]
+fn tcp_hairpinning_shows_the_senders_public_mapping() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let reflector = tcp_reflector(s1, *a1, 80);
+    let (router, _uplink, a) = lab.home("home", Nat::full_cone().hairpin(true));
+    let lan = lab.net.switch("lan2").unwrap();
+    lab.net.attach(&router, &lan).unwrap();
+    let b = lab.net.node("b").unwrap();
+    lab.net.attach(&b, &lan).unwrap();
+    let listener = tcp_listener_on(&b, 7000);
+    let b_public = tcp_reflexive(&b, 7000, reflector);
+    let a_public = tcp_reflexive(&a, 5000, reflector);
+    let stream = tcp_from(&a, 5000, Some(b_public), Duration::from_secs(3)).expect("hairpinned");
+    let (_, peer) = listener.accept().unwrap();
+    assert_eq!(peer, a_public, "b sees a's public mapping");
+    drop(stream);
+}
+
+#[netns_test]
+fn hairpinning_through_a_cgnat_shows_the_senders_public_mapping() {
+    // internet -- cgnat (hairpin) -- carrier switch -- home a, home b.
+    let net = Network::new();
+    let internet = net.router("internet").unwrap();
+    let server = net.node("server").unwrap();
+    let server_link = net.link(&internet, &server).unwrap();
+    let reflector = Reflector::start(&server, IpAddr::V4(server.ipv4_on(&server_link)), 3478);
+    let cgnat = net.router("cgnat").unwrap();
+    let uplink = net.link(&cgnat, &internet).unwrap();
+    let carrier = net.switch("carrier").unwrap();
+    net.attach(&cgnat, &carrier).unwrap();
+    cgnat
+        .nat(&uplink, Nat::port_restricted_cone().hairpin(true))
+        .unwrap();
+    let mut clients = Vec::new();
+    let mut keep = Vec::new();
+    for name in ["a", "b"] {
+        let home = net.router(&format!("home-{name}")).unwrap();
+        let wan = net.attach(&home, &carrier).unwrap();
+        let client = net.node(name).unwrap();
+        net.link(&client, &home).unwrap();
+        home.nat(&wan, Nat::port_restricted_cone()).unwrap();
+        clients.push(client);
+        keep.push((home, wan));
+    }
+    let a_socket = udp(&clients[0], Ipv4Addr::UNSPECIFIED, 4000);
+    let b_socket = udp(&clients[1], Ipv4Addr::UNSPECIFIED, 4000);
+    let (to_b, from_a) = mpsc::channel();
+    let (to_a, from_b) = mpsc::channel();
+    let address = reflector.address;
+    let (a_public_tx, a_public_rx) = mpsc::channel();
+    let first = std::thread::spawn(move || {
+        let public = reflexive(&a_socket, address);
+        a_public_tx.send(public).unwrap();
+        punch(a_socket, address, to_b, from_b, Duration::ZERO)
+    });
+    let second = std::thread::spawn(move || punch(b_socket, address, to_a, from_a, Duration::ZERO));
+    let heard_by_a = first.join().unwrap();
+    let heard_by_b = second.join().unwrap();
+    let a_public = a_public_rx.recv().unwrap();
+    assert_eq!(a_public.ip(), IpAddr::V4(cgnat.ipv4_on(&uplink)));
+    assert!(heard_by_a.is_some(), "a heard nothing from b");
+    assert_eq!(
+        heard_by_b,
+        Some(a_public),
+        "b sees a's public (CGNAT) mapping"
+    );
+}
+
+#[netns_test]
+fn timeouts_bound_how_long_an_idle_mapping_lives() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let (stranger, a3) = &lab.stranger;
+    let server = udp(s1, *a1, 3478);
+    let (router, uplink, client) = lab.home(
+        "home",
+        Nat::full_cone()
+            .udp_timeout(Duration::from_secs(2))
+            .tcp_timeout(Duration::from_secs(2)),
+    );
+    let public = SocketAddr::from((router.ipv4_on(&uplink), 5000));
+    let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
+    socket
+        .send_to(b"out", SocketAddr::from((*a1, 3478)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    server.recv_from(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // Alive after 1 s idle: the server and a stranger get in.
+    server.send_to(b"in", public).unwrap();
+    udp(stranger, *a3, 4001).send_to(b"in", public).unwrap();
+    assert_eq!(received(&socket).len(), 2, "alive at 1 s");
+    std::thread::sleep(Duration::from_millis(3500));
+    // Gone after more than 2 s idle: neither gets in.
+    server.send_to(b"in", public).unwrap();
+    udp(stranger, *a3, 4002).send_to(b"in", public).unwrap();
+    assert!(
+        received(&socket).is_empty(),
+        "the mapping outlived its timeout"
+    );
+    // TCP: an established connection idle for more than 2 s is forgotten.
+    let listener = s1.netns().run({
+        let a1 = *a1;
+        move || TcpListener::bind((a1, 80)).unwrap()
+    });
+    let to = SocketAddr::from((*a1, 80));
+    let mut stream = client.netns().run(move || TcpStream::connect(to).unwrap());
+    let (mut far, _) = listener.accept().unwrap();
+    far.write_all(b"1").unwrap();
+    stream.read_exact(&mut buf[..1]).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    far.write_all(b"2").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let error = stream.read_exact(&mut buf[..1]).unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{error}"
+    );
+    // Out of range: an error naming the knob; the NAT stays as it was.
+    for nat in [
+        Nat::new().udp_timeout(Duration::ZERO),
+        Nat::new().tcp_timeout(Duration::from_secs(30 * 24 * 3600)),
+    ] {
+        let error = router.nat(&uplink, nat).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidInput);
+        let text = error.to_string();
+        assert!(
+            text.contains("_timeout(") && text.contains("1 s to 24 days") && text.contains("home"),
+            "{text}"
+        );
+    }
+    socket
+        .send_to(b"out", SocketAddr::from((*a1, 3478)))
+        .unwrap();
+    udp(stranger, *a3, 4003).send_to(b"in", public).unwrap();
+    assert!(!received(&socket).is_empty(), "still a full cone");
+}
+
+#[netns_test]
+fn rebind_moves_every_flow_to_a_new_public_port_and_the_old_one_gets_nothing() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let (stranger, a3) = &lab.stranger;
+    let reflector = Reflector::start(s1, IpAddr::V4(*a1), 3478);
+    let server = udp(s1, *a1, 3479);
+    for nat in [
+        Nat::full_cone(),
+        Nat::port_restricted_cone(),
+        Nat::symmetric(),
+    ] {
+        let name = format!("{:?}", nat.clone()).len().to_string();
+        let (router, uplink, client) = lab.home(&format!("home{name}"), nat.clone());
+        let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
+        let before = reflexive(&socket, reflector.address);
+        socket
+            .send_to(b"hi", SocketAddr::from((*a1, 3479)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        server.recv_from(&mut buf).unwrap();
+        router.rebind(&uplink).unwrap();
+        let after = reflexive(&socket, reflector.address);
+        assert_eq!(after.ip(), before.ip());
+        assert_ne!(
+            after.port(),
+            before.port(),
+            "{nat:?}: the flow kept its port"
+        );
+        // The old mapping receives nothing, from the server or a stranger.
+        server.send_to(b"old", before).unwrap();
+        udp(stranger, *a3, 4000).send_to(b"old", before).unwrap();
+        let got = received(&socket);
+        assert!(
+            got.iter().all(|from| *from == reflector.address),
+            "{nat:?}: {got:?}"
+        );
+        // Twice works too.
+        router.rebind(&uplink).unwrap();
+        let again = reflexive(&socket, reflector.address);
+        assert!(
+            again.port() != after.port() && again.port() != before.port(),
+            "{nat:?}"
+        );
+    }
+}
+
+#[netns_test]
+fn a_nat_changed_during_the_test_applies_at_once() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let (s2, a2) = &lab.servers[1];
+    let (stranger, a3) = &lab.stranger;
+    let r1 = Reflector::start(s1, IpAddr::V4(*a1), 3478);
+    let r2 = Reflector::start(s2, IpAddr::V4(*a2), 3478);
+    let (router, uplink, client) = lab.home("home", Nat::port_restricted_cone());
+    let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
+    let public = reflexive(&socket, r1.address);
+    let strange = udp(stranger, *a3, 4000);
+    strange.send_to(b"in", public).unwrap();
+    assert!(received(&socket).is_empty(), "port restricted");
+    router.nat(&uplink, Nat::full_cone()).unwrap();
+    // The mapping survives the change; the next packet out refreshes it.
+    assert_eq!(reflexive(&socket, r1.address), public);
+    strange.send_to(b"in", public).unwrap();
+    assert_eq!(
+        received(&socket),
+        [SocketAddr::from((*a3, 4000))],
+        "full cone now"
+    );
+    router.nat(&uplink, Nat::symmetric()).unwrap();
+    let fresh = udp(&client, Ipv4Addr::UNSPECIFIED, 6000);
+    let p1 = reflexive(&fresh, r1.address);
+    let p2 = reflexive(&fresh, r2.address);
+    assert_ne!(p1.port(), p2.port(), "symmetric now");
+    // And back to Linux's masquerade, which a NAT replaces in turn.
+    router.masquerade(&uplink).unwrap();
+    router.nat(&uplink, Nat::full_cone()).unwrap();
+    let third = udp(&client, Ipv4Addr::UNSPECIFIED, 7000);
+    let p = reflexive(&third, r1.address);
+    assert_eq!(reflexive(&third, r2.address), p);
+}
+
+#[netns_test]
+fn ipv6_is_filtered_as_the_nat_says_but_not_translated() {
+    let lab = Lab::new();
+    let (s1, _) = &lab.servers[0];
+    let (stranger, _) = &lab.stranger;
+    for (name, nat, stranger_gets_in) in [
+        ("pr", Nat::port_restricted_cone(), false),
+        ("rc", Nat::restricted_cone(), false),
+        ("fc", Nat::full_cone(), true),
+    ] {
+        let (router, uplink, client) = lab.home(name, nat);
+        let _ = (&router, &uplink);
+        // Addresses: each node's first IPv6 address (its /etc/hosts name).
+        let v6 = |node: &Node| -> std::net::Ipv6Addr {
+            let name = node.name().to_owned();
+            node.netns().run(move || {
+                use std::net::ToSocketAddrs;
+                (name.as_str(), 0)
+                    .to_socket_addrs()
+                    .unwrap()
+                    .find_map(|a| match a.ip() {
+                        IpAddr::V6(v6) => Some(v6),
+                        _ => None,
+                    })
+                    .unwrap()
+            })
+        };
+        let (client_v6, server_v6, stranger_v6) = (v6(&client), v6(s1), v6(stranger));
+        let server = udp(s1, server_v6, 3478);
+        let socket = udp(&client, client_v6, 5000);
+        socket
+            .send_to(b"out", SocketAddr::from((server_v6, 3478)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let (_, from) = server.recv_from(&mut buf).expect("routed back and forth");
+        assert_eq!(
+            from,
+            SocketAddr::from((client_v6, 5000)),
+            "{name}: not translated"
+        );
+        server.send_to(b"reply", from).unwrap();
+        assert_eq!(received(&socket), [SocketAddr::from((server_v6, 3478))]);
+        udp(stranger, stranger_v6, 4000)
+            .send_to(b"in", from)
+            .unwrap();
+        assert_eq!(!received(&socket).is_empty(), stranger_gets_in, "{name}");
+    }
+}
+
+#[netns_test]
+fn bad_nat_input_is_an_error_naming_the_router_and_changes_nothing() {
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let (stranger, a3) = &lab.stranger;
+    let reflector = Reflector::start(s1, IpAddr::V4(*a1), 3478);
+    let (router, uplink, client) = lab.home("home", Nat::full_cone());
+    let elsewhere = lab
+        .net
+        .link(&lab.internet, &lab.net.node("far").unwrap())
+        .unwrap();
+    let check = |error: netns_test::Error, says: &str| {
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+        let text = error.to_string();
+        assert!(text.contains("home") && text.contains(says), "{text}");
+    };
+    check(
+        router.nat(&elsewhere, Nat::new()).unwrap_err(),
+        "not on link",
+    );
+    check(router.rebind(&elsewhere).unwrap_err(), "not on link");
+    check(router.masquerade(&elsewhere).unwrap_err(), "not on link");
+    check(
+        router
+            .forward_port(&elsewhere, 80, &client, 80)
+            .unwrap_err(),
+        "not on link",
+    );
+    // A link without a NAT of the router: rebind has nothing to rebind.
+    let other = lab.net.router("other").unwrap();
+    let other_link = lab.net.link(&other, &lab.internet).unwrap();
+    let error = other.rebind(&other_link).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("other has no NAT"), "{error}");
+    other.masquerade(&other_link).unwrap();
+    assert!(
+        other
+            .rebind(&other_link)
+            .unwrap_err()
+            .to_string()
+            .contains("no NAT")
+    );
+    // A NAT on a node that does not forward.
+    let node = lab.net.node("plain").unwrap();
+    let node_link = lab.net.link(&node, &lab.internet).unwrap();
+    let error = node.nat(&node_link, Nat::new()).unwrap_err();
+    assert!(error.to_string().contains("not a router"), "{error}");
+    // The router kept its full cone through all of it.
+    let socket = udp(&client, Ipv4Addr::UNSPECIFIED, 5000);
+    let public = reflexive(&socket, reflector.address);
+    udp(stranger, *a3, 4000).send_to(b"in", public).unwrap();
+    assert_eq!(received(&socket).len(), 1);
+    let _ = uplink;
+}
+
+/// Every NAT test again, as uid 65534 in rootless mode (when root), and in
+/// a run whose PATH has no `nft` or `conntrack` (an empty directory): the
+/// NAT speaks nf_tables and ctnetlink itself.
+#[test]
+fn nat_works_rootless_and_without_nft() {
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
+        return; // the copy running as an ordinary user
+    }
+    let copy = common::Copy::new();
+    let empty = tempfile::tempdir().unwrap();
+    let run = |as_nobody: bool| {
+        let output = common::retry_busy(|| {
+            let mut command = copy.command(&["--skip", "nat_works_rootless_and_without_nft"]);
+            command.env("PATH", empty.path());
+            if as_nobody {
+                use std::os::unix::process::CommandExt;
+                command.uid(common::NOBODY).gid(common::NOBODY);
+            }
+            command.output()
+        });
+        let text = common::text(&output);
+        assert!(output.status.success(), "{text}");
+        assert!(text.contains("15 passed"), "{text}");
+    };
+    if nix::unistd::geteuid().is_root() {
+        run(true);
+    } else {
+        run(false);
     }
 }
