@@ -199,6 +199,17 @@ impl Network {
     }
 
     /// Cannot be called: no [`Node`] exists here.
+    pub fn link_with(&self, a: &Node, _b: &Node, _subnets: &[&str]) -> Result<Link, Error> {
+        match a.0 {}
+    }
+
+    /// Fails with an [`Unsupported`](io::ErrorKind::Unsupported) error:
+    /// network namespaces need Linux.
+    pub fn switch_with(&self, _name: &str, _subnets: &[&str]) -> Result<Switch, Error> {
+        Err(unsupported("Network::switch_with"))
+    }
+
+    /// Cannot be called: no [`Node`] exists here.
     pub fn attach(&self, node: &Node, _switch: &Switch) -> Result<Link, Error> {
         match node.0 {}
     }

@@ -944,11 +944,81 @@ fn nat_works_rootless_and_without_nft() {
         });
         let text = common::text(&output);
         assert!(output.status.success(), "{text}");
-        assert!(text.contains("15 passed"), "{text}");
+        assert!(text.contains("16 passed"), "{text}");
     };
     if nix::unistd::geteuid().is_root() {
         run(true);
     } else {
         run(false);
     }
+}
+
+#[netns_test]
+fn links_and_switches_take_the_subnets_a_user_gives_and_overlaps_are_refused() {
+    // A home LAN in 192.168.1.0/24 behind a NAT, a CGNAT's 100.64.0.0/10,
+    // public-looking addresses outside.
+    let net = Network::new();
+    let internet = net.router("internet").unwrap();
+    let server = net.node("server").unwrap();
+    let server_link = net
+        .link_with(&internet, &server, &["198.51.100.0/24", "2001:db8:5::/64"])
+        .unwrap();
+    assert_eq!(server.ipv4_on(&server_link), Ipv4Addr::new(198, 51, 100, 2));
+    assert_eq!(
+        server.ipv6_on(&server_link),
+        "2001:db8:5::2".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    let cgnat = net.router("cgnat").unwrap();
+    let uplink = net
+        .link_with(&cgnat, &internet, &["203.0.113.0/30"])
+        .unwrap();
+    let carrier = net.switch_with("carrier", &["100.64.0.0/10"]).unwrap();
+    net.attach(&cgnat, &carrier).unwrap();
+    let home = net.router("home").unwrap();
+    let wan = net.attach(&home, &carrier).unwrap();
+    assert_eq!(home.ipv4_on(&wan), Ipv4Addr::new(100, 64, 0, 2));
+    let lan = net.switch_with("lan", &["192.168.1.0/24"]).unwrap();
+    let gateway = net.attach(&home, &lan).unwrap();
+    let laptop = net.node("laptop").unwrap();
+    let laptop_link = net.attach(&laptop, &lan).unwrap();
+    assert_eq!(home.ipv4_on(&gateway), Ipv4Addr::new(192, 168, 1, 1));
+    assert_eq!(laptop.ipv4_on(&laptop_link), Ipv4Addr::new(192, 168, 1, 2));
+    home.nat(&wan, Nat::new()).unwrap();
+    cgnat.nat(&uplink, Nat::new()).unwrap();
+    // The laptop reaches the server, which sees the CGNAT's address.
+    let reflector = Reflector::start(&server, IpAddr::V4(server.ipv4_on(&server_link)), 3478);
+    let socket = udp(&laptop, Ipv4Addr::UNSPECIFIED, 5000);
+    assert_eq!(
+        reflexive(&socket, reflector.address).ip(),
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))
+    );
+    // Overlaps inside the network, and bad subnets, are refused by name.
+    let other = net.node("other").unwrap();
+    let error = net
+        .link_with(&other, &internet, &["192.168.1.128/25"])
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(
+        error.to_string().contains(
+            "subnet 192.168.1.128/25 of link other-internet overlaps 192.168.1.0/24 of switch lan"
+        ),
+        "{error}"
+    );
+    let error = net
+        .switch_with("lan2", &["100.100.0.0/16"])
+        .err()
+        .expect("an overlap");
+    assert!(
+        error
+            .to_string()
+            .contains("overlaps 100.64.0.0/10 of switch carrier"),
+        "{error}"
+    );
+    let error = net
+        .link_with(&other, &internet, &["10.0.0.1/24"])
+        .unwrap_err();
+    assert!(error.to_string().contains("write 10.0.0.0/24"), "{error}");
+    // Nothing was left of the refused ones: the subnets stay free.
+    net.link_with(&other, &internet, &["10.0.0.0/24"]).unwrap();
+    net.switch_with("lan2", &["172.16.0.0/12"]).unwrap();
 }

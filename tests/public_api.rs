@@ -58,6 +58,8 @@ fn signatures() {
     let _: fn(&Network, &str) -> Result<Node, Error> = Network::router;
     let _: fn(&Network, &Node, &Node) -> Result<Link, Error> = Network::link;
     let _: fn(&Network, &str) -> Result<Switch, Error> = Network::switch;
+    let _: fn(&Network, &Node, &Node, &[&str]) -> Result<Link, Error> = Network::link_with;
+    let _: fn(&Network, &str, &[&str]) -> Result<Switch, Error> = Network::switch_with;
     let _: fn(&Network, &Node, &Switch) -> Result<Link, Error> = Network::attach;
 
     thread_safe::<Node>();
