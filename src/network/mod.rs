@@ -416,7 +416,7 @@ impl Node {
         names.claim(name)?;
         // Made in a test: its keep and capture policies cover the node too.
         let observer = crate::netns::current_observer();
-        let (ns, (netlink, hosts)) = NetNs::new_with(|ns| {
+        let (ns, (netlink, hosts, nat)) = NetNs::new_with(|ns| {
             if let Some(observer) = &observer {
                 observer.made(name, ns)?;
             }
@@ -424,7 +424,13 @@ impl Node {
                 .append(true)
                 .open("/etc/hosts")
                 .map_err(|e| Error::at("open", std::path::Path::new("/etc/hosts"), e))?;
-            Ok((Netlink::open()?, hosts))
+            // A router's NAT sockets, while in it (see `nat.rs`).
+            let nat = if router {
+                nat::Nats::open_here()?
+            } else {
+                nat::Nats::default()
+            };
+            Ok((Netlink::open()?, hosts, nat))
         })
         .map_err(|e| e.in_node(name))?;
         names.add_hosts_file(hosts)?;
@@ -435,7 +441,7 @@ impl Node {
                 netlink: Mutex::new(netlink),
                 routes: Mutex::default(),
                 addresses: Mutex::default(),
-                nat: Mutex::default(),
+                nat: Mutex::new(nat),
                 next_index: AtomicI32::new(2),
                 default_v4: AtomicBool::new(false),
                 default_v6: AtomicBool::new(false),

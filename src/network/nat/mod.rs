@@ -15,10 +15,10 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Weak;
 
-/// What a node's NATs hold: the netfilter socket inside the node (opened
-/// at the first NAT call: entering the node for it costs about 0.12 ms
-/// once, where opening it with every node would cost each node 10-17 us),
-/// the conntrack timeout sysctls, and each link's NAT.
+/// What a node's NATs hold: the netfilter socket inside the node and the
+/// conntrack timeout sysctls (opened as a router is made, in the thread
+/// that makes it, for 10-20 us; any other node opens them at its first NAT
+/// call, which enters the node for it), and each link's NAT.
 #[derive(Default)]
 pub(super) struct Nats {
     socket: Option<Netlink>,
@@ -54,6 +54,34 @@ struct LinkNat {
     /// prefixes to it (`via`, its address on the link).
     upstream: Vec<Weak<NodeInner>>,
     via: Ipv6Addr,
+}
+
+impl Nats {
+    /// The socket and sysctls, opened in the calling thread's namespace.
+    pub(super) fn open_here() -> Result<Nats, Error> {
+        Ok(Nats {
+            socket: Some(nftables::open()?),
+            timeouts: Some(Timeouts {
+                files: open_timeouts()?,
+                written: None,
+            }),
+            links: Vec::new(),
+        })
+    }
+}
+
+fn open_timeouts() -> Result<[File; 3], Error> {
+    let open = |path: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::at("open", std::path::Path::new(path), e))
+    };
+    Ok([
+        open(TIMEOUT_SYSCTLS[0])?,
+        open(TIMEOUT_SYSCTLS[1])?,
+        open(TIMEOUT_SYSCTLS[2])?,
+    ])
 }
 
 impl LinkNat {
@@ -313,17 +341,7 @@ impl Node {
                     None
                 };
                 let files = if timeouts {
-                    let open = |path: &str| {
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| Error::at("open", std::path::Path::new(path), e))
-                    };
-                    Some([
-                        open(TIMEOUT_SYSCTLS[0])?,
-                        open(TIMEOUT_SYSCTLS[1])?,
-                        open(TIMEOUT_SYSCTLS[2])?,
-                    ])
+                    Some(open_timeouts()?)
                 } else {
                     None
                 };
