@@ -78,7 +78,7 @@ fn main() -> Result<(), netns_test::Error> {
     println!("public addresses: a {}, b {}", publics[0], publics[1]);
 
     // Both punch at once; each answers what reaches it.
-    let mut seen = vec![None, None];
+    let mut seen = [None, None];
     let mut buf = [0u8; 64];
     for _ in 0..40 {
         for (i, socket) in sockets.iter().enumerate() {

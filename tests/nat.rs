@@ -416,7 +416,7 @@ fn hairpinning_shows_the_senders_public_mapping_for_udp_and_tcp_and_is_off_by_de
         let lab = Lab::new();
         let (s1, a1) = &lab.servers[0];
         let reflector = Reflector::start(s1, IpAddr::V4(*a1), 3478);
-        let (router, uplink, a) = lab.home("home", Nat::full_cone().hairpin(hairpin));
+        let (router, _uplink, a) = lab.home("home", Nat::full_cone().hairpin(hairpin));
         let lan = lab.net.switch("lan2").unwrap();
         lab.net.attach(&router, &lan).unwrap();
         let b = lab.net.node("b").unwrap();

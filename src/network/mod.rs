@@ -388,7 +388,7 @@ struct NodeInner {
     ns: NetNs,
     netlink: Mutex<Netlink>,
     /// The node's NATs, by link (see `nat.rs`).
-    nat: Mutex<nat::Nats>,
+    nat: Mutex<nat::Nats<NodeInner>>,
     /// The routes netns-test added (destination, prefix, gateway), to give
     /// them back when a cut link is healed.
     routes: Mutex<Vec<(IpAddr, u8, IpAddr)>>,
