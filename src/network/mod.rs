@@ -424,11 +424,11 @@ impl Node {
                 .append(true)
                 .open("/etc/hosts")
                 .map_err(|e| Error::at("open", std::path::Path::new("/etc/hosts"), e))?;
-            // A router's NAT sockets, while in it (see `nat.rs`).
-            let nat = if router {
-                nat::Nats::open_here()?
-            } else {
-                nat::Nats::default()
+            // A router's NAT socket and sysctls, while in it (see `nat/`);
+            // a kernel without them fails only when a NAT is set.
+            let nat = match router {
+                true => nat::Nats::open_here().unwrap_or_default(),
+                false => nat::Nats::default(),
             };
             Ok((Netlink::open()?, hosts, nat))
         })

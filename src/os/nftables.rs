@@ -6,7 +6,10 @@
 //! the messages a ruleset is made of (table, chain, set, rule, set
 //! elements, flushes), sent as one transaction ([`transaction`]: batch
 //! begin, the messages, batch end, applied whole or not at all). The
-//! netlink header around each message is netlink-packet-core's. The
+//! netlink header around each message is netlink-packet-core's (it
+//! replaced netlink-packet-netfilter, which lacked the set, dynset,
+//! lookup, ct and nat expressions NAT needs; see the commit that dropped
+//! it for the build time saved). The
 //! expressions are those `nft` loads for the same rules
 //! (`nft --debug=netlink`); the unit tests below compare the bytes with
 //! what `nft` 1.0.6 sends (`nft --debug=mnl`) for a few of them.

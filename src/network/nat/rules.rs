@@ -3,10 +3,15 @@
 //! Each link a router translates on has a table of its own, `inet
 //! netns_test_<interface>`, so that setting one link's NAT again replaces
 //! exactly its rules in one transaction (flush its chains, add the new
-//! rules), and another table (a firewall of the same link, say) can hook
-//! in beside it. Its sets hold what the NAT has learnt, and outlive a
-//! change of rules: what an inside endpoint sent, and which public ports
-//! are taken.
+//! rules), leaving other links' tables alone. Its sets hold what the NAT
+//! has learnt, and outlive a change of rules: what an inside endpoint
+//! sent, and which public ports are taken.
+//!
+//! A per-link firewall fits beside it: a chain of its own in the same table
+//! on the forward hook at priority `filter`, after `filter_in` (`filter -
+//! 10`), so the NAT's filtering happens first (a drop is final; an accept
+//! in one base chain still lets the next one judge), replaced by flushing
+//! that chain alone.
 //!
 //! ```text
 //! prerouting  nat    dstnat     iif wan: port forwards, then inbound to a
