@@ -160,6 +160,10 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
+    #[cfg(not(feature = "tokio"))]
+    pub use crate::contract::{
+        AsyncTestNeedsTokio, BlockOnNeedsTokio, NoRuntime, SpawnAsyncNeedsTokio,
+    };
     pub use crate::contract::{
         Flavor, Outcome, SPEC_MARKER, TestReturn, TestSpec, Timeout, block_on,
     };

@@ -84,6 +84,7 @@ impl NetNs {
 // Linux's methods; with no `NetNs`, none can be called.
 #[allow(missing_docs)]
 impl NetNs {
+    #[cfg(feature = "tokio")]
     pub fn block_on<F>(&self, _future: F) -> F::Output
     where
         F: std::future::Future + Send,
@@ -92,9 +93,28 @@ impl NetNs {
         match self.0 {}
     }
 
+    #[cfg(not(feature = "tokio"))]
+    pub fn block_on<F>(&self, _future: F) -> F::Output
+    where
+        F: std::future::Future + Send + crate::contract::BlockOnNeedsTokio,
+        F::Output: Send,
+    {
+        match self.0 {}
+    }
+
+    #[cfg(feature = "tokio")]
     pub fn spawn_async<F>(&self, _future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.0 {}
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    pub fn spawn_async<F>(&self, _future: F) -> std::future::Pending<F::Output>
+    where
+        F: std::future::Future + Send + 'static + crate::contract::SpawnAsyncNeedsTokio,
         F::Output: Send + 'static,
     {
         match self.0 {}
