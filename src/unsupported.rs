@@ -36,6 +36,7 @@ fn unsupported(operation: &'static str) -> Error {
         io::ErrorKind::Unsupported,
         format!("network namespaces need Linux, and this is {}", platform()),
     )
+    .refused()
 }
 
 /// Fails the test `spec` without running its body: network namespaces need
