@@ -2,6 +2,9 @@
 //! leaves tokio out of the build, sync tests run as usual, and what needs
 //! the `tokio` feature says so at compile time.
 //!
+//! And the README's first snippet, copied into a fresh crate with the
+//! dependencies its install lines add, builds without a warning and passes.
+//!
 //! Each test builds a scratch crate with cargo, as a user would, with this
 //! checkout by path and its lock file (`--offline`: the dependencies are the
 //! ones this build fetched). Both share one target directory, so netns-test
@@ -15,6 +18,16 @@ use std::process::{Command, Output};
 /// A scratch crate `name` with `tests/it.rs` = `source`, netns-test by path
 /// without its default features.
 fn scratch(name: &str, source: &str) -> PathBuf {
+    scratch_with(
+        name,
+        source,
+        "netns-test = { path = \"{repo}\", default-features = false }",
+    )
+}
+
+/// A scratch crate `name` with `tests/it.rs` = `source` and these
+/// dev-dependencies (`{repo}` is this checkout).
+fn scratch_with(name: &str, source: &str, dependencies: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("features")
@@ -25,9 +38,8 @@ fn scratch(name: &str, source: &str) -> PathBuf {
         dir.join("Cargo.toml"),
         format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
-             [dev-dependencies]\nnetns-test = {{ path = {:?}, default-features = false }}\n\n\
-             [workspace]\n",
-            repo.display().to_string()
+             [dev-dependencies]\n{}\n\n[workspace]\n",
+            dependencies.replace("{repo}", &repo.display().to_string())
         ),
     )
     .unwrap();
@@ -146,4 +158,35 @@ fn runs_futures() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("error[").count(), 3, "{stderr}");
+}
+
+#[test]
+fn the_readme_first_snippet_builds_without_warnings_and_passes() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    // What these lines add to Cargo.toml is what the scratch crate gets.
+    for line in [
+        "cargo add --dev netns-test\n",
+        "cargo add --dev tokio --features net ",
+    ] {
+        assert!(readme.contains(line), "README.md lost `{line}`");
+    }
+    let start = readme.find("```rust\n").expect("a Rust snippet") + "```rust\n".len();
+    let snippet = &readme[start..start + readme[start..].find("```\n").unwrap()];
+    let dir = scratch_with(
+        "readme",
+        snippet,
+        "netns-test = { path = \"{repo}\" }\ntokio = { version = \"1\", features = [\"net\"] }",
+    );
+    let build = cargo(&dir, &["test", "--no-run", "--test", "it"]);
+    let stderr = text(&build.stderr);
+    assert!(build.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let test = cargo(&dir, &["test", "--test", "it"]);
+    let stdout = text(&test.stdout);
+    assert!(
+        test.status.success() && stdout.contains("test result: ok. 2 passed"),
+        "{stdout}\n{}",
+        text(&test.stderr)
+    );
 }
