@@ -190,3 +190,49 @@ fn the_readme_first_snippet_builds_without_warnings_and_passes() {
         text(&test.stderr)
     );
 }
+
+/// The attribute's examples (its documentation, `macros/src/attribute.md`)
+/// as tests of a fresh crate, each in a module of its own: as doctests they
+/// only expand, since a `#[test]` function is compiled only under `--test`.
+#[test]
+fn the_attribute_examples_run_as_tests() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("macros/src/attribute.md"),
+    )
+    .unwrap();
+    let mut source = String::new();
+    let mut examples = 0;
+    for (n, block) in docs.split("```rust\n").skip(1).enumerate() {
+        let code = &block[..block.find("```\n").unwrap()];
+        source.push_str(&format!("mod example_{n} {{\n"));
+        for line in code.lines() {
+            let line = match line.strip_prefix("# ") {
+                Some("fn main() {}") => continue,
+                // The renamed dependency, as a module-level alias.
+                Some("extern crate netns_test as nt;") => "use netns_test as nt;",
+                Some(hidden) => hidden,
+                None => line,
+            };
+            source.push_str(line);
+            source.push('\n');
+        }
+        source.push_str("}\n");
+        examples += 1;
+    }
+    assert!(examples >= 10, "{examples} examples in attribute.md");
+    let tests = source.matches("\nfn ").count() + source.matches("\nasync fn ").count();
+    let dir = scratch_with(
+        "attribute-examples",
+        &source,
+        "netns-test = { path = \"{repo}\" }\n\
+         tokio = { version = \"1\", features = [\"net\", \"time\", \"test-util\"] }",
+    );
+    let test = cargo(&dir, &["test", "--test", "it"]);
+    let stdout = text(&test.stdout);
+    let stderr = text(&test.stderr);
+    assert!(
+        test.status.success() && stdout.contains(&format!("test result: ok. {tests} passed")),
+        "{source}\n{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
