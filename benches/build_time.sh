@@ -3,7 +3,7 @@
 # whose only dev-dependency is netns-test (with its default features, and
 # sync-only without them), against the same crate with rstest instead.
 #
-#   benches/build_time.sh [ROUNDS] [--timings DIR]
+#   benches/build_time.sh [ROUNDS] [--timings DIR] [--baseline CHECKOUT]
 #
 # Each contender is a scratch crate generated in a temporary directory (one
 # sync and one async #[netns_test] with the default features; two sync ones
@@ -14,17 +14,21 @@
 # the rounds (wall time, CPU time = user + system of cargo and every rustc,
 # crates compiled). With --timings, one more build of each netns-test
 # contender writes cargo's timing report to DIR and the slowest units are
-# listed. The crates are fetched first; the builds then run --offline.
+# listed. With --baseline, another checkout of netns-test (the main branch
+# before a change, say) is one more contender, with its default features.
+# The crates are fetched first; the builds then run --offline.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 rounds=5
 timings=""
+baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --timings) timings="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
+    --baseline) baseline="$(cd "$2" && pwd)"; shift 2 ;;
     [0-9]*) rounds="$1"; shift ;;
-    *) echo "usage: $0 [ROUNDS] [--timings DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [ROUNDS] [--timings DIR] [--baseline CHECKOUT]" >&2; exit 2 ;;
   esac
 done
 
@@ -56,7 +60,7 @@ EOF
   (cd "$dir" && cargo fetch -q)
 }
 
-scratch netns-test "netns-test = { path = \"$repo\" }" '
+default_features_test='
 use netns_test::netns_test;
 
 #[netns_test]
@@ -70,6 +74,10 @@ async fn binds_port_80_async() {
     let listener = std::net::TcpListener::bind("127.0.0.1:80").unwrap();
     drop(listener);
 }'
+scratch netns-test "netns-test = { path = \"$repo\" }" "$default_features_test"
+if [ -n "$baseline" ]; then
+  scratch baseline "netns-test = { path = \"$baseline\" }" "$default_features_test"
+fi
 
 scratch netns-test-sync "netns-test = { path = \"$repo\", default-features = false }" '
 use netns_test::netns_test;
@@ -98,6 +106,7 @@ fn binds(#[case] port: u16) {
 }'
 
 contenders=(netns-test netns-test-sync rstest)
+if [ -n "$baseline" ]; then contenders+=(baseline); fi
 
 # build NAME [EXTRA CARGO ARGS]: one clean build; appends "wall cpu crates".
 build() {
@@ -135,6 +144,7 @@ for name in "${contenders[@]}"; do
     netns-test) label="netns-test (default features: one sync, one async test)" ;;
     netns-test-sync) label="netns-test, default-features = false (two sync tests)" ;;
     rstest) label="rstest (default features)" ;;
+    baseline) label="baseline: $baseline (default features: one sync, one async test)" ;;
   esac
   printf '| %s | %.1f | %.1f | %s | %.2f | %.2f |\n' "$label" "$wall" "$cpu" "$crates" \
     "$(echo "$wall / $rstest_wall" | bc -l)" "$(echo "$cpu / $rstest_cpu" | bc -l)"
