@@ -23,15 +23,16 @@
 //!
 //! A node is a [`NetNs`] held by file descriptors (no thread while idle) and
 //! one netlink socket opened inside it (and a netfilter one from its first
-//! NAT rule on). Dropping the [`Network`] and its
-//! handles lets the kernel free every namespace, and with them every link:
-//! no per-link deletes.
+//! NAT rule on). The [`Network`] holds every namespace it made, and every
+//! handle holds the network: dropping the last of them lets the kernel free
+//! every namespace, and with them every link: no per-link deletes.
 
 mod engine;
 mod faults;
 mod names;
 mod pipeline;
 mod prng;
+mod settle;
 
 use crate::error::Error;
 use crate::netns::NetNs;
@@ -43,8 +44,12 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A set of namespaces wired together. Everything it made goes away when
-/// it and the handles to its nodes are dropped.
+/// A set of namespaces wired together. Everything it made (nodes, routers,
+/// switches, links) lives as long as it or any handle to one of its nodes,
+/// switches or links does, whichever of them are dropped: a helper may
+/// build a lab and return only the nodes a test talks to. Once the last of
+/// them is dropped, every namespace goes at once (unless `NETNS_TEST_KEEP`
+/// or `NETNS_TEST_CAPTURE` holds them for the end of the test).
 ///
 /// Every random fault of its links comes from one seed,
 /// [`Network::seed`]: random by default, `NETNS_TEST_SEED` or
@@ -63,6 +68,9 @@ struct NetworkInner {
     engine: Mutex<Option<Arc<engine::Engine>>>,
     /// The nodes' names, and every node's /etc/hosts.
     names: names::Names,
+    /// The namespace of every node, router and switch made: each handle
+    /// holds the network, and so all of them.
+    namespaces: Mutex<Vec<NetNs>>,
 }
 
 impl Default for Network {
@@ -115,6 +123,7 @@ impl Network {
                 seed,
                 engine: Mutex::new(None),
                 names: names::Names::default(),
+                namespaces: Mutex::default(),
             }),
         }
     }
@@ -178,6 +187,7 @@ impl Network {
         };
         let link = Link::create(self, a, Some(addresses(1)), b, Some(addresses(2)))?;
         route_via_routers(&link)?;
+        link.settle()?;
         Ok(link)
     }
 
@@ -239,6 +249,8 @@ impl Network {
             node.default_via(router)?;
         }
         members.push((node.clone(), addresses));
+        drop(members);
+        link.settle()?;
         Ok(link)
     }
 }
@@ -275,6 +287,8 @@ pub struct Node {
 struct NodeInner {
     name: String,
     ns: NetNs,
+    /// What keeps the rest of the network alive while the node is.
+    _network: Arc<NetworkInner>,
     netlink: Mutex<Netlink>,
     /// A NETLINK_NETFILTER socket inside the node, for NAT and loss rules,
     /// opened at the first one: entering the node for it costs about
@@ -320,10 +334,12 @@ impl Node {
         })
         .map_err(|e| e.in_node(name))?;
         names.add_hosts_file(hosts)?;
+        lock(&network.inner.namespaces).push(ns.clone());
         Ok(Node {
             inner: Arc::new(NodeInner {
                 name: name.to_owned(),
                 ns,
+                _network: Arc::clone(&network.inner),
                 netlink: Mutex::new(netlink),
                 routes: Mutex::default(),
                 addresses: Mutex::default(),
@@ -577,7 +593,7 @@ struct LinkInner {
     ends: [End; 2],
     /// The link's number in its network, for its random streams.
     stream: u32,
-    network: std::sync::Weak<NetworkInner>,
+    network: Arc<NetworkInner>,
     /// How each direction (by sending end) reaches the fault engine.
     faults: Mutex<[Plumbing; 2]>,
 }
@@ -648,7 +664,7 @@ impl Link {
                     },
                 ],
                 stream: network.inner.next_stream.fetch_add(1, Ordering::Relaxed),
-                network: Arc::downgrade(&network.inner),
+                network: Arc::clone(&network.inner),
                 faults: Mutex::default(),
             }),
         })
@@ -707,7 +723,7 @@ impl Link {
                 )?;
             }
         }
-        Ok(())
+        self.settle()
     }
 }
 
