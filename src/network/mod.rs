@@ -157,7 +157,8 @@ impl Network {
     }
 
     /// A veth pair between `a` and `b`, up, with an IPv4 /30 and an IPv6 /64
-    /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`.
+    /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`. It carries its first
+    /// packet, in both families, as soon as this returns.
     pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
         if Arc::ptr_eq(&a.inner, &b.inner) {
             return Err(Error::invalid_input(
@@ -217,6 +218,8 @@ impl Network {
     /// Attaches `node` to `switch` by a veth pair whose switch end is a
     /// bridge port; the node's end gets the next address of the switch's
     /// subnets. Returns the link, for [`Node::ipv4_on`] and link faults.
+    /// The node reaches the others on the switch, in both families, with
+    /// its first packet, as soon as this returns.
     pub fn attach(&self, node: &Node, switch: &Switch) -> Result<Link, Error> {
         let host = switch.next_host.fetch_add(1, Ordering::Relaxed);
         if host > 254 {
@@ -683,7 +686,8 @@ impl Link {
     /// Heals a cut link: both ends up, with everything they had: their
     /// addresses (the kernel drops IPv6 ones when a link goes down) and the
     /// routes through the link (default routes included; the kernel drops
-    /// those too).
+    /// those too). The link carries its first packet again, in both
+    /// families, as soon as this returns.
     pub fn set_up(&self) -> Result<(), Error> {
         for end in &self.inner.ends {
             end.node
