@@ -780,23 +780,26 @@ fn reaches_by_name(client: &netns_test::Node, server: &netns_test::Node) -> Vec<
 
 #[netns_test]
 fn a_network_keeps_what_it_made_when_their_handles_are_dropped() {
-    let (net, client, server, _) = lab_from_a_helper();
+    let (_network, client, server, _) = lab_from_a_helper();
     // Long enough for the kernel to tear down a namespace let go of.
     std::thread::sleep(Duration::from_millis(300));
     let reached = reaches_by_name(&client, &server);
     assert!(reached.iter().all(|(_, ok)| *ok), "{reached:?}");
-    drop(net);
 }
 
 #[netns_test]
 fn any_handle_keeps_its_whole_network_and_the_last_one_frees_it() {
-    let (net, client, server, inodes) = lab_from_a_helper();
-    drop(net);
-    std::thread::sleep(Duration::from_millis(300));
-    let reached = reaches_by_name(&client, &server);
-    assert!(reached.iter().all(|(_, ok)| *ok), "{reached:?}");
-    assert!(inodes.iter().all(|inode| holds_namespace(*inode)));
-    drop((client, server));
+    let inodes = {
+        let (client, server, inodes) = {
+            let (_network, client, server, inodes) = lab_from_a_helper();
+            (client, server, inodes)
+        }; // the Network is dropped here
+        std::thread::sleep(Duration::from_millis(300));
+        let reached = reaches_by_name(&client, &server);
+        assert!(reached.iter().all(|(_, ok)| *ok), "{reached:?}");
+        assert!(inodes.iter().all(|inode| holds_namespace(*inode)));
+        inodes
+    }; // and the last handles here
     for inode in inodes {
         assert!(
             !holds_namespace(inode),
