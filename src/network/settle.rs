@@ -73,7 +73,7 @@ fn wait_for_ipv6(netlink: &mut Netlink, end: &End, ours: IpAddr) -> Result<(), E
             ));
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(1));
+        pause = (pause * 2).min(Duration::from_micros(250));
     }
     Ok(())
 }
