@@ -6,11 +6,13 @@
 //! cargo bench --bench overhead              # 15 rounds
 //! cargo bench --bench overhead -- 31        # more rounds
 //! BENCH_PROCESS_PER_TEST=1 cargo bench --bench overhead   # as cargo-nextest runs tests
+//! BENCH_PROFILE=dev cargo bench --bench overhead   # the fixture built as `cargo test` builds it
 //! ```
 //!
 //! It builds `tests/overhead_fixture.rs` in release mode, then runs its 200
-//! `plain::`, `floor::`, `view::`, `netns::` and `veth::` tests as separate invocations of the test
-//! binary, in an order shuffled each round, with 1 and with 2 test threads. Overhead per
+//! `plain::`, `floor::`, `view::`, `netns::` and `veth::` tests (each what a
+//! user's test does: bind a fixed port, connect, echo a byte, close) as
+//! separate invocations of the test binary, in an order shuffled each round, with 1 and with 2 test threads. Overhead per
 //! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
 //! the table shows medians over rounds (a ratio's median is that of the
 //! round's ratios). When run as root it also runs the `netns::` tests as uid
@@ -217,12 +219,18 @@ fn run_each_in_a_process(fixture: &str, filter: &str, threads: usize, uid: Optio
     start.elapsed().as_secs_f64()
 }
 
+/// Builds the fixture in release mode, or with `BENCH_PROFILE=dev` as a
+/// plain `cargo test` builds it (no optimization).
 fn build_fixture() -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let profile = match std::env::var("BENCH_PROFILE").as_deref() {
+        Ok("dev") => "--profile=dev",
+        _ => "--release",
+    };
     let output = Command::new(cargo)
         .args([
             "test",
-            "--release",
+            profile,
             "--test",
             "overhead_fixture",
             "--no-run",

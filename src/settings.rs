@@ -8,6 +8,7 @@
 //! | `NETNS_TEST_LOG` | `debug`, `trace` | print each setup and teardown step with its duration |
 //! | `NETNS_TEST_UNSUPPORTED` | `skip` | a test the kernel refuses passes with a `skipped:` line |
 //! | `NETNS_TEST_SEED` | `0x5eed` (hex) or `24301` (decimal); a list `0xa,0xb` | the seed of a test's networks (the k-th network takes the k-th, the last one repeats) |
+//! | `NETNS_TEST_SETTLE` | `off` | `Network::link`, `attach` and `Link::set_up` return without waiting for the kernel to finish bringing the link up, so a link's first packets may be lost (for measuring what the wait costs: `benches/topology.rs`) |
 //! | `NETNS_TEST_FORK_SERVER` | `off` | rootless tests start the test binary again each instead of forking from the fork server (slower; for debugging) |
 //! | `NETNS_TEST_INSIDE` | a test's name | set by netns-test in the child process of a rootless test |
 //! | `NETNS_TEST_RESULT_FD` | a descriptor and a nonce | set with `NETNS_TEST_INSIDE`: where the child writes how the test ended, and the word that marks the body's output |
@@ -121,6 +122,13 @@ pub(crate) fn mark_rootless_child() {
 /// server).
 pub(crate) fn in_rootless_child() -> bool {
     rootless_child_of().is_some() || FORKED_FOR_A_TEST.load(Ordering::Relaxed)
+}
+
+/// `NETNS_TEST_SETTLE`: `off` skips waiting for fresh links to carry
+/// packets.
+pub(crate) fn settle_links() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("NETNS_TEST_SETTLE").is_none_or(|v| v != "off"))
 }
 
 /// `NETNS_TEST_FORK_SERVER`: `off` runs each rootless test by starting the

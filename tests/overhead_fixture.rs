@@ -1,37 +1,43 @@
-//! 200 trivial tests of each kind, timed side by side by `benches/overhead.rs`:
-//! bind a port on 127.0.0.1, connect, exchange a byte.
+//! 200 trivial tests of each kind, timed side by side by `benches/overhead.rs`,
+//! each what a user's network test does: bind a fixed port on 127.0.0.1,
+//! connect, echo a byte, close (leaving a TIME_WAIT socket behind, as tests
+//! do).
 //!
 //! - `plain::`: a plain `#[test]` on port 0 (the baseline);
 //! - `floor::`: the bare floor, `unshare(CLONE_NEWNET)` and `lo` up with one
-//!   ioctl on the test thread, then port 80;
+//!   ioctl on the test thread, then port 7878;
 //! - `view::`: the floor plus what a `#[netns_test]` namespace also has, by
 //!   bare system calls: a mount namespace with its own `/sys` and
 //!   `/etc/hosts` and `accept_dad = 0` (the kernel's part of its cost);
-//! - `netns::`: `#[netns_test]`, port 80;
-//! - `veth::`: `#[netns_test(veth)]`, port 80.
+//! - `netns::`: `#[netns_test]`, port 7878;
+//! - `veth::`: `#[netns_test(veth)]`, port 7878.
 //!
-//! As a test target it also shows 200 namespaces binding 127.0.0.1:80 at once.
+//! As a test target it also shows 200 namespaces binding 127.0.0.1:7878 at once.
 
 use netns_test::netns_test;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-fn exchange_a_byte(port: u16) {
+/// Binds `port` on 127.0.0.1 (0: any), connects, sends a byte that the
+/// server echoes, and closes: the server first, so its side waits in
+/// TIME_WAIT, which the kernel purges when the namespace goes (a plain
+/// test's stays on the host for a minute).
+fn echo_a_byte(port: u16) {
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
     client.write_all(b"x").unwrap();
     let mut byte = [0u8];
     server.read_exact(&mut byte).unwrap();
-    assert_eq!(&byte, b"x");
-    // Close with a reset: no TIME_WAIT socket is left behind, so the host's
-    // port search does not slow down as runs pile up (plain tests share it).
-    let abort = nix::libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::Linger, &abort).unwrap();
+    server.write_all(&byte).unwrap();
+    let mut echoed = [0u8];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"x");
+    drop(server);
 }
+
+/// The fixed port of the namespaced kinds.
+const PORT: u16 = 7878;
 
 /// The least any network namespace per test costs: a new namespace on the
 /// test thread and `lo` up with one ioctl (the thread ends with the test).
@@ -168,7 +174,7 @@ macro_rules! plain_case {
     ($name:ident) => {
         #[test]
         fn $name() {
-            exchange_a_byte(0);
+            echo_a_byte(0);
         }
     };
 }
@@ -178,7 +184,7 @@ macro_rules! floor_case {
         #[test]
         fn $name() {
             bare_floor();
-            exchange_a_byte(80);
+            echo_a_byte(PORT);
         }
     };
 }
@@ -188,7 +194,7 @@ macro_rules! view_case {
         #[test]
         fn $name() {
             bare_floor_and_view();
-            exchange_a_byte(80);
+            echo_a_byte(PORT);
         }
     };
 }
@@ -197,7 +203,7 @@ macro_rules! netns_case {
     ($name:ident) => {
         #[netns_test]
         fn $name() {
-            exchange_a_byte(80);
+            echo_a_byte(PORT);
         }
     };
 }
@@ -216,7 +222,7 @@ macro_rules! veth_case {
     ($name:ident) => {
         #[netns_test(veth)]
         fn $name() {
-            exchange_a_byte(80);
+            echo_a_byte(PORT);
         }
     };
 }

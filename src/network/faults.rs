@@ -147,14 +147,7 @@ impl Link {
         if clear && plumbing.target.is_none() {
             return Ok(());
         }
-        let network = self.inner.network.upgrade().ok_or_else(|| {
-            Error::detected(
-                operation,
-                std::io::ErrorKind::NotConnected,
-                "the link's Network was dropped, and its fault engine with it",
-            )
-        })?;
-        let engine = network.engine()?;
+        let engine = self.inner.network.engine()?;
         let id = self.direction(end);
         let target = match plumbing.target {
             Some(target) => {

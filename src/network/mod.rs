@@ -23,9 +23,9 @@
 //!
 //! A node is a [`NetNs`] held by file descriptors (no thread while idle) and
 //! one netlink socket opened inside it (and a netfilter one from its first
-//! NAT rule on). Dropping the [`Network`] and its
-//! handles lets the kernel free every namespace, and with them every link:
-//! no per-link deletes.
+//! NAT rule on). The [`Network`] holds every namespace it made, and every
+//! handle holds the network: dropping the last of them lets the kernel free
+//! every namespace, and with them every link: no per-link deletes.
 
 mod engine;
 mod faults;
@@ -33,6 +33,7 @@ mod names;
 mod nat;
 mod pipeline;
 mod prng;
+mod settle;
 mod subnets;
 
 use crate::error::Error;
@@ -44,8 +45,12 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A set of namespaces wired together. Everything it made goes away when
-/// it and the handles to its nodes are dropped.
+/// A set of namespaces wired together. Everything it made (nodes, routers,
+/// switches, links) lives as long as it or any handle to one of its nodes,
+/// switches or links does, whichever of them are dropped: a helper may
+/// build a lab and return only the nodes a test talks to. Once the last of
+/// them is dropped, every namespace goes at once (unless `NETNS_TEST_KEEP`
+/// or `NETNS_TEST_CAPTURE` holds them for the end of the test).
 ///
 /// Every random fault of its links comes from one seed,
 /// [`Network::seed`]: random by default, `NETNS_TEST_SEED` or
@@ -66,6 +71,9 @@ struct NetworkInner {
     names: names::Names,
     /// The subnets of the links and switches.
     subnets: subnets::Registry,
+    /// The namespace of every node, router and switch made: each handle
+    /// holds the network, and so all of them.
+    namespaces: Mutex<Vec<NetNs>>,
 }
 
 impl Default for Network {
@@ -119,6 +127,7 @@ impl Network {
                 engine: Mutex::new(None),
                 names: names::Names::default(),
                 subnets: subnets::Registry::default(),
+                namespaces: Mutex::default(),
             }),
         }
     }
@@ -152,7 +161,8 @@ impl Network {
     }
 
     /// A veth pair between `a` and `b`, up, with an IPv4 /30 and an IPv6 /64
-    /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`.
+    /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`. It carries its first
+    /// packet, in both families, as soon as this returns.
     pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
         self.link_with(a, b, &[])
     }
@@ -212,6 +222,7 @@ impl Network {
         let made = Link::create(self, a, Some(addresses(1)), b, Some(addresses(2)));
         let link = made.inspect_err(|_| self.inner.subnets.release(&owner, &[v4, v6]))?;
         route_via_routers(&link)?;
+        link.settle()?;
         Ok(link)
     }
 
@@ -310,6 +321,8 @@ impl Network {
     /// Attaches `node` to `switch` by a veth pair whose switch end is a
     /// bridge port; the node's end gets the next address of the switch's
     /// subnets. Returns the link, for [`Node::ipv4_on`] and link faults.
+    /// The node reaches the others on the switch, in both families, with
+    /// its first packet, as soon as this returns.
     pub fn attach(&self, node: &Node, switch: &Switch) -> Result<Link, Error> {
         let host = switch.next_host.fetch_add(1, Ordering::Relaxed);
         let (Some(IpAddr::V4(ipv4)), Some(IpAddr::V6(ipv6))) =
@@ -350,6 +363,8 @@ impl Network {
             node.default_via(router)?;
         }
         members.push((node.clone(), addresses));
+        drop(members);
+        link.settle()?;
         Ok(link)
     }
 }
@@ -386,6 +401,8 @@ pub struct Node {
 struct NodeInner {
     name: String,
     ns: NetNs,
+    /// What keeps the rest of the network alive while the node is.
+    _network: Arc<NetworkInner>,
     netlink: Mutex<Netlink>,
     /// The node's NATs, by link (see `nat.rs`).
     nat: Mutex<nat::Nats<NodeInner>>,
@@ -434,10 +451,12 @@ impl Node {
         })
         .map_err(|e| e.in_node(name))?;
         names.add_hosts_file(hosts)?;
+        lock(&network.inner.namespaces).push(ns.clone());
         Ok(Node {
             inner: Arc::new(NodeInner {
                 name: name.to_owned(),
                 ns,
+                _network: Arc::clone(&network.inner),
                 netlink: Mutex::new(netlink),
                 routes: Mutex::default(),
                 addresses: Mutex::default(),
@@ -620,7 +639,7 @@ struct LinkInner {
     ends: [End; 2],
     /// The link's number in its network, for its random streams.
     stream: u32,
-    network: std::sync::Weak<NetworkInner>,
+    network: Arc<NetworkInner>,
     /// How each direction (by sending end) reaches the fault engine.
     faults: Mutex<[Plumbing; 2]>,
     /// The switch's members, when the link attaches a node to a switch.
@@ -693,7 +712,7 @@ impl Link {
                     },
                 ],
                 stream: network.inner.next_stream.fetch_add(1, Ordering::Relaxed),
-                network: Arc::downgrade(&network.inner),
+                network: Arc::clone(&network.inner),
                 faults: Mutex::default(),
                 switch: std::sync::OnceLock::new(),
             }),
@@ -713,7 +732,8 @@ impl Link {
     /// Heals a cut link: both ends up, with everything they had: their
     /// addresses (the kernel drops IPv6 ones when a link goes down) and the
     /// routes through the link (default routes included; the kernel drops
-    /// those too).
+    /// those too). The link carries its first packet again, in both
+    /// families, as soon as this returns.
     pub fn set_up(&self) -> Result<(), Error> {
         for end in &self.inner.ends {
             end.node
@@ -753,7 +773,7 @@ impl Link {
                 )?;
             }
         }
-        Ok(())
+        self.settle()
     }
 }
 

@@ -12,9 +12,9 @@
 use crate::error::Error;
 use crate::os::uapi::tc;
 use netlink_packet_core::{
-    DefaultNla, ErrorBuffer, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-    NLMSG_ALIGNTO, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable,
+    DefaultNla, ErrorBuffer, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST, NLMSG_ALIGNTO, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
@@ -266,6 +266,38 @@ pub(crate) fn add_default_route(index: i32, gateway: IpAddr) -> Message {
         RouteNetlinkMessage::NewRoute(route_message(gateway, 0, attributes)),
         NLM_F_CREATE | NLM_F_EXCL,
         format!("add default route via {gateway}"),
+    )
+}
+
+/// Asks which route the kernel takes to `destination` out of the link
+/// `index` (answered by one route message: of type local when the address
+/// is this namespace's own and takes packets).
+pub(crate) fn get_route(destination: IpAddr, index: i32) -> Message {
+    let prefix = if destination.is_ipv4() { 32 } else { 128 };
+    let attributes = vec![
+        RouteAttribute::Destination(route_address(destination)),
+        RouteAttribute::Oif(index as u32),
+    ];
+    let mut m = route_message(destination, prefix, attributes);
+    m.header.table = 0;
+    m.header.protocol = RouteProtocol::Unspec;
+    m.header.kind = RouteType::Unspec;
+    Message::request(
+        RouteNetlinkMessage::GetRoute(m),
+        0,
+        format!("look up the route to {destination}"),
+    )
+}
+
+/// Asks for every IPv6 address of the namespace (a dump).
+pub(crate) fn dump_ipv6_addresses() -> Message {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet6;
+    Message::encode(
+        RouteNetlinkMessage::GetAddress(m),
+        NLM_F_DUMP,
+        "list the IPv6 addresses".into(),
+        false,
     )
 }
 
@@ -558,6 +590,73 @@ impl Netlink {
         }
     }
 
+    /// Sends one request ([`get_route`], [`dump_ipv6_addresses`]) and
+    /// returns the messages the kernel answers with: all of a dump's, up to
+    /// its end.
+    pub(crate) fn query(
+        &mut self,
+        mut message: Message,
+    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        NetlinkBuffer::new(&mut message.bytes[..]).set_sequence_number(seq);
+        self.socket
+            .send(&message.bytes, 0)
+            .map_err(|e| Error::new("send netlink request", e))?;
+        let pending = [(seq, message.what, true)];
+        let mut answers = Vec::new();
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            let received = {
+                let mut free = &mut buffer[..];
+                match self.socket.recv(&mut free, libc::MSG_DONTWAIT) {
+                    Ok(received) => received.min(buffer.len()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.wait(&pending)?;
+                        continue;
+                    }
+                    Err(e) => return Err(Error::new("receive netlink answer", e)),
+                }
+            };
+            let mut rest = &buffer[..received];
+            while let Ok(packet) = NetlinkBuffer::new_checked(rest) {
+                let length = packet.length() as usize;
+                if packet.sequence_number() == seq {
+                    match packet.message_type() {
+                        NLMSG_DONE => return Ok(answers),
+                        NLMSG_ERROR => {
+                            let code = ErrorBuffer::new_checked(packet.payload())
+                                .ok()
+                                .and_then(|ack| ack.code());
+                            return match code {
+                                Some(code) => Err(Error::new(
+                                    pending[0].1.clone(),
+                                    io::Error::from_raw_os_error(-code.get()),
+                                )),
+                                None => Ok(answers),
+                            };
+                        }
+                        _ => {
+                            let parsed =
+                                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..length]);
+                            if let Ok(NetlinkMessage {
+                                payload: NetlinkPayload::InnerMessage(inner),
+                                ..
+                            }) = parsed
+                            {
+                                answers.push(inner);
+                            }
+                        }
+                    }
+                }
+                rest = rest
+                    .get(length.next_multiple_of(NLMSG_ALIGNTO as usize)..)
+                    .unwrap_or_default();
+            }
+        }
+    }
+
     /// Waits until an answer arrives, or fails naming the first request
     /// still unanswered.
     fn wait(&self, pending: &[(u32, String, bool)]) -> Result<(), Error> {
@@ -578,5 +677,11 @@ impl Netlink {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(Error::new("wait for a netlink acknowledgement", e.into())),
         }
+    }
+}
+
+impl AsFd for Netlink {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
