@@ -44,6 +44,66 @@ fn two_nodes_on_a_link_talk_over_ipv4_and_ipv6() {
     assert_eq!(client.netns().run(common::interfaces), ["eth0", "lo"]);
 }
 
+/// The devices `/proc/net/dev` shows the calling thread, sorted.
+fn proc_net_devices() -> Vec<String> {
+    devices_in(&std::fs::read_to_string("/proc/net/dev").unwrap())
+}
+
+fn devices_in(dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[netns_test]
+fn proc_net_shows_each_node_its_own_namespace() {
+    let net = Network::new();
+    let a = net.node("a").unwrap();
+    let r = net.router("r").unwrap();
+    let b = net.node("b").unwrap();
+    net.link(&a, &r).unwrap();
+    net.link(&r, &b).unwrap();
+    assert_eq!(proc_net_devices(), ["lo"], "the test's own");
+    assert_eq!(a.netns().run(proc_net_devices), ["eth0", "lo"]);
+    assert_eq!(r.netns().run(proc_net_devices), ["eth0", "eth1", "lo"]);
+    // A thread that a node's thread starts, and one of `spawn`.
+    let from_thread = r
+        .netns()
+        .run(|| std::thread::spawn(proc_net_devices).join().unwrap());
+    assert_eq!(from_thread, ["eth0", "eth1", "lo"]);
+    assert_eq!(
+        b.netns().spawn(proc_net_devices).join().unwrap(),
+        ["eth0", "lo"]
+    );
+    // A child process of the node.
+    let cat = r
+        .netns()
+        .command("cat")
+        .arg("/proc/net/dev")
+        .output()
+        .unwrap();
+    assert_eq!(
+        devices_in(&String::from_utf8_lossy(&cat.stdout)),
+        ["eth0", "eth1", "lo"]
+    );
+    // A UDP socket bound in a shows in a's /proc/net/udp only.
+    let port_in = |udp: &str| udp.lines().any(|l| l.contains(":1F90 "));
+    let socket = a.netns().run(|| UdpSocket::bind("0.0.0.0:8080").unwrap());
+    assert!(
+        a.netns()
+            .run(|| port_in(&std::fs::read_to_string("/proc/net/udp").unwrap()))
+    );
+    assert!(
+        !b.netns()
+            .run(|| port_in(&std::fs::read_to_string("/proc/net/udp").unwrap()))
+    );
+    drop(socket);
+}
+
 #[netns_test]
 fn a_router_joins_two_links_with_default_routes() {
     let net = Network::new();
@@ -422,7 +482,7 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("16 passed"), "{text}");
+    assert!(text.contains("17 passed"), "{text}");
 }
 
 /// NAT and loss speak nf_tables over netlink: the masquerade and loss tests

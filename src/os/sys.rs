@@ -147,10 +147,17 @@ fn net_ns_id_of(socket: BorrowedFd<'_>) -> Option<NsId> {
     ns_id(ns.as_fd()).ok()
 }
 
-/// Changes the propagation of the mount at `target` (not recursively).
+/// Changes the propagation of the mount at `target` (`MS_SLAVE`,
+/// `MS_PRIVATE`, recursively with `MS_REC`).
 pub(crate) fn mount_propagation(target: &Path, flags: MsFlags) -> Result<()> {
-    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(|e| Error::at("mount(MS_SLAVE)", target, io_error(e)))
+    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| {
+        let operation = if flags.contains(MsFlags::MS_PRIVATE) {
+            "mount(MS_PRIVATE)"
+        } else {
+            "mount(MS_SLAVE)"
+        };
+        Error::at(operation, target, io_error(e))
+    })
 }
 
 /// Detaches the mount at `target` and everything below it (`MNT_DETACH`).
@@ -171,16 +178,70 @@ pub(crate) fn mount_sysfs(target: &Path) -> Result<()> {
     .map_err(|e| Error::at("mount sysfs", target, io_error(e)))
 }
 
-/// Mounts a small tmpfs (1 MiB at most) on `target`.
-pub(crate) fn mount_tmpfs(target: &Path) -> Result<()> {
+/// Mounts a tmpfs on `target` with `options` (`size=1m,mode=0755`).
+pub(crate) fn mount_tmpfs(target: &Path, options: &str) -> Result<()> {
     nix::mount::mount(
         Some("tmpfs"),
         target,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=1m,mode=0755"),
+        Some(options),
     )
     .map_err(|e| Error::at("mount tmpfs", target, io_error(e)))
+}
+
+/// Opens `path` with `O_PATH` (a handle to the file itself, whatever its
+/// type); a symbolic link at the end is followed only when `follow`.
+pub(crate) fn open_path(path: &Path, follow: bool) -> Result<OwnedFd> {
+    let mut flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= nix::fcntl::OFlag::O_NOFOLLOW;
+    }
+    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::at("open", path, io_error(e)))
+}
+
+/// The `/proc/self/fd/N` path of `fd`, which path lookup turns into the
+/// file `fd` refers to (a symbolic link itself, for an `O_PATH` handle).
+fn magic_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Bind-mounts what `source` refers to (a file, a directory with what is
+/// mounted below it, a socket) over `target`. `source` must be in the
+/// calling thread's mount namespace.
+pub(crate) fn bind_mount_fd(source: BorrowedFd<'_>, target: &Path) -> Result<()> {
+    nix::mount::mount(
+        Some(magic_path(source).as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::at("bind mount", target, io_error(e)))
+}
+
+/// Mounts the symbolic link `link` itself over the symbolic link `target`:
+/// neither is followed, so `target` then reads as `link` does. Both are
+/// reached through `O_PATH` handles, whose `/proc/self/fd` paths end at the
+/// links themselves (kernels before `open_tree(2)` too).
+pub(crate) fn mount_symlink_over(link: &Path, target: &Path) -> Result<()> {
+    let source = open_path(link, false)?;
+    let over = open_path(target, false)?;
+    nix::mount::mount(
+        Some(magic_path(source.as_fd()).as_str()),
+        magic_path(over.as_fd()).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::at(
+            format!("mount the link {} over", link.display()),
+            target,
+            io_error(e),
+        )
+    })
 }
 
 /// Bind-mounts `source` over `target`.
