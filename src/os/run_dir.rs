@@ -274,3 +274,78 @@ pub(crate) fn cover_with_mirror(dir: &Path) -> Result<(), Error> {
         .create(&netns)
         .map_err(|e| Error::at("mkdir", &netns, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_mirror_shows_the_original_and_adds_netns_only_in_its_namespace() {
+        if !privileged_here() {
+            println!("skipped: a mount namespace needs root");
+            return;
+        }
+        let original = tempfile::tempdir().unwrap();
+        let dir = original.path().to_owned();
+        std::fs::write(dir.join("file"), "contents").unwrap();
+        std::fs::create_dir(dir.join("dir")).unwrap();
+        std::fs::write(dir.join("dir/inner"), "inner").unwrap();
+        std::os::unix::fs::symlink("file", dir.join("link")).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap();
+        let seen = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    sys::unshare(nix::sched::CloneFlags::CLONE_NEWNS, "unshare").unwrap();
+                    sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)
+                        .unwrap();
+                    cover_with_mirror(&dir).unwrap();
+                    let mut names: Vec<String> = std::fs::read_dir(&dir)
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name().into_string().unwrap())
+                        .collect();
+                    names.sort();
+                    // A socket bound on the host answers through its bind mount.
+                    let mut stream =
+                        std::os::unix::net::UnixStream::connect(dir.join("socket")).unwrap();
+                    stream.write_all(b"x").unwrap();
+                    std::fs::write(dir.join("new"), "only here").unwrap();
+                    std::fs::write(dir.join("dir/from-inside"), "shared").unwrap();
+                    (
+                        names,
+                        std::fs::read_to_string(dir.join("file")).unwrap(),
+                        std::fs::read_to_string(dir.join("dir/inner")).unwrap(),
+                        std::fs::read_link(dir.join("link")).unwrap(),
+                        dir.join("netns").is_dir(),
+                    )
+                })
+                .join()
+                .unwrap()
+        });
+        assert_eq!(
+            seen.0,
+            ["dir", "file", "link", "netns", "socket"],
+            "the mirror"
+        );
+        assert_eq!(seen.1, "contents");
+        assert_eq!(seen.2, "inner");
+        assert_eq!(seen.3, Path::new("file"));
+        assert!(seen.4);
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut byte = [0u8; 1];
+        accepted.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
+        // Below the first level the original is the mirror's; the first
+        // level and `netns` are the mirror's alone.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("dir/from-inside")).unwrap(),
+            "shared"
+        );
+        assert!(!dir.join("new").exists());
+        assert!(!dir.join("netns").exists());
+    }
+
+    fn privileged_here() -> bool {
+        crate::os::privilege::privileged() && !crate::os::userns::rootless()
+    }
+}
