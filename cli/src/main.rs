@@ -123,7 +123,7 @@ struct ExecArgs {
     #[arg(long)]
     veth: bool,
 
-    /// Stop the command and everything it started after DURATION (30s, 1m30s, 500ms, 2h), exit 124
+    /// Stop the command and everything it started after DURATION (30s, 1m30s, 500ms, 2h; 0: no limit), exit 124
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     timeout: Option<Duration>,
 

@@ -132,7 +132,11 @@ fn supervise(
     timed_out: &AtomicBool,
 ) -> Result<(), Error> {
     let pid_one = started.pidfd();
-    let mut deadline = options.timeout.map(|t| Instant::now() + t);
+    // A zero timeout is no limit, as timeout(1) has it.
+    let mut deadline = options
+        .timeout
+        .filter(|t| !t.is_zero())
+        .map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     loop {
         let next = kill_at.or(deadline);

@@ -208,7 +208,8 @@ impl Link {
 /// The names of the engine's veth pair for the end `name`: the one the
 /// redirect transmits on, and the one the engine reads.
 fn inner_names(name: &str) -> (String, String) {
-    (format!("f-{name}"), format!("f-{name}e"))
+    let prefix = netlink::FAULT_ENGINE_PREFIX;
+    (format!("{prefix}{name}"), format!("{prefix}{name}e"))
 }
 
 impl Plan {

@@ -315,34 +315,6 @@ pub(crate) fn write_existing(path: &Path, value: &[u8]) -> io::Result<()> {
         .write_all(value)
 }
 
-/// Creates `dir` and its missing parents with mode 0700 (existing ones are
-/// left as they are).
-pub(crate) fn create_private_dir_all(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::at("create directory", dir, e))
-}
-
-/// Opens `path` for writing, truncated, readable by its owner only (0600,
-/// also when it existed), and not through a symbolic link.
-pub(crate) fn create_private_file(path: &Path) -> Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::at("create", path, e))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::at("chmod 0600", path, e))?;
-    Ok(file)
-}
-
 /// A sysctl's value, trimmed, from `/proc/sys/<key>` (`key` in the path form,
 /// `user/max_user_namespaces`); `None` when it cannot be read.
 pub(crate) fn read_sysctl(key: &str) -> Option<String> {
@@ -477,6 +449,47 @@ pub(crate) fn interface_names() -> Result<Vec<String>> {
         .collect();
     found.sort();
     Ok(found.into_iter().map(|(_, name)| name).collect())
+}
+
+/// The name of the interface with `index` in the network namespace of
+/// `socket` (`SIOCGIFNAME`).
+pub(crate) fn interface_name_of(socket: BorrowedFd<'_>, index: i32) -> Option<String> {
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    request.ifr_ifru.ifru_ifindex = index;
+    // SAFETY: SIOCGIFNAME reads the index and writes the name into the
+    // ifreq, which lives across the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFNAME, &mut request) };
+    if rc != 0 {
+        return None;
+    }
+    let name: Vec<u8> = request
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8(name).ok()
+}
+
+/// Eight random bytes from the kernel (`getrandom`), or the clock's
+/// nanoseconds when it will not give them.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `len` bytes into our buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        crate::os::unix_time().as_nanos() as u64
+    }
+}
+
+/// An anonymous file in memory (`memfd_create`), closed on exec.
+pub(crate) fn memfd(name: &str) -> Result<File> {
+    nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map(File::from)
+        .map_err(|e| Error::new("memfd_create", io_error(e)))
 }
 
 /// Whether the calling thread's network namespace has an interface `name`.
