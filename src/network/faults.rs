@@ -184,6 +184,8 @@ impl Link {
         let (to_index, taken_index) = (node.next_index(), node.next_index());
         node.netlink_run(vec![
             netlink::new_inner_veth(&to, to_index, &taken, taken_index, INNER_MTU),
+            netlink::silence(to_index, &to),
+            netlink::silence(taken_index, &taken),
             netlink::set_up_silent(to_index, &to),
             netlink::set_up_silent(taken_index, &taken),
             netlink::add_clsact(taken_index, &taken),

@@ -319,6 +319,28 @@ pub(crate) fn new_inner_veth(
     )
 }
 
+/// Sets the link with `index`, still down, to no ARP and no IPv6 address of
+/// its own (address generation mode none). A veth pair's second end to go
+/// up has its carrier at once, and the kernel makes its link-local address
+/// before it reads the address mode of the same message: silence both ends
+/// first, then [`set_up_silent`].
+pub(crate) fn silence(index: i32, name: &str) -> Message {
+    let mut link = link_message(
+        index,
+        None,
+        vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )])],
+    );
+    link.header.flags = LinkFlags::Noarp;
+    link.header.change_mask = LinkFlags::Noarp;
+    Message::request(
+        RouteNetlinkMessage::SetLink(link),
+        0,
+        format!("set {name} silent"),
+    )
+}
+
 /// Sets the link with `index` up with no ARP and no IPv6 address of its
 /// own (address generation mode none), so that its stack sends nothing.
 pub(crate) fn set_up_silent(index: i32, name: &str) -> Message {
