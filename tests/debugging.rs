@@ -273,6 +273,114 @@ fn captures_are_kept_for_failed_tests_only_by_default() {
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
+#[netns_test(capture = "all")]
+#[ignore = "fixture"]
+fn fixture_captures_an_impaired_link() {
+    let net = netns_test::Network::new();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    let delay = netns_test::Impairment::new().delay(std::time::Duration::from_millis(1));
+    link.impair_from(&a, delay).unwrap();
+    let to = b.ipv4_on(&link);
+    let receiver = b
+        .netns()
+        .run(move || std::net::UdpSocket::bind((to, 4330)).unwrap());
+    receiver
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    a.netns().run(move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..20 {
+            socket
+                .send_to(format!("MARK-{i:02}").as_bytes(), (to, 4330))
+                .unwrap();
+        }
+    });
+    let mut buffer = [0u8; 16];
+    for _ in 0..20 {
+        receiver.recv(&mut buffer).unwrap();
+    }
+}
+
+/// How many times `needle` is in `haystack`.
+fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+#[test]
+fn an_impaired_direction_is_captured_once_and_an_empty_test_pcap_left_out() {
+    let dir = capture_path("fixture_captures_an_impaired_link")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (output, text) = run_fixture("fixture_captures_an_impaired_link", &[]);
+    assert!(output.status.success(), "{text}");
+    for node in ["a", "b"] {
+        let pcap = std::fs::read(dir.join(format!("{node}.pcap")))
+            .unwrap_or_else(|e| panic!("{node}.pcap: {e}\n{text}"));
+        for i in 0..20 {
+            let mark = format!("MARK-{i:02}");
+            assert_eq!(
+                occurrences(&pcap, mark.as_bytes()),
+                1,
+                "{mark} in {node}.pcap (the engine's interfaces must not show it again)"
+            );
+        }
+    }
+    // The test's own namespace carried nothing: no empty test.pcap.
+    assert!(!dir.join("test.pcap").exists(), "{text}");
+    assert!(!text.contains("test.pcap"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn test_captures_follow_no_link_another_user_planted() {
+    if !root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let precious = base.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("test.pcap"), "IMPORTANT ROOT DATA").unwrap();
+    // The test binary in a target directory under one of uid 65534's, with
+    // its netns-test directory a link to root's.
+    let theirs = base.path().join("theirs");
+    let deps = theirs.join("target/debug/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    let binary = deps.join("debugging-copy");
+    std::fs::copy(std::env::current_exe().unwrap(), &binary).unwrap();
+    let planted = theirs.join("target/netns-test");
+    std::os::unix::fs::symlink(&precious, &planted).unwrap();
+    for path in [&theirs, &theirs.join("target")] {
+        std::os::unix::fs::chown(path, Some(common::NOBODY), Some(common::NOBODY)).unwrap();
+    }
+    let output = common::retry_busy(|| {
+        Command::new(&binary)
+            .args(["--ignored", "--exact", "fixture_captures_a_connection"])
+            .env("NETNS_TEST_FIXTURES", "1")
+            .env_remove("NETNS_TEST_CAPTURE")
+            .output()
+    });
+    let text = common::text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{} belongs to uid 65534", theirs.display())),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("test.pcap")).unwrap(),
+        "IMPORTANT ROOT DATA"
+    );
+    assert_eq!(std::fs::read_dir(&precious).unwrap().count(), 1);
+}
+
 #[netns_test(veth)]
 #[ignore = "fixture"]
 fn fixture_traced() {
@@ -416,7 +524,8 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
         packets.iter().any(|p| p.1 == 4323 && p.2 == 0x02),
         "no SYN in {packets:?}"
     );
-    assert!(dir.join("test.pcap").exists() && dir.join("client.pcap").exists());
+    // The test's own namespace carried nothing: its empty capture is left out.
+    assert!(!dir.join("test.pcap").exists() && dir.join("client.pcap").exists());
     for name in &kept {
         netns_test_tool(&["gc", name]);
     }

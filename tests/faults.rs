@@ -207,7 +207,12 @@ fn ipv6_addresses() -> Vec<(String, String)> {
 
 #[netns_test]
 fn the_engines_interfaces_have_no_ipv6_address() {
-    let Pair { net: _net, a, b, link } = pair();
+    let Pair {
+        net: _net,
+        a,
+        b,
+        link,
+    } = pair();
     link.impair(Impairment::new().delay(ms(1))).unwrap();
     // Both ends' engine plumbing is there, up, and silent.
     for node in [&a, &b] {
@@ -215,9 +220,20 @@ fn the_engines_interfaces_have_no_ipv6_address() {
         assert!(names.contains(&"f-eth0e".to_owned()), "{names:?}");
         std::thread::sleep(ms(50));
         let addresses = node.netns().run(ipv6_addresses);
-        let engine: Vec<_> = addresses.iter().filter(|(dev, _)| dev.starts_with("f-")).collect();
-        assert_eq!(engine, Vec::<&(String, String)>::new(), "node {}", node.name());
-        assert!(addresses.iter().any(|(dev, _)| dev == "eth0"), "{addresses:?}");
+        let engine: Vec<_> = addresses
+            .iter()
+            .filter(|(dev, _)| dev.starts_with("f-"))
+            .collect();
+        assert_eq!(
+            engine,
+            Vec::<&(String, String)>::new(),
+            "node {}",
+            node.name()
+        );
+        assert!(
+            addresses.iter().any(|(dev, _)| dev == "eth0"),
+            "{addresses:?}"
+        );
     }
 }
 

@@ -3,9 +3,13 @@
 //!
 //! One `AF_PACKET` socket (all protocols, all interfaces) made inside the
 //! namespace before the test body runs, and one thread writing what it
-//! receives. Nothing of this exists unless capture is asked for. The fault
-//! engine's own interfaces (`f-<end>`, `f-<end>e`) are left out: a frame an
-//! impaired direction carries shows once, on the node's interface.
+//! receives. Nothing of this exists unless capture is asked for.
+//!
+//! A frame an impaired direction carries shows once, as its node sent it:
+//! the kernel hands a frame that `eth0`'s egress filter redirects to the
+//! taps of `f-eth0`, not of `eth0`, and the engine's own send on `eth0`
+//! bypasses the taps; the copy that arrives on `f-eth0e`, where the engine
+//! reads it, is left out.
 //!
 //! Where it goes: `<target dir>/netns-test/<name>/`, reached from `/` one
 //! component at a time with nothing followed that someone else could have
@@ -291,7 +295,7 @@ fn write_packets(socket: OwnedFd, file: File, stop: &AtomicBool) -> Written {
         if from.sll_pkttype == libc::PACKET_OUTGOING && is_loopback(&from) {
             continue;
         }
-        if engine.is_one(socket.as_fd(), from.sll_ifindex) {
+        if engine.reads(socket.as_fd(), from.sll_ifindex) {
             continue;
         }
         let original = received as usize;
@@ -312,18 +316,18 @@ fn write_packets(socket: OwnedFd, file: File, stop: &AtomicBool) -> Written {
     }
 }
 
-/// The fault engine's interfaces of a namespace, by index, found by name
-/// once each.
+/// The interfaces of a namespace where the fault engine reads, by index,
+/// found by name once each.
 #[derive(Default)]
 struct EngineInterfaces {
     known: HashMap<i32, bool>,
 }
 
 impl EngineInterfaces {
-    fn is_one(&mut self, socket: std::os::fd::BorrowedFd<'_>, index: i32) -> bool {
+    fn reads(&mut self, socket: std::os::fd::BorrowedFd<'_>, index: i32) -> bool {
         *self.known.entry(index).or_insert_with(|| {
             sys::interface_name_of(socket, index)
-                .is_some_and(|name| crate::os::netlink::is_fault_engine_interface(&name))
+                .is_some_and(|name| crate::os::netlink::is_fault_engine_reader(&name))
         })
     }
 }

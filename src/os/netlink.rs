@@ -272,13 +272,15 @@ pub(crate) fn add_default_route(index: i32, gateway: IpAddr) -> Message {
 
 /// Creates a veth pair `name` / `peer_name`, both in the socket's
 /// namespace, down, with `mtu`.
-/// The first bytes of the names of the fault engine's veth pairs
-/// (`f-eth0`, `f-eth0e`), which a capture leaves out.
+/// The first bytes of the names of the fault engine's veth pairs: `f-eth0`,
+/// where the redirect sends what `eth0` sends, and `f-eth0e`, where the
+/// engine reads it.
 pub(crate) const FAULT_ENGINE_PREFIX: &str = "f-";
 
-/// Whether `name` is one of the fault engine's interfaces.
-pub(crate) fn is_fault_engine_interface(name: &str) -> bool {
-    name.starts_with(FAULT_ENGINE_PREFIX)
+/// Whether `name` is the end of a fault engine's veth pair that the engine
+/// reads (`f-eth0e`): a capture shows what it carries through `f-eth0`.
+pub(crate) fn is_fault_engine_reader(name: &str) -> bool {
+    name.starts_with(FAULT_ENGINE_PREFIX) && name.ends_with('e')
 }
 
 pub(crate) fn new_inner_veth(
