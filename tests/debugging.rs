@@ -141,6 +141,34 @@ fn a_passing_test_is_not_kept() {
     assert!(!netns_test_tool(&["list"]).contains("fixture_passes_with_keep_failed"));
 }
 
+#[netns_test(keep = "failed")]
+#[ignore = "fixture"]
+fn fixture_kept_under_a_name_long_enough_to_push_the_columns() {
+    if armed() {
+        panic!("failing on purpose");
+    }
+}
+
+#[test]
+fn list_lines_up_its_columns_with_long_names() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, text) = run_fixture(
+        "fixture_kept_under_a_name_long_enough_to_push_the_columns",
+        &[],
+    );
+    let name = kept_name(&text);
+    assert!(name.len() > 40, "{name}");
+    let listed = netns_test_tool(&["list"]);
+    let header = listed.lines().find(|l| l.starts_with("NAME")).unwrap();
+    let row = listed.lines().find(|l| l.starts_with(&name)).unwrap();
+    let test = "debugging::fixture_kept_under_a_name";
+    assert_eq!(row.find(test), header.find("TEST"), "{listed}");
+    netns_test_tool(&["gc", &name]);
+}
+
 #[netns_test]
 #[ignore = "fixture"]
 fn fixture_fails_plainly() {
@@ -495,6 +523,7 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
         .unwrap()
         .to_owned();
     let _ = std::fs::remove_dir_all(&dir);
+    let etc_netns_before = Path::new("/etc/netns").exists();
     let (output, text) = run_fixture("fixture_topology_fails", &[]);
     assert!(!output.status.success(), "{text}");
     let kept: Vec<String> = text
@@ -517,6 +546,11 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
         links.contains("eth0") && links.contains("198.18.0.1/30"),
         "{links}"
     );
+    // `ip netns exec` into a kept node resolves the other nodes' names:
+    // it binds /etc/netns/<name>/hosts over /etc/hosts.
+    let etc_netns_was_there = etc_netns_before;
+    let resolved = ip(&["netns", "exec", client, "getent", "ahostsv4", "server"]);
+    assert!(resolved.contains("198.18.0.2"), "{resolved}");
     // The server's capture holds the connection's handshake.
     let server_pcap = std::fs::read(dir.join("server.pcap")).unwrap();
     let packets = tcp_flags_on_port(&server_pcap, 4323);
@@ -528,7 +562,12 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
     assert!(!dir.join("test.pcap").exists() && dir.join("client.pcap").exists());
     for name in &kept {
         netns_test_tool(&["gc", name]);
+        assert!(
+            !Path::new("/etc/netns").join(name).exists(),
+            "gc left /etc/netns/{name}"
+        );
     }
+    assert_eq!(Path::new("/etc/netns").exists(), etc_netns_was_there);
     assert!(netns_test_tool(&["list"]).contains("no kept namespaces"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
