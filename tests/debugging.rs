@@ -480,7 +480,14 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
         }
     }
     let _cleanup = Cleanup(stale);
+    // A lease file no process holds, as a process killed while it held the
+    // lease leaves it.
+    let leases = Path::new("/run/netns-test/veth");
+    std::fs::create_dir_all(leases).unwrap();
+    let unheld = leases.join("32765");
+    std::fs::write(&unheld, "").unwrap();
     let removed = netns_test_tool(&["gc"]);
+    assert!(!unheld.exists(), "gc left the lease file no one holds");
     assert!(
         removed.contains(&format!("removed stale host-side veth {stale}")),
         "{removed}"
