@@ -104,6 +104,52 @@ fn proc_net_shows_each_node_its_own_namespace() {
     drop(socket);
 }
 
+/// What a node's resolver gives for a name, in its order (getaddrinfo).
+fn resolve(node: &netns_test::Node, name: &'static str) -> Vec<IpAddr> {
+    use std::net::ToSocketAddrs;
+    node.netns().run(move || {
+        (name, 80)
+            .to_socket_addrs()
+            .unwrap()
+            .map(|a| a.ip())
+            .collect()
+    })
+}
+
+/// Whether this machine's /etc/gai.conf changes glibc's default order.
+fn gai_conf_changes_the_order() -> bool {
+    std::fs::read_to_string("/etc/gai.conf").is_ok_and(|conf| {
+        conf.lines()
+            .map(str::trim)
+            .any(|l| l.starts_with("precedence") || l.starts_with("label"))
+    })
+}
+
+#[netns_test]
+fn names_resolve_to_both_families_in_the_resolvers_order() {
+    let net = Network::new();
+    let client = net.node("client").unwrap();
+    let server = net.node("server").unwrap();
+    let link = net.link(&client, &server).unwrap();
+    let v4 = IpAddr::V4(server.ipv4_on(&link));
+    let v6 = IpAddr::V6(server.ipv6_on(&link));
+    let found = resolve(&client, "server");
+    assert!(found.contains(&v4) && found.contains(&v6), "{found:?}");
+    // The README's word: glibc sorts by its default policy table (RFC 3484's),
+    // which ranks any IPv6 address, ULA included, above IPv4.
+    if cfg!(target_env = "gnu") && !gai_conf_changes_the_order() {
+        assert_eq!(found[0], v6, "{found:?}");
+    }
+    // Connecting by name works whichever comes first.
+    let listener = server.netns().run(|| TcpListener::bind("[::]:80").unwrap());
+    assert!(
+        client
+            .netns()
+            .run(|| TcpStream::connect(("server", 80)).is_ok())
+    );
+    drop(listener);
+}
+
 #[netns_test]
 fn a_router_joins_two_links_with_default_routes() {
     let net = Network::new();
@@ -482,7 +528,7 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("17 passed"), "{text}");
+    assert!(text.contains("18 passed"), "{text}");
 }
 
 /// NAT and loss speak nf_tables over netlink: the masquerade and loss tests

@@ -38,10 +38,13 @@ const EXEC_ABOUT: &str = "Run a command in a fresh network namespace";
 const EXEC_LONG_ABOUT: &str = "\
 Run a command in a fresh network namespace, set up as a #[netns_test] test's is:
 `lo` up (127.0.0.1/8 and ::1) and no other interface, so every port is free and
-the host's network is out of reach; a private /etc/hosts and /sys; IPv6 duplicate
-address detection off. The command also gets a pid namespace of its own, with
-its own /proc: when it ends, everything it started ends with it, and nothing is
-left behind, even when netns-test itself is killed.
+the host's network is out of reach; a private /etc/hosts and /sys; /proc/net
+showing the namespace; a /run/netns of its own (`ip netns add` works inside);
+IPv6 duplicate address detection off. The command also gets a pid namespace of
+its own, with its own /proc, where its pid is random (not 2 in every run): when
+it ends, everything it started ends with it, and nothing is left behind, even
+when netns-test itself is killed. Unix sockets on the file system and AF_VSOCK
+are not isolated by a network namespace.
 
 Standard input, output and error are the command's. SIGINT, SIGTERM, SIGHUP,
 SIGQUIT, SIGUSR1 and SIGUSR2 sent to netns-test are passed on to the command
@@ -141,7 +144,8 @@ struct ExecArgs {
     #[arg(long, value_name = "WHEN", value_enum)]
     keep: Option<When>,
 
-    /// Record every packet to target/netns-test/exec-<command>-<pid>/test.pcap (kept when WHEN applies)
+    /// Record every packet to <target>/netns-test/exec-<command>-<pid>/test.pcap, the target directory
+    /// being CARGO_TARGET_DIR, else the workspace's (kept when WHEN applies)
     #[arg(long, value_name = "WHEN", value_enum)]
     capture: Option<When>,
 

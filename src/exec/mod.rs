@@ -1,5 +1,6 @@
 //! `netns-test exec`: any command in a fresh network namespace, set up as a
-//! `#[netns_test]`'s is (private `/sys` and `/etc/hosts`, `lo` up,
+//! `#[netns_test]`'s is (private `/sys`, `/etc/hosts`, `/proc/net` and
+//! `/run/netns`, `lo` up,
 //! `accept_dad = 0`, optionally a veth pair to the host, keep and capture),
 //! in a pid namespace of its own so that nothing it starts outlives it.
 //!

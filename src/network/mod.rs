@@ -129,7 +129,8 @@ impl Network {
     /// `name` must be a valid host name (`server`, `edge-1`), not taken by
     /// another node of this network: every node reaches every other by its
     /// name (`TcpStream::connect(("server", 80))`), through its private
-    /// `/etc/hosts`, IPv4 first.
+    /// `/etc/hosts`: both addresses of each of its links, in the order the
+    /// resolver sorts them (glibc: IPv6 first; see the README's "Topologies").
     pub fn node(&self, name: &str) -> Result<Node, Error> {
         Node::new(self, name, false)
     }
