@@ -222,10 +222,48 @@ pub(crate) fn bind_mount_fd(source: BorrowedFd<'_>, target: &Path) -> Result<()>
 }
 
 /// Mounts the symbolic link `link` itself over the symbolic link `target`:
-/// neither is followed, so `target` then reads as `link` does. Both are
-/// reached through `O_PATH` handles, whose `/proc/self/fd` paths end at the
-/// links themselves (kernels before `open_tree(2)` too).
+/// neither is followed, so `target` then reads as `link` does. With
+/// `open_tree(2)` and `move_mount(2)` (Linux 5.2), else through `O_PATH`
+/// handles, whose `/proc/self/fd` paths end at the links themselves.
 pub(crate) fn mount_symlink_over(link: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |path: &Path| std::ffi::CString::new(path.as_os_str().as_bytes()).ok();
+    let (Some(c_link), Some(c_target)) = (c(link), c(target)) else {
+        return Err(Error::invalid_input("mount a link", "a path has a NUL byte"));
+    };
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: open_tree reads a NUL-terminated path; the result is checked.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_link.as_ptr(), flags) };
+    if tree >= 0 {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a new descriptor that nothing else owns.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+        // SAFETY: move_mount reads two NUL-terminated paths; integer flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c_target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        return Err(Error::at(
+            format!("mount the link {} over", link.display()),
+            target,
+            io::Error::last_os_error(),
+        ));
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(Error::at("open_tree", link, error));
+    }
     let source = open_path(link, false)?;
     let over = open_path(target, false)?;
     nix::mount::mount(
