@@ -64,11 +64,13 @@ pub(crate) fn isolate_into(net: std::os::fd::BorrowedFd<'_>) -> Result<NsId, Err
 }
 
 /// Reads now what isolating a thread reads from the host once per process
-/// (mount propagation, `/etc/hosts`, how new namespaces start): a process
-/// that forks a child per test reads it once for all of them.
+/// (mount propagation, `/etc/hosts`, how new namespaces start) and makes the
+/// `/run` template when the host needs one: a process that forks a child
+/// per test reads and makes it once for all of them.
 pub(crate) fn read_host_once() {
     mounts::read_host_once();
     new_namespaces_may_start_with_dad_on();
+    run_dir::make_ahead();
 }
 
 /// Writes 0 to `net.ipv6.conf.default.accept_dad` in the calling thread's

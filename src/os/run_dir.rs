@@ -123,6 +123,32 @@ pub(crate) fn template_if_needed() -> Result<Option<Arc<Template>>, Error> {
     Ok(Some(template))
 }
 
+/// For a process that forks the processes that run tests (the fork
+/// server), before it forks: makes the template now, so that they inherit
+/// it, and waits until the thread that made it is gone (a fork needs a
+/// process of one thread). A failure is left for the first test to report.
+pub(crate) fn make_ahead() {
+    if let Ok(Some(_)) = template_if_needed() {
+        let start = std::time::Instant::now();
+        while sys::thread_count().ok() != Some(1)
+            && start.elapsed() < std::time::Duration::from_secs(1)
+        {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+}
+
+/// In a forked process that runs tests, before its first: a watch of the
+/// host's mount table of its own (the inherited one shares its "changed"
+/// flag with the parent and the other children, and one would take it from
+/// the others).
+pub(crate) fn watch_from_this_process() {
+    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    if state.mount_table.is_some() {
+        state.mount_table = open_mount_table();
+    }
+}
+
 /// The current template, and what it was made from.
 #[derive(Default)]
 struct State {

@@ -229,13 +229,19 @@ pub(crate) fn mount_symlink_over(link: &Path, target: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |path: &Path| std::ffi::CString::new(path.as_os_str().as_bytes()).ok();
     let (Some(c_link), Some(c_target)) = (c(link), c(target)) else {
-        return Err(Error::invalid_input("mount a link", "a path has a NUL byte"));
+        return Err(Error::invalid_input(
+            "mount a link",
+            "a path has a NUL byte",
+        ));
     };
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
     // SAFETY: open_tree reads a NUL-terminated path; the result is checked.
-    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_link.as_ptr(), flags) };
+    let tree =
+        unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_link.as_ptr(), flags) };
     if tree >= 0 {
         use std::os::fd::FromRawFd;
         // SAFETY: a new descriptor that nothing else owns.

@@ -871,6 +871,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
         }
     }
     let mut first = true;
+    crate::os::run_dir::watch_from_this_process();
     // A test that leaves descriptors open (up to running out of them) ends
     // its runner: the next test would find them taken.
     let free = sys::lowest_free_fd().unwrap_or(-1);
