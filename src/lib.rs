@@ -100,6 +100,11 @@ mod impairment;
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
     allow(dead_code)
 )]
+mod nat;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
 mod schedule;
 #[cfg_attr(
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
@@ -147,6 +152,7 @@ pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
 
 pub use error::Error;
 pub use impairment::Impairment;
+pub use nat::{Nat, NatFiltering, NatMapping};
 pub use schedule::Schedule;
 pub use veth_pair::Veth;
 

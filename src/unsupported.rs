@@ -11,6 +11,7 @@
 use crate::contract::{Ended, FailureKind, Outcome, TestReturn, TestSpec};
 use crate::error::Error;
 use crate::impairment::Impairment;
+use crate::nat::Nat;
 use crate::schedule::Schedule;
 use crate::veth_pair::Veth;
 use std::convert::Infallible;
@@ -198,6 +199,17 @@ impl Network {
     }
 
     /// Cannot be called: no [`Node`] exists here.
+    pub fn link_with(&self, a: &Node, _b: &Node, _subnets: &[&str]) -> Result<Link, Error> {
+        match a.0 {}
+    }
+
+    /// Fails with an [`Unsupported`](io::ErrorKind::Unsupported) error:
+    /// network namespaces need Linux.
+    pub fn switch_with(&self, _name: &str, _subnets: &[&str]) -> Result<Switch, Error> {
+        Err(unsupported("Network::switch_with"))
+    }
+
+    /// Cannot be called: no [`Node`] exists here.
     pub fn attach(&self, node: &Node, _switch: &Switch) -> Result<Link, Error> {
         match node.0 {}
     }
@@ -239,6 +251,14 @@ impl Node {
     }
 
     pub fn masquerade(&self, _outside: &Link) -> Result<(), Error> {
+        match self.0 {}
+    }
+
+    pub fn nat(&self, _outside: &Link, _nat: Nat) -> Result<(), Error> {
+        match self.0 {}
+    }
+
+    pub fn rebind(&self, _outside: &Link) -> Result<(), Error> {
         match self.0 {}
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules from the bottom up; a module may use those before it.
 const LAYERS: &[&[&str]] = &[
     &["error", "settings", "pool"],
-    &["impairment", "veth_pair"],
+    &["impairment", "nat", "veth_pair"],
     &["schedule"],
     &["contract"],
     &["os"],

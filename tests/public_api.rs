@@ -3,7 +3,10 @@
 //! `RUSTFLAGS="--cfg netns_test_unsupported_platform"`, against the other
 //! platforms', so both sides offer the same API. Nothing here runs.
 
-use netns_test::{Error, Impairment, Link, NetNs, Network, Node, Schedule, Switch, Veth};
+use netns_test::{
+    Error, Impairment, Link, Nat, NatFiltering, NatMapping, NetNs, Network, Node, Schedule, Switch,
+    Veth,
+};
 use std::fmt::Debug;
 use std::future::Ready;
 use std::io;
@@ -55,6 +58,8 @@ fn signatures() {
     let _: fn(&Network, &str) -> Result<Node, Error> = Network::router;
     let _: fn(&Network, &Node, &Node) -> Result<Link, Error> = Network::link;
     let _: fn(&Network, &str) -> Result<Switch, Error> = Network::switch;
+    let _: fn(&Network, &Node, &Node, &[&str]) -> Result<Link, Error> = Network::link_with;
+    let _: fn(&Network, &str, &[&str]) -> Result<Switch, Error> = Network::switch_with;
     let _: fn(&Network, &Node, &Switch) -> Result<Link, Error> = Network::attach;
 
     thread_safe::<Node>();
@@ -68,6 +73,34 @@ fn signatures() {
     let _: fn(&Node, &str, IpAddr) -> Result<(), Error> = Node::route;
     let _: fn(&Node, &Link) -> Result<(), Error> = Node::masquerade;
     let _: fn(&Node, &Link, u16, &Node, u16) -> Result<(), Error> = Node::forward_port;
+    let _: fn(&Node, &Link, Nat) -> Result<(), Error> = Node::nat;
+    let _: fn(&Node, &Link) -> Result<(), Error> = Node::rebind;
+
+    handle::<Nat>();
+    default::<Nat>();
+    thread_safe::<Nat>();
+    let _ = Nat::new()
+        .mapping(NatMapping::EndpointIndependent)
+        .mapping(NatMapping::AddressDependent)
+        .mapping(NatMapping::AddressAndPortDependent)
+        .filtering(NatFiltering::EndpointIndependent)
+        .filtering(NatFiltering::AddressDependent)
+        .filtering(NatFiltering::AddressAndPortDependent)
+        .hairpin(true)
+        .port_preservation(false)
+        .udp_timeout(Duration::from_secs(5))
+        .tcp_timeout(Duration::from_secs(5))
+        == Nat::port_restricted_cone();
+    let _: [fn() -> Nat; 5] = [
+        Nat::new,
+        Nat::full_cone,
+        Nat::restricted_cone,
+        Nat::port_restricted_cone,
+        Nat::symmetric,
+    ];
+    fn copy<T: Copy + Debug + Eq + std::hash::Hash>() {}
+    copy::<NatMapping>();
+    copy::<NatFiltering>();
 
     thread_safe::<Switch>();
     thread_safe::<Link>();

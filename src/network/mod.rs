@@ -30,13 +30,14 @@
 mod engine;
 mod faults;
 mod names;
+mod nat;
 mod pipeline;
 mod prng;
+mod subnets;
 
 use crate::error::Error;
 use crate::netns::NetNs;
 use crate::os::netlink::{self, Netlink};
-use crate::os::nftables;
 use crate::pool::{self, MAX_LINKS, MAX_SWITCHES};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
@@ -63,6 +64,8 @@ struct NetworkInner {
     engine: Mutex<Option<Arc<engine::Engine>>>,
     /// The nodes' names, and every node's /etc/hosts.
     names: names::Names,
+    /// The subnets of the links and switches.
+    subnets: subnets::Registry,
 }
 
 impl Default for Network {
@@ -115,6 +118,7 @@ impl Network {
                 seed,
                 engine: Mutex::new(None),
                 names: names::Names::default(),
+                subnets: subnets::Registry::default(),
             }),
         }
     }
@@ -151,6 +155,26 @@ impl Network {
     /// A veth pair between `a` and `b`, up, with an IPv4 /30 and an IPv6 /64
     /// (no DAD): `a` takes `.1`/`::1`, `b` `.2`/`::2`.
     pub fn link(&self, a: &Node, b: &Node) -> Result<Link, Error> {
+        self.link_with(a, b, &[])
+    }
+
+    /// [`Network::link`] in subnets of your choice, in any range (inside a
+    /// network nothing reaches the host): `"192.168.1.0/24"`,
+    /// `"100.64.0.0/10"`, `"2001:db8:1::/64"`; at most one per family, the
+    /// other family from netns-test's pool. `a` takes the subnet's first
+    /// host address, `b` the second. A subnet that overlaps one of
+    /// another link or switch of the network is an `InvalidInput` error
+    /// naming both.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// let net = netns_test::Network::new();
+    /// let (home, isp) = (net.router("home")?, net.router("isp")?);
+    /// let wan = net.link_with(&home, &isp, &["203.0.113.0/30"])?;
+    /// assert_eq!(home.ipv4_on(&wan), std::net::Ipv4Addr::new(203, 0, 113, 1));
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn link_with(&self, a: &Node, b: &Node, subnets: &[&str]) -> Result<Link, Error> {
         if Arc::ptr_eq(&a.inner, &b.inner) {
             return Err(Error::invalid_input(
                 "link",
@@ -160,49 +184,128 @@ impl Network {
                 ),
             ));
         }
-        let k = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
-        if k >= MAX_LINKS {
-            return Err(Error::detected(
-                "link",
-                std::io::ErrorKind::Other,
-                format!("a network holds at most {MAX_LINKS} links"),
-            ));
-        }
-        let addresses = |host: u8| {
-            let (ipv4, ipv6) = pool::link_end(k, host);
-            Addresses {
-                ipv4,
-                ipv4_prefix: 30,
-                ipv6,
-                ipv6_prefix: 64,
-            }
+        let (v4, v6) = subnets::parse(subnets, "link")?;
+        let owner = format!("link {}-{}", a.name(), b.name());
+        let (v4, v6) = self.claim_subnets(
+            v4,
+            v6,
+            &owner,
+            "link",
+            |k| {
+                let (ipv4, ipv6) = pool::link_end(k, 0);
+                (subnets::Subnet::v4(ipv4, 30), subnets::Subnet::v6(ipv6, 64))
+            },
+            &self.inner.next_link,
+            MAX_LINKS,
+        )?;
+        let addresses = |host: u128| Addresses {
+            ipv4: match v4.host(host) {
+                Some(IpAddr::V4(a)) => a,
+                _ => unreachable!("a link's subnet holds two hosts"),
+            },
+            ipv4_prefix: v4.prefix(),
+            ipv6: match v6.host(host) {
+                Some(IpAddr::V6(a)) => a,
+                _ => unreachable!("a link's subnet holds two hosts"),
+            },
+            ipv6_prefix: v6.prefix(),
         };
-        let link = Link::create(self, a, Some(addresses(1)), b, Some(addresses(2)))?;
+        let made = Link::create(self, a, Some(addresses(1)), b, Some(addresses(2)));
+        let link = made.inspect_err(|_| self.inner.subnets.release(&owner, &[v4, v6]))?;
         route_via_routers(&link)?;
         Ok(link)
+    }
+
+    /// The subnets of a new link or switch: the user's (`v4`, `v6`), else
+    /// the next free ones of the pool (`pool(k)` for slot `k` of `next`,
+    /// at most `max`), claimed for `owner`.
+    #[allow(clippy::too_many_arguments)]
+    fn claim_subnets(
+        &self,
+        v4: Option<subnets::Subnet>,
+        v6: Option<subnets::Subnet>,
+        owner: &str,
+        operation: &'static str,
+        pool: impl Fn(u32) -> (subnets::Subnet, subnets::Subnet),
+        next: &AtomicU32,
+        max: u32,
+    ) -> Result<(subnets::Subnet, subnets::Subnet), Error> {
+        let registry = &self.inner.subnets;
+        // The user's first: they are what was asked for.
+        let chosen: Vec<_> = [v4, v6].into_iter().flatten().collect();
+        registry.claim(&chosen, owner, operation)?;
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= max {
+                registry.release(owner, &chosen);
+                return Err(Error::detected(
+                    operation,
+                    std::io::ErrorKind::Other,
+                    format!("a network holds at most {max} {operation}s"),
+                ));
+            }
+            let (pool4, pool6) = pool(k);
+            let wanted: Vec<_> = [(v4.is_none(), pool4), (v6.is_none(), pool6)]
+                .into_iter()
+                .filter(|(wanted, _)| *wanted)
+                .map(|(_, s)| s)
+                .collect();
+            if wanted.iter().any(|s| registry.is_taken(s)) {
+                continue; // a user's subnet is there: the next slot
+            }
+            registry.claim(&wanted, owner, operation)?;
+            return Ok((v4.unwrap_or(pool4), v6.unwrap_or(pool6)));
+        }
     }
 
     /// A switch: a bridge in a namespace of its own, with a /24 and a /64
     /// for the nodes attached to it.
     pub fn switch(&self, name: &str) -> Result<Switch, Error> {
-        let k = self.inner.next_switch.fetch_add(1, Ordering::Relaxed);
-        if k >= MAX_SWITCHES {
-            return Err(Error::detected(
-                "switch",
-                std::io::ErrorKind::Other,
-                format!("a network holds at most {MAX_SWITCHES} switches"),
-            ));
-        }
-        let node = Node::new(self, name, false)?;
-        let bridge = node.next_index();
-        node.netlink_run(vec![netlink::new_bridge("br0", bridge)])?;
-        Ok(Switch {
-            node,
-            bridge,
-            subnet: k,
-            next_host: AtomicU32::new(1),
-            members: Mutex::new(Vec::new()),
-        })
+        self.switch_with(name, &[])
+    }
+
+    /// [`Network::switch`] in subnets of your choice (see
+    /// [`Network::link_with`]): the nodes attached take the subnet's host
+    /// addresses in turn, from the first (`192.168.1.1`, `.2`, ...).
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// let net = netns_test::Network::new();
+    /// let lan = net.switch_with("lan", &["192.168.1.0/24"])?;
+    /// let router = net.router("home")?;
+    /// let link = net.attach(&router, &lan)?;
+    /// assert_eq!(router.ipv4_on(&link), std::net::Ipv4Addr::new(192, 168, 1, 1));
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn switch_with(&self, name: &str, subnets: &[&str]) -> Result<Switch, Error> {
+        let (v4, v6) = subnets::parse(subnets, "switch")?;
+        let owner = format!("switch {name}");
+        let (v4, v6) = self.claim_subnets(
+            v4,
+            v6,
+            &owner,
+            "switch",
+            |k| {
+                let (ipv4, ipv6) = pool::switch_member(k, 0);
+                (subnets::Subnet::v4(ipv4, 24), subnets::Subnet::v6(ipv6, 64))
+            },
+            &self.inner.next_switch,
+            MAX_SWITCHES,
+        )?;
+        let made = (|| {
+            let node = Node::new(self, name, false)?;
+            let bridge = node.next_index();
+            node.netlink_run(vec![netlink::new_bridge("br0", bridge)])?;
+            Ok(Switch {
+                node,
+                bridge,
+                v4,
+                v6,
+                next_host: AtomicU32::new(1),
+                members: Members::default(),
+            })
+        })();
+        made.inspect_err(|_| self.inner.subnets.release(&owner, &[v4, v6]))
     }
 
     /// Attaches `node` to `switch` by a veth pair whose switch end is a
@@ -210,19 +313,26 @@ impl Network {
     /// subnets. Returns the link, for [`Node::ipv4_on`] and link faults.
     pub fn attach(&self, node: &Node, switch: &Switch) -> Result<Link, Error> {
         let host = switch.next_host.fetch_add(1, Ordering::Relaxed);
-        if host > 254 {
+        let (Some(IpAddr::V4(ipv4)), Some(IpAddr::V6(ipv6))) =
+            (switch.v4.host(host.into()), switch.v6.host(host.into()))
+        else {
             return Err(Error::detected(
                 "attach",
                 std::io::ErrorKind::Other,
-                "a switch holds at most 254 nodes",
+                format!(
+                    "switch {}'s subnets {} and {} hold at most {} nodes",
+                    switch.node.name(),
+                    switch.v4,
+                    switch.v6,
+                    switch.v4.capacity().min(switch.v6.capacity())
+                ),
             ));
-        }
-        let (ipv4, ipv6) = pool::switch_member(switch.subnet, host);
+        };
         let addresses = Addresses {
             ipv4,
-            ipv4_prefix: 24,
+            ipv4_prefix: switch.v4.prefix(),
             ipv6,
-            ipv6_prefix: 64,
+            ipv6_prefix: switch.v6.prefix(),
         };
         let link = Link::create(self, node, Some(addresses.clone()), &switch.node, None)?;
         let port = &link.inner.ends[1];
@@ -231,6 +341,7 @@ impl Network {
             &port.name,
             switch.bridge,
         )])?;
+        let _ = link.inner.switch.set(switch.members.clone());
         let mut members = switch.members.lock().unwrap_or_else(|p| p.into_inner());
         if node.router {
             for (member, _) in members.iter().filter(|(m, _)| !m.router) {
@@ -277,11 +388,8 @@ struct NodeInner {
     name: String,
     ns: NetNs,
     netlink: Mutex<Netlink>,
-    /// A NETLINK_NETFILTER socket inside the node, for NAT and loss rules,
-    /// opened at the first one: entering the node for it costs about
-    /// 0.12 ms once, where opening it with every node would cost each node
-    /// 10-17 us, also the many that never use NAT or loss.
-    nftables: Mutex<Option<Netlink>>,
+    /// The node's NATs, by link (see `nat.rs`).
+    nat: Mutex<nat::Nats<NodeInner>>,
     /// The routes netns-test added (destination, prefix, gateway), to give
     /// them back when a cut link is healed.
     routes: Mutex<Vec<(IpAddr, u8, IpAddr)>>,
@@ -309,7 +417,7 @@ impl Node {
         names.claim(name)?;
         // Made in a test: its keep and capture policies cover the node too.
         let observer = crate::netns::current_observer();
-        let (ns, (netlink, hosts)) = NetNs::new_with(|ns| {
+        let (ns, (netlink, hosts, nat)) = NetNs::new_with(|ns| {
             if let Some(observer) = &observer {
                 observer.made(name, ns)?;
             }
@@ -317,7 +425,13 @@ impl Node {
                 .append(true)
                 .open("/etc/hosts")
                 .map_err(|e| Error::at("open", std::path::Path::new("/etc/hosts"), e))?;
-            Ok((Netlink::open()?, hosts))
+            // A router's NAT socket and sysctls, while in it (see `nat/`);
+            // a kernel without them fails only when a NAT is set.
+            let nat = match router {
+                true => nat::Nats::open_here().unwrap_or_default(),
+                false => nat::Nats::default(),
+            };
+            Ok((Netlink::open()?, hosts, nat))
         })
         .map_err(|e| e.in_node(name))?;
         names.add_hosts_file(hosts)?;
@@ -328,7 +442,7 @@ impl Node {
                 netlink: Mutex::new(netlink),
                 routes: Mutex::default(),
                 addresses: Mutex::default(),
-                nftables: Mutex::new(None),
+                nat: Mutex::new(nat),
                 next_index: AtomicI32::new(2),
                 default_v4: AtomicBool::new(false),
                 default_v6: AtomicBool::new(false),
@@ -446,83 +560,6 @@ impl Node {
         }
         self.add_routes(routes)
     }
-
-    /// Port forwarding in this node's namespace (destination NAT): TCP and
-    /// UDP arriving through `outside` for `port` go to `server_port` of
-    /// `server`, at its address on a subnet this node shares with it (else
-    /// its first), IPv4 and IPv6. With [`Node::masquerade`], a server
-    /// behind NAT can be reached from outside.
-    ///
-    /// ```
-    /// # if !netns_test::privileged() { return Ok(()); }
-    /// let net = netns_test::Network::new();
-    /// let (client, router, server) = (net.node("client")?, net.router("r")?, net.node("server")?);
-    /// let outside = net.link(&client, &router)?;
-    /// net.link(&router, &server)?;
-    /// router.forward_port(&outside, 8080, &server, 80)?;
-    /// let listener = server.netns().run(|| std::net::TcpListener::bind("0.0.0.0:80").unwrap());
-    /// let public = router.ipv4_on(&outside);
-    /// client.netns().run(move || std::net::TcpStream::connect((public, 8080)).unwrap());
-    /// listener.accept().unwrap();
-    /// # Ok::<(), netns_test::Error>(())
-    /// ```
-    pub fn forward_port(
-        &self,
-        outside: &Link,
-        port: u16,
-        server: &Node,
-        server_port: u16,
-    ) -> Result<(), Error> {
-        let interface = self.end_on(outside).name.clone();
-        let ours = lock(&self.inner.addresses).clone();
-        let theirs = lock(&server.inner.addresses).clone();
-        let shared = theirs.iter().find(|t| {
-            ours.iter()
-                .any(|o| same_subnet(IpAddr::V4(o.ipv4), IpAddr::V4(t.ipv4), o.ipv4_prefix))
-        });
-        let Some(to) = shared.or(theirs.first()) else {
-            return Err(Error::invalid_input(
-                "forward a port",
-                format!("node {} has no address yet: link it first", server.name()),
-            ));
-        };
-        let targets = [
-            std::net::SocketAddr::new(IpAddr::V4(to.ipv4), server_port),
-            std::net::SocketAddr::new(IpAddr::V6(to.ipv6), server_port),
-        ];
-        // One transaction: the kernel reads one batch per message it is sent.
-        self.nftables_run(nftables::forward_port(&interface, port, &targets))
-    }
-
-    /// Source NAT in this node's namespace: traffic leaving through
-    /// `outside` takes this node's address there (nftables `masquerade`,
-    /// IPv4 and IPv6). The rule is loaded over netlink: no `nft` program is
-    /// needed.
-    pub fn masquerade(&self, outside: &Link) -> Result<(), Error> {
-        let interface = &self.end_on(outside).name;
-        self.nftables_run(nftables::masquerade(interface))
-    }
-
-    /// Runs one nf_tables transaction in this node's namespace, on its
-    /// netfilter socket (opened there the first time).
-    fn nftables_run(&self, messages: Vec<netlink::Message>) -> Result<(), Error> {
-        let mut socket = self
-            .inner
-            .nftables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let socket = match &mut *socket {
-            Some(socket) => socket,
-            empty => empty.insert(
-                self.netns()
-                    .run(nftables::open)
-                    .map_err(|e| e.in_node(&self.inner.name))?,
-            ),
-        };
-        socket
-            .run(messages)
-            .map_err(|e| e.in_node(&self.inner.name))
-    }
 }
 
 fn parse_destination(destination: &str, gateway: IpAddr) -> Result<(IpAddr, u8), Error> {
@@ -554,11 +591,17 @@ fn parse_destination(destination: &str, gateway: IpAddr) -> Result<(IpAddr, u8),
 pub struct Switch {
     node: Node,
     bridge: i32,
-    subnet: u32,
+    /// The subnets its members take addresses from.
+    v4: subnets::Subnet,
+    v6: subnets::Subnet,
     next_host: AtomicU32,
     /// The attached nodes and their addresses on the switch.
-    members: Mutex<Vec<(Node, Addresses)>>,
+    members: Members,
 }
+
+/// A switch's attached nodes and their addresses, shared with the links
+/// that attach them.
+type Members = Arc<Mutex<Vec<(Node, Addresses)>>>;
 
 /// A veth pair between two nodes (or a node and a switch).
 #[derive(Clone)]
@@ -583,6 +626,8 @@ struct LinkInner {
     network: std::sync::Weak<NetworkInner>,
     /// How each direction (by sending end) reaches the fault engine.
     faults: Mutex<[Plumbing; 2]>,
+    /// The switch's members, when the link attaches a node to a switch.
+    switch: std::sync::OnceLock<Members>,
 }
 
 /// How one direction of a link reaches the fault engine (see `faults.rs`).
@@ -653,6 +698,7 @@ impl Link {
                 stream: network.inner.next_stream.fetch_add(1, Ordering::Relaxed),
                 network: Arc::downgrade(&network.inner),
                 faults: Mutex::default(),
+                switch: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -71,6 +71,12 @@ impl Message {
         packet.serialize(&mut bytes);
         Message { bytes, what, acked }
     }
+
+    /// The encoded message, netlink header first.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 fn link_message(index: i32, up: Option<bool>, attributes: Vec<LinkAttribute>) -> LinkMessage {
