@@ -39,6 +39,7 @@ pub(crate) const MAX_BURST: u32 = 1_000_000;
 /// # let _ = (far, lossy, bursty, bad_wire, bloated, black_hole);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
+#[must_use = "an Impairment does nothing until it is given to `Link::impair` or a `Schedule`"]
 pub struct Impairment {
     delay: Option<Duration>,
     jitter: Option<Duration>,

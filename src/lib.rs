@@ -36,6 +36,8 @@
 //!
 //! # Arguments
 //!
+//! The [attribute's documentation](macro@netns_test) has an example of each.
+//!
 //! | argument | meaning |
 //! |---|---|
 //! | `veth`, `veth(mtu = 9000, ipv4 = "198.51.100.2/24", host_ipv4 = "198.51.100.1/24", ipv6 = .., host_ipv6 = ..)` | a veth pair to the host: see [`Veth`] |
@@ -44,7 +46,30 @@
 //! | `timeout = "10s"` | fail the test after this long (`ms`, `s`, `m`, `h`; `"1m30s"`) |
 //! | `flavor = "multi_thread"` | tokio runtime of an `async fn` test (default `"current_thread"`) |
 //! | `worker_threads = 2` | worker threads of the `multi_thread` runtime |
+//! | `start_paused = true` | tokio's clock starts paused (needs tokio's `test-util` in your dev-dependencies) |
 //! | `crate = "path"` | where `netns_test` is, if the dependency is renamed |
+//!
+//! # Environment
+//!
+//! | variable | values | meaning |
+//! |---|---|---|
+//! | `NETNS_TEST_MODE` | `auto` (default), `root`, `rootless` | root mode with CAP_SYS_ADMIN and CAP_NET_ADMIN, rootless (a user namespace per test) otherwise; or forced |
+//! | `NETNS_TEST_UNSUPPORTED` | `skip` | a test that this machine refuses ([`Error::is_refusal`]: no user namespaces, AppArmor, seccomp, not Linux) passes, printing one `skipped:` line, instead of failing |
+//! | `NETNS_TEST_KEEP` | `failed`, `all` | keep tests' namespaces for inspection (`keep` overrides it per test) |
+//! | `NETNS_TEST_CAPTURE` | `failed`, `all` | record tests' packets to pcap files (`capture` overrides it per test) |
+//! | `NETNS_TEST_LOG` | `debug`, `trace` | print each setup and teardown step with its duration on stderr (the `log` crate gets them too, at debug level, target `netns_test`) |
+//! | `NETNS_TEST_SEED` | `0x5eed` (hex) or `24301` (decimal); a list `0xa,0xb` | the seed of a test's networks' faults (the k-th network takes the k-th, the last one repeats); a failed test prints the one it had |
+//! | `NETNS_TEST_FORK_SERVER` | `off` | rootless tests start the test binary again each, instead of forking from the fork server (slower; for debugging) |
+//!
+//! netns-test sets `NETNS_TEST_INSIDE` and `NETNS_TEST_RESULT_FD` itself, in
+//! the process of a rootless test.
+//!
+//! # Features
+//!
+//! - `tokio` (default): `async fn` tests, [`NetNs::block_on`] and
+//!   [`NetNs::spawn_async`], on a tokio runtime built inside the namespace.
+//!   Without it (`default-features = false`) the build has no tokio, and
+//!   those fail to compile with an error naming the feature.
 //!
 //! # How it expands
 //!
@@ -156,12 +181,17 @@ pub use nat::{Nat, NatFiltering, NatMapping};
 pub use schedule::Schedule;
 pub use veth_pair::Veth;
 
-/// Runs a test in a fresh network namespace. See the [crate documentation](crate).
 pub use netns_test_macros::netns_test;
 
-/// The same attribute as [`netns_test`], in the path form
-/// `#[netns_test::test]`, like `#[tokio::test]`.
+/// The same attribute as [`netns_test`](macro@netns_test), in the path
+/// form `#[netns_test::test]`, like `#[tokio::test]`.
 pub use netns_test_macros::netns_test as test;
+
+/// The attribute's examples, run here: the macro crate cannot depend on
+/// this one.
+#[cfg(doctest)]
+#[doc = netns_test_macros::__attribute_docs!()]
+struct AttributeExamples;
 
 /// The contract between the attribute's expansion and the runtime: not a
 /// public API, and it changes with the macro crate, whose exact version
@@ -169,6 +199,10 @@ pub use netns_test_macros::netns_test as test;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __private {
+    #[cfg(not(feature = "tokio"))]
+    pub use crate::contract::{
+        AsyncTestNeedsTokio, BlockOnNeedsTokio, NoRuntime, SpawnAsyncNeedsTokio,
+    };
     pub use crate::contract::{
         Flavor, Outcome, SPEC_MARKER, TestReturn, TestSpec, Timeout, block_on,
     };

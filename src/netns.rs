@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+#[cfg(feature = "tokio")]
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,14 +52,59 @@ struct Inner {
     veth: Option<Veth>,
     /// The runtime of [`NetNs::spawn_async`], started on first use. A
     /// panic cannot leave it half made, so handles stay unwind-safe.
+    #[cfg(feature = "tokio")]
     runtime: AssertUnwindSafe<OnceLock<RuntimeThread>>,
 }
 
 /// A current-thread tokio runtime driven by a thread inside the namespace,
-/// until its handle is dropped.
+/// until this is dropped.
+#[cfg(feature = "tokio")]
 struct RuntimeThread {
     handle: tokio::runtime::Handle,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Arc<Stop>,
+}
+
+/// Whether a [`RuntimeThread`] is to stop, and the waker of the future
+/// that its thread blocks on until then.
+#[cfg(feature = "tokio")]
+#[derive(Default)]
+struct Stop {
+    waker: Mutex<(bool, Option<std::task::Waker>)>,
+}
+
+#[cfg(feature = "tokio")]
+impl Stop {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, Option<std::task::Waker>)> {
+        self.waker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once [`RuntimeThread`] is dropped.
+    async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            let mut state = self.lock();
+            if state.0 {
+                std::task::Poll::Ready(())
+            } else {
+                state.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for RuntimeThread {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.stop.lock();
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// A namespace netns-test made, as the registry knows it.
@@ -196,12 +242,24 @@ impl NetNs {
     /// });
     /// assert_eq!(port, 80);
     /// ```
+    #[cfg(feature = "tokio")]
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: std::future::Future + Send,
         F::Output: Send,
     {
         self.run(|| current_thread_runtime().block_on(future))
+    }
+
+    /// Needs the `tokio` feature (a default feature), which is off: a
+    /// call does not compile, and the error says so.
+    #[cfg(not(feature = "tokio"))]
+    pub fn block_on<F>(&self, _future: F) -> F::Output
+    where
+        F: std::future::Future + Send + crate::contract::BlockOnNeedsTokio,
+        F::Output: Send,
+    {
+        unreachable!("no type implements BlockOnNeedsTokio")
     }
 
     /// Spawns `future` as a tokio task inside this namespace and returns its
@@ -223,6 +281,7 @@ impl NetNs {
     /// let port = tokio::runtime::Runtime::new().unwrap().block_on(server).unwrap();
     /// assert_eq!(port, 80);
     /// ```
+    #[cfg(feature = "tokio")]
     pub fn spawn_async<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
@@ -235,8 +294,21 @@ impl NetNs {
             .spawn(future)
     }
 
+    /// Needs the `tokio` feature (a default feature), which is off: a
+    /// call does not compile, and the error says so.
+    #[cfg(not(feature = "tokio"))]
+    pub fn spawn_async<F>(&self, _future: F) -> std::future::Pending<F::Output>
+    where
+        F: std::future::Future + Send + 'static + crate::contract::SpawnAsyncNeedsTokio,
+        F::Output: Send + 'static,
+    {
+        unreachable!("no type implements SpawnAsyncNeedsTokio")
+    }
+
+    #[cfg(feature = "tokio")]
     fn start_runtime_thread(&self) -> RuntimeThread {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = Arc::new(Stop::default());
+        let stopped = stop.clone();
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let entry = self.entry();
         std::thread::Builder::new()
@@ -246,16 +318,13 @@ impl NetNs {
                 drop(entry);
                 let runtime = current_thread_runtime();
                 let _ = sender.send(runtime.handle().clone());
-                let _ = runtime.block_on(stopped);
+                runtime.block_on(stopped.stopped());
             })
             .expect("netns-test: cannot spawn a thread");
         let handle = receiver
             .recv()
             .expect("netns-test: the runtime thread of a namespace ended at its start");
-        RuntimeThread {
-            handle,
-            _stop: stop,
-        }
+        RuntimeThread { handle, stop }
     }
 
     /// The namespace of the calling thread, when netns-test made it.
@@ -336,6 +405,7 @@ impl NetNs {
                 id,
                 owns_registration,
                 veth,
+                #[cfg(feature = "tokio")]
                 runtime: AssertUnwindSafe(OnceLock::new()),
             }),
         })
@@ -524,6 +594,7 @@ impl PartialEq for NetNs {
 
 impl Eq for NetNs {}
 
+#[cfg(feature = "tokio")]
 fn current_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

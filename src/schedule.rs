@@ -20,6 +20,7 @@ use std::time::Duration;
 /// # let _ = flapping;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
+#[must_use = "a Schedule does nothing until it is given to `Link::schedule`"]
 pub struct Schedule {
     steps: Vec<(Duration, Impairment)>,
     repeat: bool,

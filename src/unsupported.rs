@@ -37,6 +37,7 @@ fn unsupported(operation: &'static str) -> Error {
         io::ErrorKind::Unsupported,
         format!("network namespaces need Linux, and this is {}", platform()),
     )
+    .refused()
 }
 
 /// Fails the test `spec` without running its body: network namespaces need
@@ -85,6 +86,7 @@ impl NetNs {
 // Linux's methods; with no `NetNs`, none can be called.
 #[allow(missing_docs)]
 impl NetNs {
+    #[cfg(feature = "tokio")]
     pub fn block_on<F>(&self, _future: F) -> F::Output
     where
         F: std::future::Future + Send,
@@ -93,9 +95,28 @@ impl NetNs {
         match self.0 {}
     }
 
+    #[cfg(not(feature = "tokio"))]
+    pub fn block_on<F>(&self, _future: F) -> F::Output
+    where
+        F: std::future::Future + Send + crate::contract::BlockOnNeedsTokio,
+        F::Output: Send,
+    {
+        match self.0 {}
+    }
+
+    #[cfg(feature = "tokio")]
     pub fn spawn_async<F>(&self, _future: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.0 {}
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    pub fn spawn_async<F>(&self, _future: F) -> std::future::Pending<F::Output>
+    where
+        F: std::future::Future + Send + 'static + crate::contract::SpawnAsyncNeedsTokio,
         F::Output: Send + 'static,
     {
         match self.0 {}

@@ -601,6 +601,20 @@ fn engine_runs(seed: u64) -> bool {
         .any(|comm| comm.trim() == name)
 }
 
+/// Whether the engine thread of the network with `seed` runs, once the new
+/// thread has named itself (a spawned thread sets its name as it starts,
+/// after `spawn` returns).
+fn engine_started(seed: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !engine_runs(seed) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(ms(1));
+    }
+    true
+}
+
 #[netns_test]
 fn the_engine_starts_with_an_impairment_and_ends_with_the_network() {
     let net = Network::with_seed(0xe1);
@@ -612,7 +626,7 @@ fn the_engine_starts_with_an_impairment_and_ends_with_the_network() {
     assert_eq!(a.netns().run(common::interfaces), ["eth0", "lo"]);
     resolve_neighbours(&a, &b, &link);
     link.impair(Impairment::new().delay(ms(50))).unwrap();
-    assert!(engine_runs(0xe1));
+    assert!(engine_started(0xe1));
     let plumbed = a.netns().run(common::interfaces);
     assert_eq!(plumbed, ["eth0", "f-eth0", "f-eth0e", "lo"]);
     // The link's handle goes; its impairment stays while the network lives.
@@ -633,7 +647,7 @@ fn a_panic_drops_the_network_and_its_engine() {
         let b = net.node("b").unwrap();
         let link = net.link(&a, &b).unwrap();
         link.impair(Impairment::new().loss(10.0)).unwrap();
-        assert!(engine_runs(0xe2));
+        assert!(engine_started(0xe2));
         panic!("a deliberate panic");
     });
     assert!(result.is_err());

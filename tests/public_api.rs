@@ -156,6 +156,7 @@ fn signatures() {
     let _: for<'a> fn(&'a Error) -> Option<&'a Path> = Error::path;
     let _: fn(&Error) -> Option<i32> = Error::raw_os_error;
     let _: for<'a> fn(&'a Error) -> Option<&'a str> = Error::hint;
+    let _: fn(&Error) -> bool = Error::is_refusal;
 
     let _: fn() -> bool = netns_test::privileged;
 }

@@ -73,6 +73,18 @@ async fn rstest_test_attr(#[case] n: u32) {
     assert_inside();
 }
 
+/// tokio's clock starts paused, as with `#[tokio::test(start_paused = true)]`
+/// (tokio's `test-util` feature is the user's own choice: on in this crate's
+/// dev-dependencies): an hour's sleep ends at once. Without it, the timeout
+/// fails the test.
+#[netns_test(start_paused = true, timeout = "60s")]
+async fn start_paused_starts_the_clock_paused() {
+    assert_inside();
+    let start = tokio::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    assert!(start.elapsed() >= std::time::Duration::from_secs(3600));
+}
+
 #[tokio::test]
 #[netns_test]
 async fn tokio_test_above() {

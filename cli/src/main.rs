@@ -219,7 +219,7 @@ mod linux {
                 ExitCode::from(end.exit_code())
             }
             Err(error) => {
-                eprintln!("netns-test: {error}");
+                eprintln!("netns-test: {error:#}");
                 ExitCode::from(OWN_FAILURE)
             }
         }

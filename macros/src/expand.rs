@@ -138,11 +138,12 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
             .flavor
             .as_ref()
             .map(|f| f.1)
-            .or(options.worker_threads.as_ref().map(|w| w.1));
+            .or(options.worker_threads.as_ref().map(|w| w.1))
+            .or(options.start_paused.as_ref().map(|p| p.1));
         if let Some(span) = misplaced {
             return Err(syn::Error::new(
                 span,
-                "`flavor` and `worker_threads` apply to `async fn` tests, and this function is not async (if another attribute, such as #[tokio::test], builds the runtime, configure it there)",
+                "`flavor`, `worker_threads` and `start_paused` apply to `async fn` tests, and this function is not async (if another attribute, such as #[tokio::test], builds the runtime, configure it there)",
             ));
         }
     }
@@ -249,11 +250,22 @@ fn generate(options: &Options, function: &ItemFn) -> syn::Result<TokenStream> {
     let stmts = &body.stmts;
     // An async body becomes a sync one that runs it on the test's runtime:
     // one entry point, instantiated once per return type.
-    let body_fn = if is_async {
+    let body_fn = if let Some(asyncness) = &sig.asyncness {
+        // Written here, in the user's crate, so that the user's tokio
+        // features apply (`start_paused` needs `test-util`).
+        let configure = match options.start_paused {
+            Some((paused, span)) => quote_spanned! {span=>
+                |builder| { builder.start_paused(#paused); }
+            },
+            None => quote!(|_| {}),
+        };
+        // Spanned on `async`: without the runtime crate's `tokio` feature,
+        // the error says so there.
+        let future = quote_spanned!(asyncness.span()=> __netns_test_async());
         quote! {
             async fn __netns_test_async() #output { #(#inner_attrs)* #(#stmts)* }
             fn __netns_test_body() #output {
-                #krate::__private::block_on(&__NETNS_TEST, __netns_test_async())
+                #krate::__private::block_on(&__NETNS_TEST, #configure, #future)
             }
         }
     } else {
@@ -403,11 +415,23 @@ mod tests {
         );
         assert!(
             a.contains("async fn __netns_test_async ()")
-                && a.contains("block_on (& __NETNS_TEST , __netns_test_async ())")
+                && a.contains("block_on (& __NETNS_TEST , | _ | { } , __netns_test_async ())")
                 && a.contains("run (& __NETNS_TEST , __netns_test_body)"),
             "{a}"
         );
         assert!(a.contains("fn t ()") && !a.contains("async fn t"), "{a}");
+        let paused = expanded(
+            quote!(start_paused = true),
+            quote!(
+                async fn t() {}
+            ),
+        );
+        assert!(
+            paused.contains(
+                "block_on (& __NETNS_TEST , | builder | { builder . start_paused (true) ; } , __netns_test_async ())"
+            ),
+            "{paused}"
+        );
         let t = expanded(
             quote!(timeout = "1m"),
             quote!(

@@ -14,6 +14,7 @@ pub const VALID_KEYS: &[&str] = &[
     "veth",
     "flavor",
     "worker_threads",
+    "start_paused",
     "timeout",
     "keep",
     "capture",
@@ -79,6 +80,8 @@ pub struct Options {
     pub raw: proc_macro2::TokenStream,
     pub flavor: Option<(Flavor, Span)>,
     pub worker_threads: Option<(usize, Span)>,
+    /// `start_paused = true`: tokio's clock starts paused (the value's span).
+    pub start_paused: Option<(bool, Span)>,
     pub timeout: Option<Timeout>,
     pub keep: Option<Policy>,
     pub capture: Option<Policy>,
@@ -94,6 +97,7 @@ impl Options {
             raw: args,
             flavor: None,
             worker_threads: None,
+            start_paused: None,
             timeout: None,
             keep: None,
             capture: None,
@@ -165,6 +169,8 @@ impl Options {
                 }
                 "worker_threads" => parse_worker_threads(value)
                     .map(|n| options.worker_threads = Some((n, key_path.span()))),
+                "start_paused" => parse_bool(value, "start_paused")
+                    .map(|b| options.start_paused = Some((b, value.span()))),
                 "timeout" => parse_timeout_lit(value).map(|t| options.timeout = Some(t)),
                 "crate" => parse_crate(value).map(|p| options.krate = p),
                 "keep" => parse_policy(value, "keep").map(|p| options.keep = Some(p)),
@@ -183,10 +189,33 @@ impl Options {
                 ));
             }
         }
+        if let (Some((true, span)), Some((Flavor::MultiThread, _))) =
+            (&options.start_paused, &options.flavor)
+        {
+            push(syn::Error::new(
+                *span,
+                "`start_paused = true` needs the current-thread runtime (tokio pauses time only there): remove `flavor = \"multi_thread\"`",
+            ));
+        }
         match errors {
             Some(error) => Err(error),
             None => Ok(options),
         }
+    }
+}
+
+fn parse_bool(value: &Expr, key: &str) -> syn::Result<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!(
+                "`{key}` expects `true` or `false`, like {}",
+                example_for(key)
+            ),
+        )),
     }
 }
 
@@ -382,6 +411,7 @@ fn example_for(key: &str) -> &'static str {
         "capture" => "`capture`, `capture = \"failed\"` or `capture = \"all\"`",
         "flavor" => "`flavor = \"current_thread\"` or `flavor = \"multi_thread\"`",
         "worker_threads" => "`worker_threads = 2`",
+        "start_paused" => "`start_paused = true`",
         "timeout" => "`timeout = \"10s\"`",
         _ => "`crate = \"path::to::netns_test\"`",
     }
@@ -640,7 +670,7 @@ mod tests {
         );
         assert!(
             unknown.contains(
-                "`veth`, `flavor`, `worker_threads`, `timeout`, `keep`, `capture`, `crate`"
+                "`veth`, `flavor`, `worker_threads`, `start_paused`, `timeout`, `keep`, `capture`, `crate`"
             ),
             "{unknown}"
         );

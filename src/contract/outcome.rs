@@ -95,7 +95,7 @@ impl Ended {
         };
         Ended::failed(
             kind,
-            format!("netns-test: cannot set up the network namespace of test `{test}`: {error}"),
+            format!("netns-test: cannot set up the network namespace of test `{test}`: {error:#}"),
         )
     }
 

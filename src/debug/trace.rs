@@ -1,19 +1,26 @@
-//! `NETNS_TEST_LOG=debug`: each setup and teardown step of each test, with
-//! its duration, on stderr (captured with the test's output).
+//! Each setup and teardown step of each test, with its duration: through
+//! the `log` crate at debug level (target `netns_test`, so `RUST_LOG=
+//! netns_test=debug` with test-log or env_logger), and on stderr with
+//! `NETNS_TEST_LOG=debug` for those without a logger (captured with the
+//! test's output either way).
 
 use std::time::Instant;
 
-/// Times consecutive steps of one test; free when tracing is off.
+/// Times consecutive steps of one test; free when neither is on.
 pub(crate) struct Steps {
     test: &'static str,
     last: Option<std::cell::Cell<Instant>>,
+    to_stderr: bool,
 }
 
 impl Steps {
     pub(crate) fn new(test: &'static str) -> Steps {
+        let to_stderr = crate::settings::trace();
+        let to_log = log::log_enabled!(target: "netns_test", log::Level::Debug);
         Steps {
             test,
-            last: crate::settings::trace().then(|| std::cell::Cell::new(Instant::now())),
+            last: (to_stderr || to_log).then(|| std::cell::Cell::new(Instant::now())),
+            to_stderr,
         }
     }
 
@@ -22,11 +29,11 @@ impl Steps {
         if let Some(last) = &self.last {
             let now = Instant::now();
             let took = now - last.replace(now);
-            eprintln!(
-                "netns-test[{}]: {what}: {:.3} ms",
-                self.test,
-                took.as_secs_f64() * 1000.0
-            );
+            let millis = took.as_secs_f64() * 1000.0;
+            log::debug!(target: "netns_test", "[{}] {what}: {millis:.3} ms", self.test);
+            if self.to_stderr {
+                eprintln!("netns-test[{}]: {what}: {millis:.3} ms", self.test);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! own traffic into a test.
 
 use crate::error::Error;
+use crate::os::sys;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -62,37 +63,16 @@ pub(crate) struct HostUse {
 pub(crate) fn host_uses(ours: &[&str]) -> Result<Vec<HostUse>, Error> {
     let foreign = |interface: &str| !ours.iter().any(|p| interface.starts_with(p));
     let mut uses = Vec::new();
-    let addresses =
-        nix::ifaddrs::getifaddrs().map_err(|e| Error::new("getifaddrs on the host", e.into()))?;
-    for interface in addresses {
-        if !foreign(&interface.interface_name) {
+    for (on, ip, prefix) in sys::interface_addresses()? {
+        if !foreign(&on) {
             continue;
         }
-        let (Some(address), netmask) = (interface.address, interface.netmask) else {
-            continue;
-        };
-        let (ip, prefix) = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-            (Some(v4), _) => (
-                IpAddr::V4(v4.ip()),
-                netmask
-                    .and_then(|m| m.as_sockaddr_in().map(|m| m.ip().to_bits().count_ones()))
-                    .unwrap_or(32),
-            ),
-            (_, Some(v6)) => (
-                IpAddr::V6(v6.ip()),
-                netmask
-                    .and_then(|m| m.as_sockaddr_in6().map(|m| m.ip().to_bits().count_ones()))
-                    .unwrap_or(128),
-            ),
-            _ => continue,
-        };
-        let on = &interface.interface_name;
         uses.push(HostUse {
             net: Net::new(ip, if ip.is_ipv4() { 32 } else { 128 }),
             what: format!("the host's address {ip} on {on}"),
         });
         uses.push(HostUse {
-            net: Net::new(ip, prefix as u8),
+            net: Net::new(ip, prefix),
             what: format!("the host's subnet of {ip}/{prefix} on {on}"),
         });
     }

@@ -43,11 +43,13 @@ pub(crate) fn explain_unshare(error: Error) -> Error {
             Some(hint) => error.with_hint(hint).refused(),
             None => error.with_hint(permission_hint(&missing)),
         },
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => error.with_hint(
-            "netns-test: this kernel does not support network or mount namespaces \
-             (CONFIG_NET_NS, CONFIG_NAMESPACES) for this process"
-                .into(),
-        ),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => error
+            .with_hint(
+                "netns-test: this kernel does not support network or mount namespaces \
+                 (CONFIG_NET_NS, CONFIG_NAMESPACES) for this process"
+                    .into(),
+            )
+            .refused(),
         _ => error,
     }
 }
@@ -181,8 +183,8 @@ mod tests {
         let error = explain_user_namespace_refusal(std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert!(error.is_refusal());
         assert!(
-            error.to_string().contains("NETNS_TEST_UNSUPPORTED=skip"),
-            "{error}"
+            format!("{error:#}").contains("NETNS_TEST_UNSUPPORTED=skip"),
+            "{error:#}"
         );
     }
 }

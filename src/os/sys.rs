@@ -485,12 +485,24 @@ pub(crate) fn kill_process(pid: i32) {
 /// The names of the calling thread's network namespace's interfaces, in the
 /// order of their indexes.
 pub(crate) fn interface_names() -> Result<Vec<String>> {
-    let list =
-        nix::net::if_::if_nameindex().map_err(|e| Error::new("if_nameindex", io_error(e)))?;
-    let mut found: Vec<(u32, String)> = list
-        .iter()
-        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
-        .collect();
+    // SAFETY: if_nameindex takes no arguments; it returns a list it allocated, or null.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Err(Error::new("if_nameindex", io::Error::last_os_error()));
+    }
+    let mut found: Vec<(u32, String)> = Vec::new();
+    for at in 0.. {
+        // SAFETY: the list ends with an entry of index 0, which this reads last.
+        let entry = unsafe { &*list.add(at) };
+        if entry.if_index == 0 {
+            break;
+        }
+        // SAFETY: a listed entry's name is a NUL-terminated string the list owns.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.if_name) };
+        found.push((entry.if_index, name.to_string_lossy().into_owned()));
+    }
+    // SAFETY: the list came from if_nameindex, is freed once, and nothing borrows from it now.
+    unsafe { libc::if_freenameindex(list) };
     found.sort();
     Ok(found.into_iter().map(|(_, name)| name).collect())
 }
@@ -538,7 +550,65 @@ pub(crate) fn memfd(name: &str) -> Result<File> {
 
 /// Whether the calling thread's network namespace has an interface `name`.
 pub(crate) fn interface_exists(name: &str) -> bool {
-    nix::net::if_::if_nametoindex(name).is_ok()
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}
+
+/// The IPv4 and IPv6 addresses of the calling thread's network namespace:
+/// interface name, address and prefix length, from getifaddrs(3).
+pub(crate) fn interface_addresses() -> Result<Vec<(String, std::net::IpAddr, u8)>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes into `list` a list it allocated, freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(Error::new("getifaddrs", io::Error::last_os_error()));
+    }
+    let mut found = Vec::new();
+    let mut next = list;
+    while !next.is_null() {
+        // SAFETY: a non-null entry of the list, which lives until freeifaddrs.
+        let entry = unsafe { &*next };
+        next = entry.ifa_next;
+        let Some(address) = socket_address_ip(entry.ifa_addr) else {
+            continue;
+        };
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match socket_address_ip(entry.ifa_netmask) {
+            Some(std::net::IpAddr::V4(mask)) => mask.to_bits().count_ones(),
+            Some(std::net::IpAddr::V6(mask)) => mask.to_bits().count_ones(),
+            None => width,
+        };
+        // SAFETY: an entry's name is a NUL-terminated string the list owns.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        found.push((name.to_string_lossy().into_owned(), address, prefix as u8));
+    }
+    // SAFETY: the list came from getifaddrs, is freed once, and nothing borrows from it now.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
+}
+
+/// The IP address in a socket address of getifaddrs(3), if it is one.
+fn socket_address_ip(address: *const libc::sockaddr) -> Option<std::net::IpAddr> {
+    if address.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null socket address starts with its family.
+    let family = unsafe { (*address).sa_family };
+    match i32::from(family) {
+        libc::AF_INET => {
+            // SAFETY: an AF_INET address is a sockaddr_in; read unaligned, as the list may pack it.
+            let v4 = unsafe { address.cast::<libc::sockaddr_in>().read_unaligned() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: an AF_INET6 address is a sockaddr_in6; read unaligned, as the list may pack it.
+            let v6 = unsafe { address.cast::<libc::sockaddr_in6>().read_unaligned() };
+            Some(std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr).into())
+        }
+        _ => None,
+    }
 }
 
 /// The driver of the interface `name` (`veth`, `bridge`, ...), from the
@@ -1074,6 +1144,57 @@ pub(crate) fn close_all(fds: &[i32]) {
 
 #[cfg(test)]
 mod tests {
+    /// What `ip -o address` and `ip -o link` say of the same namespace: a
+    /// fresh one (the host's interfaces change while other tests run),
+    /// with an IPv4 and an IPv6 address added to `lo`.
+    #[test]
+    fn interfaces_and_addresses_are_those_ip_lists() {
+        if !crate::os::privilege::privileged() {
+            eprintln!("skipped: needs CAP_SYS_ADMIN and CAP_NET_ADMIN");
+            return;
+        }
+        let ns = crate::netns::NetNs::new().unwrap();
+        ns.run(|| {
+            let ip = |args: &[&str]| {
+                let output = std::process::Command::new("ip")
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(output.status.success(), "ip {args:?}");
+                String::from_utf8(output.stdout).unwrap()
+            };
+            ip(&["address", "add", "192.0.2.1/24", "dev", "lo"]);
+            ip(&["address", "add", "2001:db8::1/64", "dev", "lo", "nodad"]);
+            let mut listed: Vec<(String, std::net::IpAddr, u8)> = ip(&["-o", "address"])
+                .lines()
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (address, prefix) = fields.get(3)?.split_once('/')?;
+                    Some((
+                        fields[1].to_owned(),
+                        address.parse().ok()?,
+                        prefix.parse().ok()?,
+                    ))
+                })
+                .collect();
+            let mut found = super::interface_addresses().unwrap();
+            listed.sort();
+            found.sort();
+            assert_eq!(found, listed);
+            for address in [
+                ("lo".to_owned(), [127, 0, 0, 1].into(), 8),
+                ("lo".to_owned(), [192, 0, 2, 1].into(), 24),
+                ("lo".to_owned(), "2001:db8::1".parse().unwrap(), 64),
+            ] {
+                assert!(found.contains(&address), "{address:?} in {found:?}");
+            }
+            assert_eq!(super::interface_names().unwrap(), ["lo"]);
+            assert!(super::interface_exists("lo"));
+            assert!(!super::interface_exists("ntnosuch0"));
+            assert!(!super::interface_exists("bad\0name"));
+        });
+    }
+
     #[test]
     fn capabilities_are_those_the_kernel_reports() {
         let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
