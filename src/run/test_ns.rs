@@ -258,7 +258,7 @@ impl TestNamespace {
             match finished.keep() {
                 Ok(path) => kept.push(path),
                 Err(error) => eprintln!(
-                    "netns-test: cannot keep the packets captured for {}: {error}",
+                    "netns-test: cannot keep the packets captured for {}: {error:#}",
                     self.occupant.subject
                 ),
             }
