@@ -17,7 +17,10 @@
 //! 1. a network namespace of its own, with `lo` up (127.0.0.1/8 and ::1) and
 //!    no other interface, so any number of tests can bind the same port;
 //! 2. a private mount namespace in which `/sys` shows that network namespace
-//!    (as with `ip netns exec`) and `/etc/hosts` is a private copy it may change;
+//!    (as with `ip netns exec`), `/etc/hosts` is a private copy it may change,
+//!    `/proc/net` shows the namespace of the thread that reads it, and
+//!    `/run/netns` is its own (`ip netns add` works inside; the host never
+//!    sees an entry);
 //! 3. IPv6 duplicate address detection off (`accept_dad = 0`), so an address
 //!    added later is usable within milliseconds, not 1–3 s;
 //! 4. [`NetNs::current`], a handle to run closures, threads and commands in

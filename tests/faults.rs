@@ -192,6 +192,51 @@ fn delay_holds_only_the_impaired_direction() {
     drop((listener, listener6));
 }
 
+/// The interfaces that have an IPv6 address in the calling thread's
+/// namespace (`/proc/net/if_inet6`), with the address.
+fn ipv6_addresses() -> Vec<(String, String)> {
+    std::fs::read_to_string("/proc/net/if_inet6")
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[5].to_owned(), fields[0].to_owned())
+        })
+        .collect()
+}
+
+#[netns_test]
+fn the_engines_interfaces_have_no_ipv6_address() {
+    let Pair {
+        net: _net,
+        a,
+        b,
+        link,
+    } = pair();
+    link.impair(Impairment::new().delay(ms(1))).unwrap();
+    // Both ends' engine plumbing is there, up, and silent.
+    for node in [&a, &b] {
+        let names = node.netns().run(common::interfaces);
+        assert!(names.contains(&"f-eth0e".to_owned()), "{names:?}");
+        std::thread::sleep(ms(50));
+        let addresses = node.netns().run(ipv6_addresses);
+        let engine: Vec<_> = addresses
+            .iter()
+            .filter(|(dev, _)| dev.starts_with("f-"))
+            .collect();
+        assert_eq!(
+            engine,
+            Vec::<&(String, String)>::new(),
+            "node {}",
+            node.name()
+        );
+        assert!(
+            addresses.iter().any(|(dev, _)| dev == "eth0"),
+            "{addresses:?}"
+        );
+    }
+}
+
 #[netns_test]
 fn jitter_spreads_delays_within_its_bounds_and_keeps_order() {
     let p = pair();
@@ -1126,5 +1171,5 @@ fn faults_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("23 passed"), "{text}");
+    assert!(text.contains("24 passed"), "{text}");
 }

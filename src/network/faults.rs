@@ -190,6 +190,8 @@ impl Link {
         let (to_index, taken_index) = (node.next_index(), node.next_index());
         node.netlink_run(vec![
             netlink::new_inner_veth(&to, to_index, &taken, taken_index, INNER_MTU),
+            netlink::silence(to_index, &to),
+            netlink::silence(taken_index, &taken),
             netlink::set_up_silent(to_index, &to),
             netlink::set_up_silent(taken_index, &taken),
             netlink::add_clsact(taken_index, &taken),
@@ -232,7 +234,8 @@ impl Link {
 /// The names of the engine's veth pair for the end `name`: the one the
 /// redirect transmits on, and the one the engine reads.
 fn inner_names(name: &str) -> (String, String) {
-    (format!("f-{name}"), format!("f-{name}e"))
+    let prefix = netlink::FAULT_ENGINE_PREFIX;
+    (format!("{prefix}{name}"), format!("{prefix}{name}e"))
 }
 
 impl Plan {
