@@ -107,7 +107,7 @@ impl WorkingDirectory {
 pub(crate) fn template_if_needed() -> Result<Option<Arc<Template>>, Error> {
     let dirs = run_dirs();
     let own_proc = contain::contained();
-    if dirs.iter().all(|dir| netns_dir(dir).is_dir()) && (!own_proc || proc_is_this_processs()) {
+    if dirs.iter().all(|dir| netns_dir(dir).is_dir()) && (!own_proc || proc_shows_this_process()) {
         return Ok(None);
     }
     let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +139,7 @@ pub(crate) fn template_if_needed() -> Result<Option<Arc<Template>>, Error> {
 
 /// Whether the calling thread's `/proc` shows this process's pid
 /// namespace: `/proc/self` names the process by the id it knows itself by.
-fn proc_is_this_processs() -> bool {
+fn proc_shows_this_process() -> bool {
     std::fs::read_link("/proc/self").is_ok_and(|link| {
         link.as_os_str().as_encoded_bytes() == std::process::id().to_string().as_bytes()
     })
