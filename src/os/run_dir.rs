@@ -20,6 +20,13 @@
 //! table changes (a `poll` on `/proc/self/mountinfo`), so a namespace made
 //! afterwards sees the host as it is. A file a test creates at the first
 //! level of `/run` lands in the template's tmpfs, never on the host.
+//!
+//! A process that is pid 1 of a pid namespace of its own (a rootless
+//! test's runner, see [`super::contain`]) always copies its tests' views
+//! from a template, which also has a procfs of that namespace on `/proc`:
+//! the ids a test and its children know themselves by are then the ones
+//! `/proc` shows, at no cost per test. A runner makes it once, before its
+//! first test, as a copy of the template its fork server made ahead.
 
 use crate::error::Error;
 use crate::os::sys::{self, NsKind};
