@@ -138,6 +138,11 @@ mod settings;
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
     allow(dead_code)
 )]
+mod traffic;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
 mod veth_pair;
 
 // Linux.
@@ -174,9 +179,10 @@ mod unsupported;
 pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
 
 pub use error::Error;
-pub use impairment::Impairment;
+pub use impairment::{Impairment, LinkCounters};
 pub use nat::{Nat, NatFiltering, NatMapping};
 pub use schedule::Schedule;
+pub use traffic::{IntoSubnet, Traffic};
 pub use veth_pair::Veth;
 
 pub use netns_test_macros::netns_test;

@@ -133,6 +133,11 @@ pub(crate) trait Observer: Send + Sync {
     /// A network's fault engine stopped on its own, for the reason `why`:
     /// the test fails, saying so, even when its body passed.
     fn network_failed(&self, why: String);
+
+    /// The fault engine of the network with `seed` started: `lines()`
+    /// says what it did to each impaired direction (`a eth0 → b eth0:
+    /// 2000 packets ...`), printed under the seed when the test fails.
+    fn faults_made(&self, seed: u64, lines: Box<dyn Fn() -> Vec<String> + Send + Sync>);
 }
 
 /// The observer of the test whose namespace the calling thread is in, if any.

@@ -29,9 +29,15 @@
 //!
 //! Memory: every frame held counts its bytes and what holding it costs
 //! besides ([`frame_cost`]); a direction holds at most [`MAX_HELD_BYTES`].
+//!
+//! Rules: a direction may carry several impairments, each for its traffic
+//! ([`Impairment::only`](crate::Impairment::only)): each is a pipeline of
+//! its own, with its own generator, and [`Pipeline::claims`] tells the
+//! engine whether it takes a frame.
 
+use super::classify::View;
 use super::prng::Prng;
-use crate::impairment::Model;
+use crate::impairment::{Claims, Model};
 use crate::schedule::Plan;
 use std::collections::VecDeque;
 
@@ -55,10 +61,12 @@ pub(super) fn frame_cost(len: usize) -> usize {
     len.next_multiple_of(16) + 16 + 2 * std::mem::size_of::<Queued>()
 }
 
-/// What happened to the frames of one direction.
+/// What happened to the frames of one direction (or one rule of it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Counters {
     pub arrived: u64,
+    /// The arrived frames' bytes.
+    pub bytes: u64,
     pub lost: u64,
     pub too_big: u64,
     pub queue_full: u64,
@@ -66,6 +74,9 @@ pub(super) struct Counters {
     pub corrupted: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Frames that did not leave the moment they came (delay, jitter, the
+    /// rate limit's queue, or behind those).
+    pub delayed: u64,
     /// Frames the kernel refused to send on (the sending end down, say).
     pub unsent: u64,
     /// Frames the kernel dropped before the engine read them (its socket full).
@@ -81,6 +92,42 @@ struct Draws {
     duplicate: f64,
     reorder: f64,
     jitter: f64,
+}
+
+impl Counters {
+    /// What a user sees of them.
+    pub(super) fn public(&self) -> crate::impairment::LinkCounters {
+        crate::impairment::LinkCounters {
+            packets: self.arrived,
+            bytes: self.bytes,
+            lost: self.lost,
+            too_big: self.too_big,
+            queue_full: self.queue_full,
+            overflow: self.overflow,
+            corrupted: self.corrupted,
+            duplicated: self.duplicated,
+            reordered: self.reordered,
+            delayed: self.delayed,
+            missed: self.missed,
+            unsent: self.unsent,
+        }
+    }
+
+    /// The sum of two counts.
+    pub(super) fn add(&mut self, other: &Counters) {
+        self.arrived += other.arrived;
+        self.bytes += other.bytes;
+        self.lost += other.lost;
+        self.too_big += other.too_big;
+        self.queue_full += other.queue_full;
+        self.overflow += other.overflow;
+        self.corrupted += other.corrupted;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.delayed += other.delayed;
+        self.unsent += other.unsent;
+        self.missed += other.missed;
+    }
 }
 
 impl Draws {
@@ -139,8 +186,14 @@ pub(super) struct Pipeline {
     held: Option<Queued>,
     /// What `queue` and `held` cost, by [`frame_cost`].
     held_bytes: usize,
-    counters: Counters,
+    /// What happened to IP packets, and to upkeep frames (which are not
+    /// counted as packets: their number depends on kernel timers).
+    counters: [Counters; 2],
 }
+
+/// Where upkeep frames are counted in `Pipeline::counters`.
+const PACKETS: usize = 0;
+const UPKEEP: usize = 1;
 
 impl Pipeline {
     pub(super) fn new(prng: Prng, plan: Plan, now: u64) -> Pipeline {
@@ -156,7 +209,7 @@ impl Pipeline {
             queue: VecDeque::new(),
             held: None,
             held_bytes: 0,
-            counters: Counters::default(),
+            counters: [Counters::default(); 2],
         };
         pipeline.set_plan(plan, now);
         pipeline
@@ -168,6 +221,32 @@ impl Pipeline {
         self.plan = plan;
         self.plan_start = now;
         self.apply_step(now);
+    }
+
+    /// Moves the plan to `now`: the model of the step in force.
+    pub(super) fn advance(&mut self, now: u64) {
+        while self.next_change.is_some_and(|at| at <= now) {
+            self.apply_step(now);
+        }
+    }
+
+    /// Whether this rule, in the step in force ([`Pipeline::advance`]),
+    /// takes the frame `view` describes (`None`: no IP packet a selector
+    /// sees).
+    pub(super) fn claims(&self, view: Option<&View>) -> bool {
+        match &self.model.claims {
+            Claims::Nothing => false,
+            Claims::All => true,
+            Claims::Only(alternatives) => {
+                view.is_some_and(|v| alternatives.iter().any(|m| v.matches(m)))
+            }
+        }
+    }
+
+    /// Whether the rule selects traffic ([`Claims::Only`]) in its current
+    /// step, and so needs a frame's [`View`].
+    pub(super) fn selects(&self) -> bool {
+        matches!(self.model.claims, Claims::Only(_))
     }
 
     fn apply_step(&mut self, now: u64) {
@@ -193,8 +272,10 @@ impl Pipeline {
         }
     }
 
+    /// What happened to IP packets (the link's upkeep frames are not
+    /// counted).
     pub(super) fn counters(&self) -> Counters {
-        self.counters
+        self.counters[PACKETS]
     }
 
     /// The memory the frames the direction holds take, by [`frame_cost`].
@@ -216,9 +297,7 @@ impl Pipeline {
     /// Moves the plan to `now`, lets a held frame go when its wait is over,
     /// and appends the frames due by `now` to `out`, in order.
     pub(super) fn due(&mut self, now: u64, out: &mut Vec<Vec<u8>>) {
-        while self.next_change.is_some_and(|at| at <= now) {
-            self.apply_step(now);
-        }
+        self.advance(now);
         if self
             .held
             .as_ref()
@@ -243,20 +322,22 @@ impl Pipeline {
     /// `out`; the others wait for [`Pipeline::due`].
     pub(super) fn arrive(&mut self, now: u64, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         self.due(now, out);
-        self.counters.arrived += 1;
         let (ethertype, network) = network_layer(&frame);
         let upkeep = is_upkeep_at(&frame, ethertype, network);
+        let c = if upkeep { UPKEEP } else { PACKETS };
+        self.counters[c].arrived += 1;
+        self.counters[c].bytes += frame.len() as u64;
         let draws = if upkeep {
             Draws::UPKEEP
         } else {
             Draws::take(&mut self.prng)
         };
-        let model = self.model;
+        let model = &self.model;
         if model
             .mtu
             .is_some_and(|mtu| frame.len() - network > mtu as usize)
         {
-            self.counters.too_big += 1;
+            self.counters[c].too_big += 1;
             return;
         }
         let lost = match model.bursts {
@@ -272,18 +353,18 @@ impl Pipeline {
             None => draws.loss < model.loss,
         };
         if lost {
-            self.counters.lost += 1;
+            self.counters[c].lost += 1;
             return;
         }
         if self.held_bytes + frame_cost(frame.len()) > MAX_HELD_BYTES {
-            self.counters.overflow += 1;
+            self.counters[c].overflow += 1;
             return;
         }
         let mut passed_rate = now;
         if let Some(rate) = model.rate_bytes_per_s {
             let free_at = self.rate_free_at.max(now);
             if backlog(free_at, now, rate) + frame.len() as u64 > model.queue_bytes {
-                self.counters.queue_full += 1;
+                self.counters[c].queue_full += 1;
                 return;
             }
             self.rate_free_at = free_at + serialization(frame.len(), rate);
@@ -293,12 +374,15 @@ impl Pipeline {
             let bits = ((frame.len() - network) * 8) as u64;
             let at = (draws.bit % bits) as usize;
             frame[network + at / 8] ^= 1 << (at % 8);
-            self.counters.corrupted += 1;
+            self.counters[c].corrupted += 1;
         }
         let at = passed_rate
-            .saturating_add(delay(&model, draws.jitter))
+            .saturating_add(delay(model, draws.jitter))
             .max(self.last_delivery);
         self.last_delivery = at;
+        if at > now {
+            self.counters[c].delayed += 1;
+        }
         let queued = Queued {
             frame,
             at,
@@ -307,7 +391,7 @@ impl Pipeline {
         };
         let copy = (draws.duplicate < model.duplicate).then(|| queued.clone());
         if draws.reorder < model.reorder && self.held.is_none() {
-            self.counters.reordered += 1;
+            self.counters[c].reordered += 1;
             self.held_bytes += frame_cost(queued.frame.len());
             self.held = Some(queued);
         } else {
@@ -319,11 +403,11 @@ impl Pipeline {
             }
         }
         if let Some(copy) = copy {
-            self.counters.duplicated += 1;
+            self.counters[c].duplicated += 1;
             if self.held_bytes + frame_cost(copy.frame.len()) <= MAX_HELD_BYTES {
                 self.enqueue(now, copy, out);
             } else {
-                self.counters.overflow += 1;
+                self.counters[c].overflow += 1;
             }
         }
     }
@@ -355,7 +439,7 @@ impl Pipeline {
     /// the new delay, with its own jitter draw, from when it passed the
     /// rate. Order is kept; nothing is drawn.
     fn retime(&mut self, now: u64) {
-        let model = self.model;
+        let model = &self.model;
         let mut free_at = now;
         let mut last = 0u64;
         let mut retime = |queued: &mut Queued, counters: &mut Counters| -> bool {
@@ -375,21 +459,21 @@ impl Pipeline {
             }
             queued.at = queued
                 .passed_rate
-                .saturating_add(delay(&model, queued.jitter))
+                .saturating_add(delay(model, queued.jitter))
                 .max(last);
             last = queued.at;
             true
         };
         let mut dropped = 0;
         self.queue.retain_mut(|queued| {
-            let kept = retime(queued, &mut self.counters);
+            let kept = retime(queued, &mut self.counters[PACKETS]);
             if !kept {
                 dropped += frame_cost(queued.frame.len());
             }
             kept
         });
         if let Some(held) = &mut self.held {
-            if !retime(held, &mut self.counters) {
+            if !retime(held, &mut self.counters[PACKETS]) {
                 dropped += frame_cost(held.frame.len());
                 self.held = None;
             }
@@ -493,8 +577,7 @@ mod tests {
     }
 
     fn pipeline(seed: u64, impairment: Impairment) -> Pipeline {
-        let plan = Plan::constant(impairment.model("impair").unwrap());
-        Pipeline::new(Prng::stream(seed, 0, 0), plan, 0)
+        Pipeline::new(Prng::stream(seed, 0, 0, 0), constant(impairment), 0)
     }
 
     /// Sends `n` frames, one every `gap` ns, and drains: (time, number) of
@@ -723,8 +806,9 @@ mod tests {
             .then(ms(10), Impairment::new().loss(100.0))
             .then(ms(10), Impairment::new())
             .repeat()
-            .plan()
-            .unwrap();
+            .plans()
+            .unwrap()
+            .remove(0);
         let mut p = Pipeline::new(Prng::new(1), plan, 0);
         // One frame every ms for 40 ms: those in [10, 20) and [30, 40) pass.
         let left: Vec<u32> = run(&mut p, 40, MS, 100).iter().map(|l| l.1).collect();
@@ -742,7 +826,9 @@ mod tests {
     }
 
     fn constant(impairment: Impairment) -> Plan {
-        Plan::constant(impairment.model("impair").unwrap())
+        let mut models = impairment.models("impair").unwrap();
+        assert_eq!(models.len(), 1);
+        Plan::constant(models.remove(0))
     }
 
     /// Leaves `p` alone until nothing is held, from `now`: the numbers of
@@ -821,14 +907,14 @@ mod tests {
         if rng.next_f64() < 0.5 {
             schedule = schedule.repeat();
         }
-        schedule.plan().unwrap()
+        schedule.plans().unwrap().remove(0)
     }
 
     #[test]
     fn what_is_held_is_counted_exactly_whatever_the_plans() {
         let mut rng = Prng::new(0xacc0);
         for round in 0..300u64 {
-            let mut p = Pipeline::new(Prng::stream(round, 0, 0), random_plan(&mut rng), 0);
+            let mut p = Pipeline::new(Prng::stream(round, 0, 0, 0), random_plan(&mut rng), 0);
             let mut out = Vec::new();
             let mut now = 0;
             for i in 0..300 {
@@ -965,8 +1051,9 @@ mod tests {
             .then(s(1), Impairment::new().rate_kbit(10))
             .then(s(1), Impairment::new().loss(0.0))
             .repeat()
-            .plan()
-            .unwrap();
+            .plans()
+            .unwrap()
+            .remove(0);
         let mut p = Pipeline::new(Prng::new(3), plan, 0);
         // A frame every 10 ms for 4 s: in the fast steps each leaves when
         // it comes.
