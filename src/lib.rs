@@ -118,6 +118,11 @@ mod error;
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
     allow(dead_code)
 )]
+mod firewall;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
 mod impairment;
 #[cfg_attr(
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
@@ -179,6 +184,7 @@ mod unsupported;
 pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
 
 pub use error::Error;
+pub use firewall::Firewall;
 pub use impairment::{Impairment, LinkCounters};
 pub use nat::{Nat, NatFiltering, NatMapping};
 pub use schedule::Schedule;

@@ -30,6 +30,7 @@
 mod classify;
 mod engine;
 mod faults;
+mod firewall;
 mod names;
 mod nat;
 mod pipeline;
