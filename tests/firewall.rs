@@ -37,7 +37,7 @@ impl Office {
         let server = net.node("server").unwrap();
         let lan = net.link(&client, &router).unwrap();
         let wan = net.link(&router, &server).unwrap();
-        let office = Office {
+        Office {
             _net: net,
             client,
             router,
@@ -45,8 +45,7 @@ impl Office {
             lan,
             server,
             servers: Vec::new(),
-        };
-        office
+        }
     }
 
     /// The server's address on the wan, of `family` (4 or 6).

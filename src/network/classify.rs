@@ -220,6 +220,24 @@ fn ports(frame: &[u8], first_fragment: bool, protocol: u8, l4: usize) -> Option<
 
 // The classic-BPF program.
 
+/// What a direction's filter sends to the engine: every frame, or the IP
+/// packets one of these alternatives selects.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Takes {
+    All,
+    Only(Vec<Match>),
+}
+
+impl Takes {
+    /// The filter's classic-BPF program.
+    pub(super) fn program(&self) -> Vec<sock_filter> {
+        match self {
+            Takes::All => take_all(),
+            Takes::Only(alternatives) => program(alternatives).unwrap_or_else(take_all),
+        }
+    }
+}
+
 /// A program that takes every frame, and one that takes none.
 pub(super) fn take_all() -> Vec<sock_filter> {
     vec![statement(libc::BPF_RET | libc::BPF_K, u32::MAX)]
@@ -449,6 +467,23 @@ pub(super) fn program(alternatives: &[Match]) -> Option<Vec<sock_filter>> {
     let mut a = Assembler::default();
     let (ipv4, ipv6, reject, transport) = (a.label(), a.label(), a.label(), a.label());
 
+    // Every cell is written first: the kernel refuses a program that may
+    // read a cell before writing it, and its check carries what is written
+    // across a `ret` into the instruction after it.
+    a.load_k(0);
+    for cell in [
+        M_L3,
+        M_FAMILY,
+        M_PROTOCOL,
+        M_L4,
+        M_PORTS,
+        M_SOURCE_PORT,
+        M_DESTINATION_PORT,
+        M_NEXT,
+        M_FIRST,
+    ] {
+        a.store(cell);
+    }
     // The ethertype, past up to MAX_TAGS tags; X: where the IP header is.
     a.load(libc::BPF_H, 12);
     a.load_x_k(14);
@@ -638,11 +673,8 @@ pub(super) fn program(alternatives: &[Match]) -> Option<Vec<sock_filter>> {
     a.store(M_PORTS);
     a.goto(alternatives_start);
     a.mark(none);
-    // Every cell read later is written on every path (the kernel checks).
     a.load_k(0);
     a.store(M_PORTS);
-    a.store(M_SOURCE_PORT);
-    a.store(M_DESTINATION_PORT);
     a.mark(alternatives_start);
 
     for m in alternatives {
@@ -821,6 +853,53 @@ mod tests {
         }
     }
 
+    /// What the kernel checks of a classic BPF program before it takes it
+    /// (`bpf_check_classic` in net/core/filter.c): jumps within the
+    /// program, a `ret` at its end, and no scratch cell read on a path that
+    /// has not written it (as the kernel tracks it: what is written before
+    /// a `ret` counts for the instruction after it).
+    fn kernel_accepts(program: &[sock_filter]) -> Result<(), String> {
+        let len = program.len();
+        if len == 0 || len > libc::BPF_MAXINSNS as usize {
+            return Err(format!("{len} instructions"));
+        }
+        if u32::from(program[len - 1].code) & 0x07 != libc::BPF_RET {
+            return Err("no ret at the end".into());
+        }
+        let mut masks = vec![u16::MAX; len];
+        let mut valid = 0u16;
+        for (pc, op) in program.iter().enumerate() {
+            valid &= masks[pc];
+            let code = u32::from(op.code);
+            let class = code & 0x07;
+            let cell = 1u16.checked_shl(op.k).unwrap_or(0);
+            if code == libc::BPF_ST || code == libc::BPF_STX {
+                valid |= cell;
+            } else if code == (libc::BPF_LD | libc::BPF_MEM)
+                || code == (libc::BPF_LDX | libc::BPF_MEM)
+            {
+                if valid & cell == 0 {
+                    return Err(format!("cell {} read at {pc} before it is written", op.k));
+                }
+            } else if class == libc::BPF_JMP {
+                let targets = if code & 0xf0 == libc::BPF_JA {
+                    vec![op.k as usize]
+                } else {
+                    vec![usize::from(op.jt), usize::from(op.jf)]
+                };
+                for offset in targets {
+                    let target = pc + 1 + offset;
+                    if target >= len {
+                        return Err(format!("a jump past the end at {pc}"));
+                    }
+                    masks[target] &= valid;
+                }
+                valid = u16::MAX;
+            }
+        }
+        Ok(())
+    }
+
     /// Frames made to order.
     #[derive(Clone)]
     struct Frame {
@@ -942,7 +1021,9 @@ mod tests {
         let alternatives = traffic.check().unwrap();
         let by_view =
             View::parse(frame, MAX_TAGS).is_some_and(|v| alternatives.iter().any(|m| v.matches(m)));
-        let by_filter = run(&program(alternatives).unwrap(), frame) != 0;
+        let program = program(alternatives).unwrap();
+        kernel_accepts(&program).unwrap();
+        let by_filter = run(&program, frame) != 0;
         assert_eq!(by_view, by_filter, "{traffic}: {frame:02x?}");
         by_view
     }
@@ -1214,6 +1295,8 @@ mod tests {
         assert_eq!(alternatives.len(), crate::traffic::MAX_ALTERNATIVES);
         let program = program(alternatives).unwrap();
         assert!(program.len() <= libc::BPF_MAXINSNS as usize);
+        kernel_accepts(&program).unwrap();
+        kernel_accepts(&take_all()).unwrap();
         // More than the kernel takes: none (the filter takes all).
         let too_many: Vec<Match> = (0..200)
             .flat_map(|_| alternatives.iter().copied())

@@ -17,7 +17,7 @@
 //! frames one of them selects (see `classify.rs`): the rest stays on the
 //! plain veth, at its full speed.
 
-use super::classify;
+use super::classify::Takes;
 use super::engine::{DirectionId, Engine, Report, Sockets};
 use super::{Link, NetworkInner, Node};
 use crate::error::Error;
@@ -346,26 +346,6 @@ impl Plan {
     /// Whether every step of the plan is clear.
     fn is_clear(&self) -> bool {
         self.steps.iter().all(|(_, model)| model.is_clear())
-    }
-}
-
-/// What a direction's filter sends to the engine: every frame, or the IP
-/// packets one of these alternatives selects.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) enum Takes {
-    All,
-    Only(Vec<Match>),
-}
-
-impl Takes {
-    /// The filter's classic-BPF program.
-    fn program(&self) -> Vec<nix::libc::sock_filter> {
-        match self {
-            Takes::All => classify::take_all(),
-            Takes::Only(alternatives) => {
-                classify::program(alternatives).unwrap_or_else(classify::take_all)
-            }
-        }
     }
 }
 

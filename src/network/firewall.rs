@@ -3,9 +3,10 @@
 //!
 //! The rules live in the link's table, `inet netns_test_<interface>`,
 //! beside its NAT (see `nat/rules.rs`), in a chain of their own on the
-//! forward hook at priority `filter`: after the NAT's `filter_in` (`filter
-//! - 10`), so the NAT's filtering happens first (a drop there is final),
-//! and replaced alone, in one transaction, when the firewall changes.
+//! forward hook at priority `filter`: after the NAT's `filter_in`
+//! (priority `filter` - 10), so the NAT's filtering happens first (a drop
+//! there is final), and replaced alone, in one transaction, when the
+//! firewall changes.
 //!
 //! ```text
 //! chain firewall { type filter hook forward priority filter; policy accept;

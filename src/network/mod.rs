@@ -656,7 +656,7 @@ struct Plumbing {
     target: Option<i32>,
     /// What the sending end's egress filter redirects to the engine, while
     /// it has one.
-    filter: Option<faults::Takes>,
+    filter: Option<classify::Takes>,
     /// The plans the engine runs for the direction, one per rule.
     plans: Vec<crate::schedule::Plan>,
     /// Where the engine publishes the direction's counters.
