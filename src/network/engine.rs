@@ -21,7 +21,7 @@
 //! failure report of the test that made the network.
 
 use super::classify::{ENGINE_TAGS, View};
-use super::pipeline::{Counters, Pipeline};
+use super::pipeline::{Counters, MAX_HELD_BYTES, Pipeline};
 use super::prng::Prng;
 use crate::error::Error;
 use crate::impairment::Model;
@@ -550,17 +550,23 @@ impl Direction {
     fn arrive(&mut self, now: u64, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         self.dirty = true;
         let mut view: Option<Option<View>> = None;
-        for rule in &mut self.rules {
+        let taker = self.rules.iter_mut().position(|rule| {
             rule.advance(now);
             let seen = if rule.selects() {
                 *view.get_or_insert_with(|| View::parse(&frame, ENGINE_TAGS))
             } else {
                 None
             };
-            if rule.claims(seen.as_ref()) {
-                rule.arrive(now, frame, out);
-                return;
+            rule.claims(seen.as_ref())
+        });
+        if let Some(k) = taker {
+            if self.rules.len() > 1 {
+                // The direction's memory is shared by its rules.
+                let others: usize = self.held_bytes() - self.rules[k].held_bytes();
+                self.rules[k].set_room(MAX_HELD_BYTES.saturating_sub(others));
             }
+            self.rules[k].arrive(now, frame, out);
+            return;
         }
         self.passed += 1;
         out.push(frame);

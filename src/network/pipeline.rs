@@ -28,7 +28,9 @@
 //! dropped), frames past it take the new delay from when they passed it.
 //!
 //! Memory: every frame held counts its bytes and what holding it costs
-//! besides ([`frame_cost`]); a direction holds at most [`MAX_HELD_BYTES`].
+//! besides ([`frame_cost`]); a direction holds at most [`MAX_HELD_BYTES`],
+//! all its rules together (the engine gives each rule what the others
+//! leave: [`Pipeline::set_room`]).
 //!
 //! Rules: a direction may carry several impairments, each for its traffic
 //! ([`Impairment::only`](crate::Impairment::only)): each is a pipeline of
@@ -186,6 +188,9 @@ pub(super) struct Pipeline {
     held: Option<Queued>,
     /// What `queue` and `held` cost, by [`frame_cost`].
     held_bytes: usize,
+    /// The most `held_bytes` may reach: [`MAX_HELD_BYTES`], less what the
+    /// direction's other rules hold.
+    room: usize,
     /// What happened to IP packets, and to upkeep frames (which are not
     /// counted as packets: their number depends on kernel timers).
     counters: [Counters; 2],
@@ -209,6 +214,7 @@ impl Pipeline {
             queue: VecDeque::new(),
             held: None,
             held_bytes: 0,
+            room: MAX_HELD_BYTES,
             counters: [Counters::default(); 2],
         };
         pipeline.set_plan(plan, now);
@@ -281,6 +287,12 @@ impl Pipeline {
     /// The memory the frames the direction holds take, by [`frame_cost`].
     pub(super) fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// How much the rule may hold, at most: what the direction's other
+    /// rules leave of [`MAX_HELD_BYTES`].
+    pub(super) fn set_room(&mut self, room: usize) {
+        self.room = room.min(MAX_HELD_BYTES);
     }
 
     /// The next time something happens: a frame is due, a held frame's wait
@@ -356,7 +368,7 @@ impl Pipeline {
             self.counters[c].lost += 1;
             return;
         }
-        if self.held_bytes + frame_cost(frame.len()) > MAX_HELD_BYTES {
+        if self.held_bytes + frame_cost(frame.len()) > self.room {
             self.counters[c].overflow += 1;
             return;
         }
@@ -404,7 +416,7 @@ impl Pipeline {
         }
         if let Some(copy) = copy {
             self.counters[c].duplicated += 1;
-            if self.held_bytes + frame_cost(copy.frame.len()) <= MAX_HELD_BYTES {
+            if self.held_bytes + frame_cost(copy.frame.len()) <= self.room {
                 self.enqueue(now, copy, out);
             } else {
                 self.counters[c].overflow += 1;
@@ -984,6 +996,21 @@ mod tests {
         );
         assert!(out.is_empty());
         assert_eq!(p.held_bytes(), cost_of_what_is_held(&p));
+    }
+
+    #[test]
+    fn a_rule_holds_no_more_than_the_room_the_others_leave() {
+        let mut p = pipeline(1, Impairment::new().delay(Duration::from_secs(1)));
+        p.set_room(3 * frame_cost(1000));
+        let mut out = Vec::new();
+        for i in 0..5 {
+            p.arrive(0, frame(i, 1000), &mut out);
+        }
+        assert_eq!(p.counters().overflow, 2);
+        assert_eq!(p.held_bytes(), 3 * frame_cost(1000));
+        p.set_room(usize::MAX);
+        p.arrive(0, frame(5, 1000), &mut out);
+        assert_eq!(p.counters().overflow, 2, "room again");
     }
 
     #[test]
