@@ -17,7 +17,10 @@
 //! 1. a network namespace of its own, with `lo` up (127.0.0.1/8 and ::1) and
 //!    no other interface, so any number of tests can bind the same port;
 //! 2. a private mount namespace in which `/sys` shows that network namespace
-//!    (as with `ip netns exec`) and `/etc/hosts` is a private copy it may change;
+//!    (as with `ip netns exec`), `/etc/hosts` is a private copy it may change,
+//!    `/proc/net` shows the namespace of the thread that reads it, and
+//!    `/run/netns` is its own (`ip netns add` works inside; the host never
+//!    sees an entry);
 //! 3. IPv6 duplicate address detection off (`accept_dad = 0`), so an address
 //!    added later is usable within milliseconds, not 1–3 s;
 //! 4. [`NetNs::current`], a handle to run closures, threads and commands in
@@ -39,7 +42,7 @@
 //! |---|---|
 //! | `veth`, `veth(mtu = 9000, ipv4 = "198.51.100.2/24", host_ipv4 = "198.51.100.1/24", ipv6 = .., host_ipv6 = ..)` | a veth pair to the host: see [`Veth`] |
 //! | `keep = "failed"` or `"all"` | keep the test's namespaces for inspection (`NETNS_TEST_KEEP`); `netns-test list`/`gc` |
-//! | `capture`, `capture = "all"` | record packets to `target/netns-test/<test>/*.pcap` (`NETNS_TEST_CAPTURE`) |
+//! | `capture`, `capture = "all"` | record packets to `target/netns-test/<test>/*.pcap` (pcapng, with what the fault engine did to each frame it touched; `NETNS_TEST_CAPTURE`) |
 //! | `timeout = "10s"` | fail the test after this long (`ms`, `s`, `m`, `h`; `"1m30s"`) |
 //! | `flavor = "multi_thread"` | tokio runtime of an `async fn` test (default `"current_thread"`) |
 //! | `worker_threads = 2` | worker threads of the `multi_thread` runtime |

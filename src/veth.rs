@@ -7,8 +7,9 @@
 //! IPv6 /64 in a fixed ULA prefix. A slot is leased by an exclusive `flock`
 //! on the file `<slot>` in the user's own directory (`/run/netns-test/veth`
 //! for root, mode 0700), which no other user can open; the kernel releases
-//! the lease when the process dies, even by SIGKILL, and the file goes with
-//! the lease. A slot is skipped while its interface index is in use (a kept
+//! the lease when the process dies, even by SIGKILL; the file goes with the
+//! lease, or, when its process died holding it, with the next process's
+//! sweep (or `netns-test gc`). A slot is skipped while its interface index is in use (a kept
 //! test's renamed end, or an end the kernel has not removed yet: that takes
 //! about 40 ms after the test's namespace dies), and while its subnets
 //! overlap anything of the host's routing; a stale `ntveth<slot>` (a veth
@@ -596,14 +597,33 @@ fn next_slot() -> u32 {
 /// per process.
 fn leases() -> Result<&'static PrivateDir, Error> {
     static LEASES: OnceLock<Result<PrivateDir, String>> = OnceLock::new();
-    LEASES
+    let leases = LEASES
         .get_or_init(|| {
             PrivateDir::for_user("veth", true)
                 .map(|dir| dir.expect("made when missing"))
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| Error::detected("open the veth leases", std::io::ErrorKind::Other, e.clone()))
+        .map_err(|e| {
+            Error::detected("open the veth leases", std::io::ErrorKind::Other, e.clone())
+        })?;
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| remove_unheld_leases(leases));
+    Ok(leases)
+}
+
+/// Removes the lease files no process holds: a process killed while it
+/// held a lease leaves its file (the kernel lets go of the lock, not of the
+/// file), and so does one that exits while a pair made ahead waits for its
+/// test. Each process that leases a slot sweeps them once; `netns-test gc`
+/// too. A file someone holds, or takes meanwhile, stays.
+fn remove_unheld_leases(leases: &'static PrivateDir) {
+    for name in leases.names() {
+        if name.parse::<u32>().is_ok() {
+            // Taken, then given back: the lock removes its file.
+            drop(leases.try_lock(&name));
+        }
+    }
 }
 
 fn lease_a_slot() -> Result<Lease, Error> {
@@ -675,6 +695,7 @@ pub fn remove_stale() -> Result<Vec<String>, Error> {
         removed.push(name);
         drop(lease);
     }
+    remove_unheld_leases(leases()?);
     // The leases' directory stays: tests running now have it open.
     Ok(removed)
 }

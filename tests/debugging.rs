@@ -141,6 +141,34 @@ fn a_passing_test_is_not_kept() {
     assert!(!netns_test_tool(&["list"]).contains("fixture_passes_with_keep_failed"));
 }
 
+#[netns_test(keep = "failed")]
+#[ignore = "fixture"]
+fn fixture_kept_under_a_name_long_enough_to_push_the_columns() {
+    if armed() {
+        panic!("failing on purpose");
+    }
+}
+
+#[test]
+fn list_lines_up_its_columns_with_long_names() {
+    if !root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, text) = run_fixture(
+        "fixture_kept_under_a_name_long_enough_to_push_the_columns",
+        &[],
+    );
+    let name = kept_name(&text);
+    assert!(name.len() > 40, "{name}");
+    let listed = netns_test_tool(&["list"]);
+    let header = listed.lines().find(|l| l.starts_with("NAME")).unwrap();
+    let row = listed.lines().find(|l| l.starts_with(&name)).unwrap();
+    let test = "debugging::fixture_kept_under_a_name";
+    assert_eq!(row.find(test), header.find("TEST"), "{listed}");
+    netns_test_tool(&["gc", &name]);
+}
+
 #[netns_test]
 #[ignore = "fixture"]
 fn fixture_fails_plainly() {
@@ -184,22 +212,9 @@ fn fixture_captures_a_connection() {
 
 /// TCP flags of the IPv4/TCP packets between port 4321 and others, in order.
 fn tcp_flags_on_port(pcap: &[u8], port: u16) -> Vec<(u16, u16, u8)> {
-    assert_eq!(
-        u32::from_ne_bytes(pcap[0..4].try_into().unwrap()),
-        0xa1b2_c3d4,
-        "pcap magic"
-    );
-    assert_eq!(
-        u32::from_ne_bytes(pcap[20..24].try_into().unwrap()),
-        1,
-        "linktype ethernet"
-    );
     let mut packets = Vec::new();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let kept = u32::from_ne_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &pcap[at + 16..at + 16 + kept];
-        at += 16 + kept;
+    for packet in common::pcapng_packets(pcap) {
+        let frame = &packet.data[..];
         // Ethernet, IPv4, TCP.
         if frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 6 {
             continue;
@@ -273,6 +288,114 @@ fn captures_are_kept_for_failed_tests_only_by_default() {
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
+#[netns_test(capture = "all")]
+#[ignore = "fixture"]
+fn fixture_captures_an_impaired_link() {
+    let net = netns_test::Network::new();
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    let delay = netns_test::Impairment::new().delay(std::time::Duration::from_millis(1));
+    link.impair_from(&a, delay).unwrap();
+    let to = b.ipv4_on(&link);
+    let receiver = b
+        .netns()
+        .run(move || std::net::UdpSocket::bind((to, 4330)).unwrap());
+    receiver
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    a.netns().run(move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..20 {
+            socket
+                .send_to(format!("MARK-{i:02}").as_bytes(), (to, 4330))
+                .unwrap();
+        }
+    });
+    let mut buffer = [0u8; 16];
+    for _ in 0..20 {
+        receiver.recv(&mut buffer).unwrap();
+    }
+}
+
+/// How many times `needle` is in `haystack`.
+fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+#[test]
+fn an_impaired_direction_is_captured_once_and_an_empty_test_pcap_left_out() {
+    let dir = capture_path("fixture_captures_an_impaired_link")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (output, text) = run_fixture("fixture_captures_an_impaired_link", &[]);
+    assert!(output.status.success(), "{text}");
+    for node in ["a", "b"] {
+        let pcap = std::fs::read(dir.join(format!("{node}.pcap")))
+            .unwrap_or_else(|e| panic!("{node}.pcap: {e}\n{text}"));
+        for i in 0..20 {
+            let mark = format!("MARK-{i:02}");
+            assert_eq!(
+                occurrences(&pcap, mark.as_bytes()),
+                1,
+                "{mark} in {node}.pcap (the engine's interfaces must not show it again)"
+            );
+        }
+    }
+    // The test's own namespace carried nothing: no empty test.pcap.
+    assert!(!dir.join("test.pcap").exists(), "{text}");
+    assert!(!text.contains("test.pcap"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn test_captures_follow_no_link_another_user_planted() {
+    if !root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let precious = base.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("test.pcap"), "IMPORTANT ROOT DATA").unwrap();
+    // The test binary in a target directory under one of uid 65534's, with
+    // its netns-test directory a link to root's.
+    let theirs = base.path().join("theirs");
+    let deps = theirs.join("target/debug/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    let binary = deps.join("debugging-copy");
+    std::fs::copy(std::env::current_exe().unwrap(), &binary).unwrap();
+    let planted = theirs.join("target/netns-test");
+    std::os::unix::fs::symlink(&precious, &planted).unwrap();
+    for path in [&theirs, &theirs.join("target")] {
+        std::os::unix::fs::chown(path, Some(common::NOBODY), Some(common::NOBODY)).unwrap();
+    }
+    let output = common::retry_busy(|| {
+        Command::new(&binary)
+            .args(["--ignored", "--exact", "fixture_captures_a_connection"])
+            .env("NETNS_TEST_FIXTURES", "1")
+            .env_remove("NETNS_TEST_CAPTURE")
+            .output()
+    });
+    let text = common::text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{} belongs to uid 65534", theirs.display())),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("test.pcap")).unwrap(),
+        "IMPORTANT ROOT DATA"
+    );
+    assert_eq!(std::fs::read_dir(&precious).unwrap().count(), 1);
+}
+
 #[netns_test(veth)]
 #[ignore = "fixture"]
 fn fixture_traced() {
@@ -344,7 +467,14 @@ fn gc_removes_stale_host_veths_and_keeps_live_ones() {
         }
     }
     let _cleanup = Cleanup(stale);
+    // A lease file no process holds, as a process killed while it held the
+    // lease leaves it.
+    let leases = Path::new("/run/netns-test/veth");
+    std::fs::create_dir_all(leases).unwrap();
+    let unheld = leases.join("32765");
+    std::fs::write(&unheld, "").unwrap();
     let removed = netns_test_tool(&["gc"]);
+    assert!(!unheld.exists(), "gc left the lease file no one holds");
     assert!(
         removed.contains(&format!("removed stale host-side veth {stale}")),
         "{removed}"
@@ -387,6 +517,7 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
         .unwrap()
         .to_owned();
     let _ = std::fs::remove_dir_all(&dir);
+    let etc_netns_before = Path::new("/etc/netns").exists();
     let (output, text) = run_fixture("fixture_topology_fails", &[]);
     assert!(!output.status.success(), "{text}");
     let kept: Vec<String> = text
@@ -409,6 +540,11 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
         links.contains("eth0") && links.contains("198.18.0.1/30"),
         "{links}"
     );
+    // `ip netns exec` into a kept node resolves the other nodes' names:
+    // it binds /etc/netns/<name>/hosts over /etc/hosts.
+    let etc_netns_was_there = etc_netns_before;
+    let resolved = ip(&["netns", "exec", client, "getent", "ahostsv4", "server"]);
+    assert!(resolved.contains("198.18.0.2"), "{resolved}");
     // The server's capture holds the connection's handshake.
     let server_pcap = std::fs::read(dir.join("server.pcap")).unwrap();
     let packets = tcp_flags_on_port(&server_pcap, 4323);
@@ -416,10 +552,16 @@ fn a_failed_tests_topology_is_kept_and_captured_too() {
         packets.iter().any(|p| p.1 == 4323 && p.2 == 0x02),
         "no SYN in {packets:?}"
     );
-    assert!(dir.join("test.pcap").exists() && dir.join("client.pcap").exists());
+    // The test's own namespace carried nothing: its empty capture is left out.
+    assert!(!dir.join("test.pcap").exists() && dir.join("client.pcap").exists());
     for name in &kept {
         netns_test_tool(&["gc", name]);
+        assert!(
+            !Path::new("/etc/netns").join(name).exists(),
+            "gc left /etc/netns/{name}"
+        );
     }
+    assert_eq!(Path::new("/etc/netns").exists(), etc_netns_was_there);
     assert!(netns_test_tool(&["list"]).contains("no kept namespaces"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

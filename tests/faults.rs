@@ -212,6 +212,51 @@ fn delay_holds_only_the_impaired_direction() {
     drop((listener, listener6));
 }
 
+/// The interfaces that have an IPv6 address in the calling thread's
+/// namespace (`/proc/net/if_inet6`), with the address.
+fn ipv6_addresses() -> Vec<(String, String)> {
+    std::fs::read_to_string("/proc/net/if_inet6")
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[5].to_owned(), fields[0].to_owned())
+        })
+        .collect()
+}
+
+#[netns_test]
+fn the_engines_interfaces_have_no_ipv6_address() {
+    let Pair {
+        net: _net,
+        a,
+        b,
+        link,
+    } = pair();
+    link.impair(Impairment::new().delay(ms(1))).unwrap();
+    // Both ends' engine plumbing is there, up, and silent.
+    for node in [&a, &b] {
+        let names = node.netns().run(common::interfaces);
+        assert!(names.contains(&"f-eth0e".to_owned()), "{names:?}");
+        std::thread::sleep(ms(50));
+        let addresses = node.netns().run(ipv6_addresses);
+        let engine: Vec<_> = addresses
+            .iter()
+            .filter(|(dev, _)| dev.starts_with("f-"))
+            .collect();
+        assert_eq!(
+            engine,
+            Vec::<&(String, String)>::new(),
+            "node {}",
+            node.name()
+        );
+        assert!(
+            addresses.iter().any(|(dev, _)| dev == "eth0"),
+            "{addresses:?}"
+        );
+    }
+}
+
 #[netns_test]
 fn jitter_spreads_delays_within_its_bounds_and_keeps_order() {
     let p = pair();
@@ -1848,6 +1893,112 @@ fn a_failing_test_prints_its_counters_by_its_seed() {
     );
 }
 
+// What the engine did, in the captures.
+
+/// Where the captures of this binary's test `test` go.
+fn capture_dir(test: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+    target.join("netns-test").join(test)
+}
+
+#[netns_test(capture = "all")]
+#[ignore = "run by a_capture_says_what_the_engine_did_to_each_frame"]
+fn fixture_captures_decisions() {
+    let p = pair();
+    p.link
+        .impair_from(
+            &p.a,
+            Impairment::new()
+                .loss(30.0)
+                .delay(ms(5))
+                .only(Traffic::udp().dst_port(6000)),
+        )
+        .unwrap();
+    let to = at(&p.b, &p.link, 4, 6000);
+    let other = at(&p.b, &p.link, 4, 6001);
+    let receiver = p.b.netns().run(move || UdpSocket::bind(to).unwrap());
+    receiver.set_read_timeout(Some(ms(200))).unwrap();
+    p.a.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..100 {
+            socket
+                .send_to(format!("MARK-{i:03}").as_bytes(), to)
+                .unwrap();
+        }
+        // Not selected: no comment.
+        socket.send_to(b"PLAIN-000", other).unwrap();
+    });
+    let mut got = 0;
+    while receiver.recv(&mut [0u8; 16]).is_ok() {
+        got += 1;
+    }
+    let counters = p.link.counters_from(&p.a);
+    println!("REPORT received {got} lost {}", counters.lost());
+}
+
+#[test]
+fn a_capture_says_what_the_engine_did_to_each_frame() {
+    let dir = capture_dir("fixture_captures_decisions");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (passed, text) = alone("fixture_captures_decisions");
+    assert!(passed, "{text}");
+    let (received, lost): (usize, usize) = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("REPORT received ").nth(1)?;
+            let (got, lost) = rest.split_once(" lost ")?;
+            Some((got.trim().parse().ok()?, lost.trim().parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let read = |node: &str| {
+        common::pcapng_packets(&std::fs::read(dir.join(format!("{node}.pcap"))).unwrap())
+    };
+    // UDP datagrams over IPv4 that carry the mark (not the ICMP errors
+    // that quote them).
+    let marked = |packets: &[common::Packet], mark: &[u8]| -> Vec<(String, Option<String>)> {
+        packets
+            .iter()
+            .filter(|p| p.data.get(12..14) == Some(&[0x08, 0x00]) && p.data.get(23) == Some(&17))
+            .filter(|p| p.data.windows(mark.len()).any(|w| w == mark))
+            .map(|p| (p.interface.clone(), p.comment.clone()))
+            .collect()
+    };
+    let sent = read("a");
+    let arrived = read("b");
+    let mut lost_in_capture = 0;
+    for i in 0..100 {
+        let mark = format!("MARK-{i:03}");
+        // Once in a's capture, on its own interface, with what was done.
+        let seen = marked(&sent, mark.as_bytes());
+        assert_eq!(seen.len(), 1, "{mark}: {seen:?}");
+        let (interface, comment) = &seen[0];
+        assert_eq!(interface, "eth0", "{mark}");
+        let comment = comment
+            .as_deref()
+            .unwrap_or_else(|| panic!("{mark}: no comment"));
+        assert!(comment.starts_with("netns-test: "), "{comment}");
+        assert!(comment.contains("rule 1 (udp dst_port 6000)"), "{comment}");
+        assert!(
+            comment.ends_with(&format!("; packet {}", i + 1)),
+            "{comment}"
+        );
+        let in_b = marked(&arrived, mark.as_bytes()).len();
+        if comment.contains("lost (loss)") {
+            lost_in_capture += 1;
+            assert_eq!(in_b, 0, "{mark} lost, yet b got it");
+        } else {
+            assert!(comment.contains("delayed 5."), "{comment}");
+            assert_eq!(in_b, 1, "{mark}: {comment}");
+        }
+    }
+    assert_eq!(lost_in_capture, lost, "the counters' lost");
+    assert_eq!(100 - lost, received);
+    let plain = marked(&sent, b"PLAIN-000");
+    assert_eq!(plain, [("eth0".to_owned(), None)], "unselected: no comment");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Every fault test again, as uid 65534 in rootless mode (when root).
 #[test]
 fn faults_work_rootless() {
@@ -1869,5 +2020,5 @@ fn faults_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("36 passed"), "{text}");
+    assert!(text.contains("38 passed"), "{text}");
 }

@@ -44,6 +44,112 @@ fn two_nodes_on_a_link_talk_over_ipv4_and_ipv6() {
     assert_eq!(client.netns().run(common::interfaces), ["eth0", "lo"]);
 }
 
+/// The devices `/proc/net/dev` shows the calling thread, sorted.
+fn proc_net_devices() -> Vec<String> {
+    devices_in(&std::fs::read_to_string("/proc/net/dev").unwrap())
+}
+
+fn devices_in(dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[netns_test]
+fn proc_net_shows_each_node_its_own_namespace() {
+    let net = Network::new();
+    let a = net.node("a").unwrap();
+    let r = net.router("r").unwrap();
+    let b = net.node("b").unwrap();
+    net.link(&a, &r).unwrap();
+    net.link(&r, &b).unwrap();
+    assert_eq!(proc_net_devices(), ["lo"], "the test's own");
+    assert_eq!(a.netns().run(proc_net_devices), ["eth0", "lo"]);
+    assert_eq!(r.netns().run(proc_net_devices), ["eth0", "eth1", "lo"]);
+    // A thread that a node's thread starts, and one of `spawn`.
+    let from_thread = r
+        .netns()
+        .run(|| std::thread::spawn(proc_net_devices).join().unwrap());
+    assert_eq!(from_thread, ["eth0", "eth1", "lo"]);
+    assert_eq!(
+        b.netns().spawn(proc_net_devices).join().unwrap(),
+        ["eth0", "lo"]
+    );
+    // A child process of the node.
+    let cat = r
+        .netns()
+        .command("cat")
+        .arg("/proc/net/dev")
+        .output()
+        .unwrap();
+    assert_eq!(
+        devices_in(&String::from_utf8_lossy(&cat.stdout)),
+        ["eth0", "eth1", "lo"]
+    );
+    // A UDP socket bound in a shows in a's /proc/net/udp only.
+    let port_in = |udp: &str| udp.lines().any(|l| l.contains(":1F90 "));
+    let socket = a.netns().run(|| UdpSocket::bind("0.0.0.0:8080").unwrap());
+    assert!(
+        a.netns()
+            .run(|| port_in(&std::fs::read_to_string("/proc/net/udp").unwrap()))
+    );
+    assert!(
+        !b.netns()
+            .run(|| port_in(&std::fs::read_to_string("/proc/net/udp").unwrap()))
+    );
+    drop(socket);
+}
+
+/// What a node's resolver gives for a name, in its order (getaddrinfo).
+fn resolve(node: &netns_test::Node, name: &'static str) -> Vec<IpAddr> {
+    use std::net::ToSocketAddrs;
+    node.netns().run(move || {
+        (name, 80)
+            .to_socket_addrs()
+            .unwrap()
+            .map(|a| a.ip())
+            .collect()
+    })
+}
+
+/// Whether this machine's /etc/gai.conf changes glibc's default order.
+fn gai_conf_changes_the_order() -> bool {
+    std::fs::read_to_string("/etc/gai.conf").is_ok_and(|conf| {
+        conf.lines()
+            .map(str::trim)
+            .any(|l| l.starts_with("precedence") || l.starts_with("label"))
+    })
+}
+
+#[netns_test]
+fn names_resolve_to_both_families_in_the_resolvers_order() {
+    let net = Network::new();
+    let client = net.node("client").unwrap();
+    let server = net.node("server").unwrap();
+    let link = net.link(&client, &server).unwrap();
+    let v4 = IpAddr::V4(server.ipv4_on(&link));
+    let v6 = IpAddr::V6(server.ipv6_on(&link));
+    let found = resolve(&client, "server");
+    assert!(found.contains(&v4) && found.contains(&v6), "{found:?}");
+    // The README's word: glibc sorts by its default policy table (RFC 3484's),
+    // which ranks any IPv6 address, ULA included, above IPv4.
+    if cfg!(target_env = "gnu") && !gai_conf_changes_the_order() {
+        assert_eq!(found[0], v6, "{found:?}");
+    }
+    // Connecting by name works whichever comes first.
+    let listener = server.netns().run(|| TcpListener::bind("[::]:80").unwrap());
+    assert!(
+        client
+            .netns()
+            .run(|| TcpStream::connect(("server", 80)).is_ok())
+    );
+    drop(listener);
+}
+
 #[netns_test]
 fn a_router_joins_two_links_with_default_routes() {
     let net = Network::new();
@@ -422,7 +528,7 @@ fn topologies_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("22 passed"), "{text}");
+    assert!(text.contains("24 passed"), "{text}");
 }
 
 /// NAT and loss speak nf_tables over netlink: the masquerade and loss tests

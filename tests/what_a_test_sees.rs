@@ -29,10 +29,219 @@ fn only_lo_is_there_and_up() {
     let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap();
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 1, 1, "lo is not up: flags {flags:#x}");
-    // /proc/net is the main thread's view; this thread's is under thread-self.
-    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
-    assert_eq!(dev.lines().skip(2).count(), 1, "{dev}");
     assert_ne!(thread_netns(), host_netns());
+}
+
+/// The devices a `/proc/net/dev` text lists, sorted.
+fn devices_in(dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The local addresses of the listening TCP sockets a `/proc/net/tcp` (or
+/// `tcp6`) text lists, as the kernel writes them (`0100007F:0050`).
+fn tcp_listeners_in(tcp: &str) -> Vec<String> {
+    tcp.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&"0A")).then(|| fields[1].to_owned())
+        })
+        .collect()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// What `/proc/net` shows the calling thread: its interfaces and its
+/// listening TCP sockets.
+fn proc_net() -> (Vec<String>, Vec<String>) {
+    (
+        devices_in(&read("/proc/net/dev")),
+        tcp_listeners_in(&read("/proc/net/tcp")),
+    )
+}
+
+#[netns_test]
+fn proc_net_shows_the_test_namespace() {
+    let _listener = TcpListener::bind("127.0.0.1:80").unwrap();
+    let expected = (vec!["lo".to_owned()], vec!["0100007F:0050".to_owned()]);
+    assert_eq!(proc_net(), expected, "in the body");
+    assert_eq!(
+        std::thread::spawn(proc_net).join().unwrap(),
+        expected,
+        "in a thread"
+    );
+    let cat = |file: &str| {
+        let out = Command::new("cat").arg(file).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(devices_in(&cat("/proc/net/dev")), ["lo"], "in a child");
+    assert_eq!(tcp_listeners_in(&cat("/proc/net/tcp")), ["0100007F:0050"]);
+    // The counters are the namespace's too: one connection, one active open.
+    let opens = || -> u64 {
+        let snmp = read("/proc/net/snmp");
+        let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+        let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+        let at = names.split_whitespace().position(|n| n == "ActiveOpens");
+        values
+            .split_whitespace()
+            .nth(at.unwrap())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = opens();
+    std::net::TcpStream::connect("127.0.0.1:80").unwrap();
+    assert_eq!(opens(), before + 1);
+}
+
+#[netns_test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_net_shows_the_test_namespace_to_tokio_workers() {
+    let _listener = tokio::net::TcpListener::bind("127.0.0.1:80").await.unwrap();
+    for _ in 0..4 {
+        let seen = tokio::spawn(async { proc_net() }).await.unwrap();
+        assert_eq!(seen.0, ["lo"]);
+        assert_eq!(seen.1, ["0100007F:0050"]);
+    }
+    let blocking = tokio::task::spawn_blocking(proc_net).await.unwrap();
+    assert_eq!(blocking.0, ["lo"]);
+}
+
+/// The names in the host's `/run/netns`, seen through the main thread's
+/// root (the host's mount namespace); `None` when there is no such
+/// directory.
+fn host_run_netns() -> Option<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/root/run/netns")
+        .ok()?
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+fn run_netns() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[netns_test]
+fn ip_netns_add_exec_and_delete_work_inside() {
+    let host = host_run_netns();
+    assert_eq!(
+        run_netns(),
+        Vec::<String>::new(),
+        "an empty /run/netns of its own"
+    );
+    ip(&["netns", "add", "inner"]);
+    assert_eq!(run_netns(), ["inner"]);
+    assert_eq!(ip(&["netns", "list"]).trim(), "inner");
+    // A command inside sees the named namespace: its /proc/net too.
+    let inside = ip(&["netns", "exec", "inner", "cat", "/proc/net/dev"]);
+    assert_eq!(devices_in(&inside), ["lo"]);
+    let ls = ip(&["netns", "exec", "inner", "ip", "-o", "link"]);
+    assert_eq!(ls.lines().count(), 1, "{ls}");
+    // /var/run/netns, which iproute2 uses, is the same directory.
+    assert!(std::path::Path::new("/var/run/netns/inner").exists());
+    assert_eq!(host_run_netns(), host, "the host's /run/netns changed");
+    ip(&["netns", "delete", "inner"]);
+    assert_eq!(run_netns(), Vec::<String>::new());
+    assert_eq!(host_run_netns(), host, "the host's /run/netns changed");
+}
+
+#[netns_test]
+fn every_namespace_has_a_run_netns_of_its_own() {
+    ip(&["netns", "add", "same"]);
+    let net = netns_test::Network::new();
+    let (a, b) = (net.node("a").unwrap(), net.node("b").unwrap());
+    for node in [&a, &b] {
+        // The same name in each node: no collision, and each node sees its own.
+        node.netns().run(|| {
+            assert_eq!(run_netns(), Vec::<String>::new());
+            ip(&["netns", "add", "same"]);
+            ip(&["netns", "add", node.name()]);
+        });
+        let listed = node
+            .netns()
+            .command("ls")
+            .arg("/run/netns")
+            .output()
+            .unwrap();
+        let mut listed: Vec<&str> = std::str::from_utf8(&listed.stdout)
+            .unwrap()
+            .lines()
+            .collect();
+        listed.sort();
+        let mut expected = vec!["same", node.name()];
+        expected.sort();
+        assert_eq!(listed, expected, "node {}", node.name());
+    }
+    assert_eq!(run_netns(), ["same"], "the test's own");
+    a.netns().run(|| ip(&["netns", "delete", "same"]));
+    assert_eq!(b.netns().run(run_netns), ["b", "same"]);
+    ip(&["netns", "delete", "same"]);
+}
+
+/// Adds `twice-taken`, waits until the other test has too, deletes it.
+fn add_the_name_twice_taken() {
+    ip(&["netns", "add", "twice-taken"]);
+    SAME_NAME.wait();
+    assert_eq!(run_netns(), ["twice-taken"]);
+    SAME_NAME.wait();
+    ip(&["netns", "delete", "twice-taken"]);
+}
+
+static SAME_NAME: std::sync::Barrier = std::sync::Barrier::new(2);
+
+#[netns_test]
+#[ignore = "called by two_tests_add_the_same_name_at_once"]
+fn adds_the_name_twice_taken_first() {
+    add_the_name_twice_taken();
+}
+
+#[netns_test]
+#[ignore = "called by two_tests_add_the_same_name_at_once"]
+fn adds_the_name_twice_taken_second() {
+    add_the_name_twice_taken();
+}
+
+#[test]
+fn two_tests_add_the_same_name_at_once() {
+    if !netns_test::privileged() {
+        println!("skipped: calls netns tests in this process, which needs root");
+        return;
+    }
+    let host = host_run_netns();
+    let tests = [
+        std::thread::spawn(adds_the_name_twice_taken_first),
+        std::thread::spawn(adds_the_name_twice_taken_second),
+    ];
+    for test in tests {
+        test.join().unwrap();
+    }
+    assert_eq!(host_run_netns(), host);
 }
 
 #[netns_test]
@@ -389,4 +598,47 @@ fn a_failed_setup_takes_a_thread_that_goes_on_back_home() {
         after, before,
         "the thread was left in the test's namespaces"
     );
+}
+
+/// Every `#[netns_test]` of this file again, as uid 65534 in rootless mode
+/// (when root): `/proc/net`, `/run/netns` and `ip netns` included. The
+/// plain tests that make namespaces outside a test need root and are left
+/// out.
+#[test]
+fn what_a_test_sees_rootless() {
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
+        return; // the copy running as an ordinary user
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!(
+            "skipped: switching to an ordinary user needs root (this run is rootless already)"
+        );
+        return;
+    }
+    let copy = common::Copy::new();
+    let mut args = vec!["--test-threads=2"];
+    for root_only in [
+        "what_a_test_sees_rootless",
+        "two_hundred_tests_bind_the_same_port_at_once",
+        "the_host_keeps_its_etc_hosts_and_sysctls",
+        "run_and_spawn_enter_the_namespace_from_the_host",
+        "run_propagates_panics",
+        "command_enters_network_mounts_and_working_directory",
+        "path_works_with_nsenter",
+        "a_test_called_on_a_plain_thread_moves_it_back",
+        "a_failed_setup_takes_a_thread_that_goes_on_back_home",
+        "two_tests_add_the_same_name_at_once",
+    ] {
+        args.extend(["--skip", root_only]);
+    }
+    let output = common::retry_busy(|| {
+        use std::os::unix::process::CommandExt;
+        copy.command(&args)
+            .uid(common::NOBODY)
+            .gid(common::NOBODY)
+            .output()
+    });
+    let text = common::text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("20 passed"), "{text}");
 }

@@ -38,10 +38,13 @@ const EXEC_ABOUT: &str = "Run a command in a fresh network namespace";
 const EXEC_LONG_ABOUT: &str = "\
 Run a command in a fresh network namespace, set up as a #[netns_test] test's is:
 `lo` up (127.0.0.1/8 and ::1) and no other interface, so every port is free and
-the host's network is out of reach; a private /etc/hosts and /sys; IPv6 duplicate
-address detection off. The command also gets a pid namespace of its own, with
-its own /proc: when it ends, everything it started ends with it, and nothing is
-left behind, even when netns-test itself is killed.
+the host's network is out of reach; a private /etc/hosts and /sys; /proc/net
+showing the namespace; a /run/netns of its own (`ip netns add` works inside);
+IPv6 duplicate address detection off. The command also gets a pid namespace of
+its own, with its own /proc, where its pid is random (not 2 in every run): when
+it ends, everything it started ends with it, and nothing is left behind, even
+when netns-test itself is killed. Unix sockets on the file system and AF_VSOCK
+are not isolated by a network namespace.
 
 Standard input, output and error are the command's. SIGINT, SIGTERM, SIGHUP,
 SIGQUIT, SIGUSR1 and SIGUSR2 sent to netns-test are passed on to the command
@@ -123,7 +126,7 @@ struct ExecArgs {
     #[arg(long)]
     veth: bool,
 
-    /// Stop the command and everything it started after DURATION (30s, 1m30s, 500ms, 2h), exit 124
+    /// Stop the command and everything it started after DURATION (30s, 1m30s, 500ms, 2h; 0: no limit), exit 124
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     timeout: Option<Duration>,
 
@@ -141,7 +144,8 @@ struct ExecArgs {
     #[arg(long, value_name = "WHEN", value_enum)]
     keep: Option<When>,
 
-    /// Record every packet to target/netns-test/exec-<command>-<pid>/test.pcap (kept when WHEN applies)
+    /// Record every packet to <target>/netns-test/exec-<command>-<pid>/test.pcap, the target directory
+    /// being CARGO_TARGET_DIR, else the workspace's (kept when WHEN applies)
     #[arg(long, value_name = "WHEN", value_enum)]
     capture: Option<When>,
 
@@ -237,15 +241,19 @@ mod linux {
             println!("no kept namespaces");
             return Ok(());
         }
-        println!("{:<40} {:>8}  {:<40} interfaces", "NAME", "AGE", "TEST");
-        for k in kept {
-            let interfaces = admin::interfaces(&k).join(",");
-            println!(
-                "{:<40} {:>7}s  {:<40} {interfaces}",
-                k.name,
-                k.age_secs(),
-                k.test
-            );
+        let rows: Vec<[String; 4]> = kept
+            .iter()
+            .map(|k| {
+                [
+                    k.name.clone(),
+                    format!("{}s", k.age_secs()),
+                    k.test.clone(),
+                    admin::interfaces(k).join(","),
+                ]
+            })
+            .collect();
+        for line in super::table(&rows) {
+            println!("{line}");
         }
         Ok(())
     }
@@ -272,10 +280,88 @@ mod linux {
     }
 }
 
+/// `netns-test list`'s lines: a header and one line per kept namespace
+/// (name, age, test, interfaces), each column as wide as its widest cell,
+/// the age right-aligned.
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+fn table(rows: &[[String; 4]]) -> Vec<String> {
+    let header = ["NAME", "AGE", "TEST", "INTERFACES"].map(str::to_owned);
+    let width = |column: usize| {
+        std::iter::once(&header)
+            .chain(rows)
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (name, age, test) = (width(0), width(1), width(2));
+    std::iter::once(&header)
+        .chain(rows)
+        .map(|row| {
+            format!(
+                "{:<name$}  {:>age$}  {:<test$}  {}",
+                row[0], row[1], row[2], row[3]
+            )
+            .trim_end()
+            .to_owned()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn list_columns_line_up_whatever_the_lengths() {
+        let row =
+            |name: &str, age: &str, test: &str| [name, age, test, "lo,eth0"].map(str::to_owned);
+        let long = "a_test_name_well_over_forty_characters_long-node-4026532384";
+        let lines = table(&[
+            row("short-1", "5s", "t::short"),
+            row(
+                long,
+                "12345s",
+                "module::a_test_name_well_over_forty_characters_long",
+            ),
+        ]);
+        // Every column starts where the header's does.
+        let starts = |line: &str, cells: &[&str]| -> Vec<usize> {
+            cells
+                .iter()
+                .map(|c| line.find(c).unwrap() + c.len())
+                .collect()
+        };
+        let header = starts(&lines[0], &["NAME", "AGE", "TEST"]);
+        assert_eq!(
+            starts(&lines[1], &["short-1", "5s"])[1],
+            header[1],
+            "{lines:#?}"
+        );
+        assert_eq!(
+            starts(&lines[2], &[long, "12345s"])[1],
+            header[1],
+            "{lines:#?}"
+        );
+        let test_column = |line: &str, test: &str| line.find(test).unwrap();
+        assert_eq!(
+            test_column(&lines[1], "t::short"),
+            lines[0].find("TEST").unwrap()
+        );
+        assert_eq!(
+            test_column(&lines[2], "module::"),
+            lines[0].find("TEST").unwrap(),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines[1].find("lo,eth0"),
+            lines[2].find("lo,eth0"),
+            "{lines:#?}"
+        );
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -50,7 +50,9 @@ fn exec(args: &[&str]) -> Command {
         .args(args)
         .env_remove("NETNS_TEST_KEEP")
         .env_remove("NETNS_TEST_CAPTURE")
-        .env_remove("NETNS_TEST_MODE");
+        .env_remove("NETNS_TEST_MODE")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
     command
 }
 
@@ -170,13 +172,13 @@ fn marker(n: u32) -> String {
 }
 
 /// What a run must leave as it found: the host's links (other test
-/// processes' veth pairs aside), addresses, `/run/netns`, this process's
-/// mounts.
+/// processes' veth pairs aside), addresses, `/run/netns` (whether there is
+/// such a directory, and what is in it), this process's mounts.
 #[derive(Debug, PartialEq, Eq)]
 struct HostState {
     links: Vec<String>,
     addresses: Vec<String>,
-    named_namespaces: Vec<String>,
+    named_namespaces: Option<Vec<String>>,
     mounts: Vec<String>,
 }
 
@@ -198,14 +200,14 @@ fn host_state() -> HostState {
         lines.sort();
         lines
     };
-    let mut named_namespaces: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    named_namespaces.sort();
+    let named_namespaces: Option<Vec<String>> = std::fs::read_dir("/run/netns").ok().map(|d| {
+        let mut names: Vec<String> = d
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    });
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -263,13 +265,13 @@ fn exit_codes_pass_through_and_the_command_sees_a_fresh_namespace() {
     }
     let _unchanged = Unchanged::new();
     let script = "ls /sys/class/net; cat /proc/sys/net/ipv6/conf/default/accept_dad; \
-                  echo '198.18.0.9 private' > /etc/hosts; echo pid $$; exit 3";
+                  echo '198.18.0.9 private' > /etc/hosts; exit 3";
     let output = exec(&["--", "sh", "-c", script]).output().unwrap();
     let report = text(&output);
     assert_eq!(output.status.code(), Some(3), "{report}");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "lo\n0\npid 2\n",
+        "lo\n0\n",
         "{report}"
     );
     assert!(
@@ -299,6 +301,223 @@ fn exit_codes_pass_through_and_the_command_sees_a_fresh_namespace() {
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "got hello\n");
+}
+
+/// The pid a command sees itself as, in its own `/proc` too.
+fn command_pid(run: impl Fn(&[&str]) -> Output) -> u32 {
+    let output = run(&["exec", "--", "sh", "-c", "test -d /proc/$$ && echo $$"]);
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn exec_as_root(args: &[&str]) -> Output {
+    exec(&args[1..]).output().unwrap()
+}
+
+#[test]
+fn the_command_gets_an_unpredictable_pid() {
+    if !root() {
+        return;
+    }
+    let _unchanged = Unchanged::new();
+    let pids: Vec<u32> = (0..4).map(|_| command_pid(exec_as_root)).collect();
+    assert!(pids.iter().all(|pid| *pid >= 1000), "{pids:?}");
+    let mut distinct = pids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "the same pids run after run: {pids:?}");
+}
+
+#[test]
+fn a_zero_timeout_is_no_limit() {
+    if !root() {
+        return;
+    }
+    let _unchanged = Unchanged::new();
+    for zero in ["0", "0s", "0ms"] {
+        let output = exec(&["--timeout", zero, "--", "sh", "-c", "sleep 0.3; exit 5"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(5),
+            "--timeout {zero}: {}",
+            text(&output)
+        );
+    }
+}
+
+/// `ip netns add`, `exec` and `delete` in a command; prints the named
+/// namespace's links and what is left in /run/netns.
+const IP_NETNS: &str = "ip netns add same && ip netns exec same ip -o link | wc -l && \
+     ip netns exec same cat /proc/net/dev | grep -c : && ip netns delete same && ls -A /run/netns | wc -l";
+
+#[test]
+fn ip_netns_works_in_a_command_and_the_host_gets_no_run_netns() {
+    if !root() {
+        return;
+    }
+    let _unchanged = Unchanged::new();
+    let output = exec(&["--", "sh", "-c", IP_NETNS]).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "1\n1\n0\n");
+    // Two commands with the same name at once.
+    let script = "ip netns add same && echo added && sleep 1 && ip netns delete same";
+    let mut first = Running::spawn(exec(&["--", "sh", "-c", script]).stdout(Stdio::piped()));
+    let (_, _rest) = wait_for_line(&mut first, "added");
+    let second = exec(&["--", "sh", "-c", script]).output().unwrap();
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(first.wait().unwrap().success());
+}
+
+/// A directory root owns (0755) in a temporary directory, removed on drop.
+fn workspace() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The captures `netns-test exec` left under `target`: `<dir>/test.pcap`.
+fn captures_in(target: &Path) -> Vec<PathBuf> {
+    let Ok(dirs) = std::fs::read_dir(target.join("netns-test")) else {
+        return Vec::new();
+    };
+    dirs.flatten().map(|d| d.path().join("test.pcap")).collect()
+}
+
+#[test]
+fn captures_go_where_cargo_builds_and_only_when_kept() {
+    if !root() {
+        return;
+    }
+    let _unchanged = Unchanged::new();
+    let dir = workspace();
+    // CARGO_TARGET_DIR, relative to the working directory.
+    let output = exec(&["--capture", "all", "--", "true"])
+        .env("CARGO_TARGET_DIR", "elsewhere")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let kept = captures_in(&dir.path().join("elsewhere"));
+    assert_eq!(kept.len(), 1, "{}", text(&output));
+    assert!(kept[0].is_file());
+    assert!(text(&output).contains(&kept[0].display().to_string()));
+    assert!(!dir.path().join("target").exists());
+    // From a member of a workspace: the workspace's target.
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[workspace]\nmembers = [\"member\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("member/src")).unwrap();
+    std::fs::write(
+        dir.path().join("member/Cargo.toml"),
+        "[package]\nname = \"member\"\n",
+    )
+    .unwrap();
+    let output = exec(&["--capture", "all", "--", "true"])
+        .current_dir(dir.path().join("member/src"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(captures_in(&dir.path().join("target")).len(), 1);
+    assert!(!dir.path().join("member/target").exists());
+    assert!(!dir.path().join("member/src/target").exists());
+    // A passing command with `failed` writes nothing, not even a directory.
+    let plain = workspace();
+    let output = exec(&["--capture", "failed", "--", "true"])
+        .current_dir(plain.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!plain.path().join("target").exists(), "made a directory");
+    let output = exec(&["--capture", "failed", "--", "sh", "-c", "exit 4"])
+        .current_dir(plain.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    let kept = captures_in(&plain.path().join("target"));
+    assert_eq!(kept.len(), 1, "{}", text(&output));
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap().len(),
+        28,
+        "a pcapng section header, no packet"
+    );
+}
+
+/// Root runs `exec --capture all -- true` in `cwd`; returns its report,
+/// which must be a refusal naming `component`.
+fn refused_capture(cwd: &Path, component: &Path) -> String {
+    let output = exec(&["--capture", "all", "--", "true"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(125), "{report}");
+    assert!(
+        report.contains(&format!("{} ", component.display())),
+        "the refusal does not name {}: {report}",
+        component.display()
+    );
+    assert!(report.contains("CARGO_TARGET_DIR"), "{report}");
+    report
+}
+
+#[test]
+fn root_follows_no_link_another_user_planted_for_captures() {
+    if !root() {
+        return;
+    }
+    let _unchanged = Unchanged::new();
+    let chown = |path: &Path| std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    let base = workspace();
+    // What root must never touch: a file of root's, and a directory.
+    let precious = base.path().join("precious");
+    std::fs::create_dir_all(precious.join("netns-test")).unwrap();
+    std::fs::write(precious.join("test.pcap"), "IMPORTANT ROOT DATA").unwrap();
+    // A directory uid 65534 owns, with links planted for the next pids.
+    let theirs = base.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs);
+    std::fs::create_dir_all(theirs.join("target/netns-test")).unwrap();
+    let next = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap();
+    let next: u32 = next.trim().parse().unwrap();
+    for pid in next..next + 200 {
+        let planted = theirs.join(format!("target/netns-test/exec-true-{pid}"));
+        std::os::unix::fs::symlink(&precious, planted).unwrap();
+    }
+    for path in [theirs.join("target"), theirs.join("target/netns-test")] {
+        chown(&path);
+    }
+    let report = refused_capture(&theirs, &theirs);
+    assert!(report.contains("belongs to uid 65534"), "{report}");
+    // `target` a link to root's directory, in a directory of root's.
+    let mine = base.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::os::unix::fs::symlink(&precious, mine.join("target")).unwrap();
+    let report = refused_capture(&mine, &mine.join("target"));
+    assert!(report.contains("symbolic link"), "{report}");
+    // `target` of root's, `target/netns-test` of 65534's.
+    let shared = base.path().join("shared");
+    std::fs::create_dir_all(shared.join("target/netns-test")).unwrap();
+    chown(&shared.join("target/netns-test"));
+    refused_capture(&shared, &shared.join("target/netns-test"));
+    // Nothing of root's was written to.
+    assert_eq!(
+        std::fs::read_to_string(precious.join("test.pcap")).unwrap(),
+        "IMPORTANT ROOT DATA"
+    );
+    assert_eq!(
+        std::fs::read_dir(precious.join("netns-test"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -564,7 +783,7 @@ fn a_failed_command_is_kept_and_captured_then_collected() {
     );
     let packets = std::fs::read(&pcap).unwrap();
     assert!(
-        packets.len() > 24 + 4 * 16,
+        packets.len() > 28 + 4 * 32,
         "a handshake and data: {} bytes",
         packets.len()
     );
@@ -640,11 +859,20 @@ fn copy_for_nobody() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn as_nobody(binary: &Path, args: &[&str]) -> Output {
+    as_nobody_with(binary, args, &[])
+}
+
+fn as_nobody_with(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(binary)
         .args(args)
         .current_dir("/")
         .env_remove("NETNS_TEST_MODE")
+        .env_remove("NETNS_TEST_CAPTURE")
+        .env_remove("NETNS_TEST_KEEP")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
         .env_remove("XDG_RUNTIME_DIR")
+        .envs(env.iter().copied())
         .uid(NOBODY)
         .gid(NOBODY)
         .output()
@@ -689,6 +917,37 @@ fn rootless_as_an_ordinary_user() {
     );
     assert_eq!(output.status.code(), Some(124), "{}", text(&output));
     assert!(processes_with(&format!("sleep {m}")).is_empty());
+    // An unpredictable pid, and `ip netns` in a /run/netns of its own.
+    let run = |args: &[&str]| as_nobody(&binary, args);
+    let pids: Vec<u32> = (0..3).map(|_| command_pid(run)).collect();
+    assert!(pids.iter().all(|pid| *pid >= 1000), "{pids:?}");
+    let output = as_nobody(&binary, &["exec", "--", "sh", "-c", IP_NETNS]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "1\n1\n0\n");
+    // A directory of PATH this user cannot search: permission denied, 126.
+    let hidden = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/true", hidden.path().join("netns-test-hidden")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let root_only = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(hidden.path(), root_only).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", hidden.path().display());
+    let output = as_nobody_with(&binary, &["exec", "netns-test-hidden"], &[("PATH", &path)]);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(126), "{path}: {report}");
+    assert!(report.contains("permission denied"), "{report}");
+    // Captures where the working directory (/) is not writable: a passing
+    // command runs and writes nothing; a failing one says what to do.
+    let failed = [("NETNS_TEST_CAPTURE", "failed")];
+    let output = as_nobody_with(&binary, &["exec", "true"], &failed);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let output = as_nobody_with(&binary, &["exec", "--", "sh", "-c", "exit 3"], &failed);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{report}");
+    assert!(report.contains("/target"), "{report}");
+    assert!(report.contains("CARGO_TARGET_DIR"), "{report}");
+    assert!(!Path::new("/target").exists());
 }
 
 #[test]

@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 
 const NETNS_DIR: &str = "/run/netns";
 
+/// Where `ip netns exec NAME` finds files to bind over `/etc`'s:
+/// `/etc/netns/NAME/hosts` gives a kept node its own `/etc/hosts`.
+const ETC_NETNS: &str = "/etc/netns";
+
 /// A kept namespace, as `netns-test list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
@@ -111,11 +115,20 @@ fn keep_as_root(
     let target = Path::new(NETNS_DIR).join(&name);
     let veth = veth.cloned();
     let inode = ns.inode();
+    // What the namespace's own /etc/hosts says (the node names), for
+    // `ip netns exec`.
+    let hosts = ns.run(|| std::fs::read("/etc/hosts")).ok();
     // The bind mount must be made in the host's mount namespace.
+    let mut hosts_note = None;
     ns.host().run(|| -> Result<(), Error> {
         let notes = notes(true)?.expect("made when missing");
+        // What gc removes of /etc/netns, said before anything is made there.
+        let etc_netns = if hosts.is_some() { "hosts=1\n" } else { "" };
+        if hosts.is_some() && !Path::new(ETC_NETNS).exists() {
+            let _ = notes.create_file(ETC_NETNS_MADE, b"");
+        }
         let note = format!(
-            "test={test}\nsince={}\ninode={inode}\n",
+            "test={test}\nsince={}\ninode={inode}\n{etc_netns}",
             unix_time().as_secs()
         );
         notes.create_file(&name, note.as_bytes())?;
@@ -137,20 +150,56 @@ fn keep_as_root(
             let _ = notes.remove_file(&name);
             return Err(error);
         }
+        if let Some(hosts) = &hosts {
+            hosts_note = Some(write_etc_netns_hosts(&name, hosts));
+        }
         if let Some(veth) = &veth {
             rename_host_side(veth)?;
         }
         Ok(())
     })?;
+    let hosts_line = match hosts_note {
+        Some(Err(error)) => {
+            format!("\n  (its /etc/hosts could not be kept for ip netns exec: {error})")
+        }
+        _ => String::new(),
+    };
     Ok(format!(
         "netns-test: kept the network namespace of {}{} as {name}:\n  \
          ip netns exec {name} bash      (or: nsenter --net={})\n  \
-         {}",
+         {}{hosts_line}",
         what.subject,
         node.map(|n| format!(" (node {n})")).unwrap_or_default(),
         target.display(),
         remove_hint(&name),
     ))
+}
+
+/// Writes `/etc/netns/<name>/hosts` (what `ip netns exec <name>` binds
+/// over `/etc/hosts`), making `/etc/netns` when missing. Every directory on
+/// the way is opened from `/` with nothing followed.
+fn write_etc_netns_hosts(name: &str, hosts: &[u8]) -> Result<(), Error> {
+    let dir = PrivateDir::open_trusted(Path::new(ETC_NETNS), &[name])?;
+    // Read by `ip netns exec`, which runs as root: the directory's 0700 is enough.
+    dir.create_file("hosts", hosts)
+}
+
+/// A file in the notes directory while `/etc/netns` is netns-test's to
+/// remove (it made it), once empty.
+const ETC_NETNS_MADE: &str = ".etc-netns-made";
+
+/// Removes what [`write_etc_netns_hosts`] wrote for the note `note`, and
+/// `/etc/netns` when netns-test made it and it is empty.
+fn remove_etc_netns_hosts(notes: &PrivateDir, name: &str, note: &str) {
+    if field(note, "hosts").is_none() {
+        return;
+    }
+    let dir = Path::new(ETC_NETNS).join(name);
+    let _ = std::fs::remove_file(dir.join("hosts"));
+    let _ = std::fs::remove_dir(&dir);
+    if notes.read_file(ETC_NETNS_MADE).is_some() && std::fs::remove_dir(ETC_NETNS).is_ok() {
+        let _ = notes.remove_file(ETC_NETNS_MADE);
+    }
 }
 
 /// Rootless: the test's namespaces live in its user namespace, which ends
@@ -259,6 +308,7 @@ pub fn list() -> Vec<Kept> {
     let mut kept: Vec<Kept> = notes
         .names()
         .into_iter()
+        .filter(|name| !name.starts_with('.'))
         .filter_map(|name| {
             let note = notes.read_file(&name)?;
             Some(Kept {
@@ -336,6 +386,7 @@ pub fn remove(name: &str) -> Result<bool, Error> {
         }
         None => {
             unmount_kept(name, &note)?;
+            remove_etc_netns_hosts(&notes, name, &note);
             notes.remove_file(name)?;
             let _ = std::fs::remove_dir(NETNS_DIR);
         }

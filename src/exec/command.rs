@@ -3,6 +3,7 @@
 
 use super::options::ExecEnd;
 use crate::contract::TestSpec;
+use crate::debug::capture;
 use crate::error::Error;
 use crate::os::pid_one::{self, Launch, Program};
 use crate::os::sys;
@@ -32,6 +33,7 @@ pub(super) fn resolve(program: &OsStr) -> Result<PathBuf, ExecEnd> {
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut not_executable = None;
+    let mut denied = None;
     for dir in std::env::split_paths(&path) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
@@ -39,8 +41,15 @@ pub(super) fn resolve(program: &OsStr) -> Result<PathBuf, ExecEnd> {
             dir
         };
         let candidate = dir.join(program);
-        let Ok(meta) = std::fs::metadata(&candidate) else {
-            continue;
+        let meta = match std::fs::metadata(&candidate) {
+            Ok(meta) => meta,
+            // A directory of PATH this user may not search: as execvp
+            // does, go on, and say so when nothing else is found.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                denied.get_or_insert(candidate);
+                continue;
+            }
+            Err(_) => continue,
         };
         use std::os::unix::fs::PermissionsExt;
         if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
@@ -48,15 +57,22 @@ pub(super) fn resolve(program: &OsStr) -> Result<PathBuf, ExecEnd> {
         }
         not_executable.get_or_insert(candidate);
     }
-    Err(match not_executable {
-        Some(found) => ExecEnd::NotStarted {
+    Err(match (not_executable, denied) {
+        (Some(found), _) => ExecEnd::NotStarted {
             code: 126,
             message: format!(
                 "netns-test: cannot run `{shown}`: {} is not an executable file",
                 found.display()
             ),
         },
-        None => ExecEnd::NotStarted {
+        (None, Some(denied)) => ExecEnd::NotStarted {
+            code: 126,
+            message: format!(
+                "netns-test: cannot run `{shown}`: permission denied: {} cannot be searched by this user",
+                denied.parent().unwrap_or(&denied).display()
+            ),
+        },
+        (None, None) => ExecEnd::NotStarted {
             code: 127,
             message: format!(
                 "netns-test: `{shown}`: command not found (PATH={})",
@@ -177,6 +193,7 @@ fn run(
     let (exec_error, exec_error_writer) = sys::pipe()?;
     let pid = pid_one::spawn(&Launch {
         program: &program,
+        last_pid: pid_one::LastPid::random(),
         own_process_group: start.own_process_group,
         command_mask: start.command_mask,
         lifeline: lifeline.as_fd(),
@@ -237,14 +254,11 @@ fn exec_errno(pipe: OwnedFd) -> Option<i32> {
     Some(i32::from_ne_bytes(bytes))
 }
 
-/// `target/netns-test/<name>-<pid>/` under the working directory, the
-/// tree where tests' captures go too; the process id keeps two runs of
-/// the same command apart.
-fn capture_dir(spec: &TestSpec) -> PathBuf {
-    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    base.join("target")
-        .join("netns-test")
-        .join(format!("{}-{}", spec.name, std::process::id()))
+/// `netns-test/<name>-<pid>/` in the target directory cargo would use
+/// here (`CARGO_TARGET_DIR`, the workspace's), where tests' captures go
+/// too; the process id keeps two runs of the same command apart.
+fn capture_dir(spec: &TestSpec) -> capture::Location {
+    capture::location_for_command(format!("{}-{}", spec.name, std::process::id()))
 }
 
 /// The command line as messages show it.

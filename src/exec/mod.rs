@@ -1,5 +1,6 @@
 //! `netns-test exec`: any command in a fresh network namespace, set up as a
-//! `#[netns_test]`'s is (private `/sys` and `/etc/hosts`, `lo` up,
+//! `#[netns_test]`'s is (private `/sys`, `/etc/hosts`, `/proc/net` and
+//! `/run/netns`, `lo` up,
 //! `accept_dad = 0`, optionally a veth pair to the host, keep and capture),
 //! in a pid namespace of its own so that nothing it starts outlives it.
 //!
@@ -132,7 +133,11 @@ fn supervise(
     timed_out: &AtomicBool,
 ) -> Result<(), Error> {
     let pid_one = started.pidfd();
-    let mut deadline = options.timeout.map(|t| Instant::now() + t);
+    // A zero timeout is no limit, as timeout(1) has it.
+    let mut deadline = options
+        .timeout
+        .filter(|t| !t.is_zero())
+        .map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     loop {
         let next = kill_at.or(deadline);

@@ -12,7 +12,8 @@ pub struct ExecOptions {
     pub command: Vec<OsString>,
     /// A veth pair to the host, its addresses in the command's environment.
     pub veth: bool,
-    /// Stop the command and everything it started after this long.
+    /// Stop the command and everything it started after this long (zero:
+    /// no limit, as `timeout 0` has it).
     pub timeout: Option<Duration>,
     /// After the timeout's SIGTERM, SIGKILL this much later (zero: SIGKILL
     /// at once).

@@ -21,11 +21,11 @@
 //! failure report of the test that made the network.
 
 use super::classify::{ENGINE_TAGS, View};
-use super::pipeline::{Counters, MAX_HELD_BYTES, Pipeline};
+use super::pipeline::{Counters, Fate, MAX_HELD_BYTES, Pipeline};
 use super::prng::Prng;
 use crate::error::Error;
 use crate::impairment::Model;
-use crate::netns::Observer;
+use crate::netns::{FrameSink, Observer};
 use crate::os::packet;
 use crate::os::poller::{self, Poller, Timer};
 use crate::schedule::Plan;
@@ -92,8 +92,17 @@ impl Report {
     }
 }
 
+/// What a direction starts with: its sockets, plans, report, and the
+/// capture of its sending node, when the test captures it.
+pub(super) struct Start {
+    pub sockets: Sockets,
+    pub plans: Vec<Plan>,
+    pub report: Arc<Report>,
+    pub capture: Option<Arc<dyn FrameSink>>,
+}
+
 enum Command {
-    Add(DirectionId, Sockets, Vec<Plan>, Arc<Report>),
+    Add(DirectionId, Start),
     Plan(DirectionId, Vec<Plan>),
     /// Read what the sockets hold, publish every direction's counters,
     /// then say so.
@@ -219,24 +228,24 @@ impl Engine {
         poller::notify(self.shared.wake.as_fd());
     }
 
-    /// Starts carrying a direction's frames through `plans` (one per
-    /// rule), publishing its counters to `report`.
+    /// Starts carrying a direction's frames through its plans (one per
+    /// rule), publishing its counters to its report.
     pub(super) fn add(
         &self,
         operation: &'static str,
         id: DirectionId,
-        sockets: Sockets,
-        plans: Vec<Plan>,
-        report: Arc<Report>,
+        start: Start,
     ) -> Result<(), Error> {
         self.alive(operation)?;
         // Added to the poller under the lock, before the command: the
         // engine, told of frames of a direction it does not know, takes
         // the commands and finds it.
         let commands = lock(&self.shared.commands);
-        self.shared.poller.add(sockets.steal.as_fd(), id.key())?;
-        lock(&self.reports).push(Arc::clone(&report));
-        self.send(commands, Command::Add(id, sockets, plans, report));
+        self.shared
+            .poller
+            .add(start.sockets.steal.as_fd(), id.key())?;
+        lock(&self.reports).push(Arc::clone(&start.report));
+        self.send(commands, Command::Add(id, start));
         Ok(())
     }
 
@@ -320,6 +329,8 @@ struct Direction {
     report: Arc<Report>,
     /// Counts changed since they were last published.
     dirty: bool,
+    /// The sending node's capture, when the test captures it.
+    capture: Option<Arc<dyn FrameSink>>,
 }
 
 impl Shared {
@@ -491,18 +502,19 @@ fn take_commands(shared: &Shared, state: &mut State) {
     for command in std::mem::take(&mut *lock(&shared.commands)) {
         let now = shared.now();
         match command {
-            Command::Add(id, sockets, plans, report) => {
+            Command::Add(id, start) => {
                 let mut direction = Direction {
                     id,
-                    sockets,
+                    sockets: start.sockets,
                     rules: Vec::new(),
                     unsent: 0,
                     missed: 0,
                     passed: 0,
-                    report,
+                    report: start.report,
                     dirty: true,
+                    capture: start.capture,
                 };
-                direction.set_plans(state.seed, plans, now);
+                direction.set_plans(state.seed, start.plans, now);
                 match state.by_key.get(&id.key()) {
                     Some(&at) => state.directions[at] = direction,
                     None => {
@@ -559,17 +571,40 @@ impl Direction {
             };
             rule.claims(seen.as_ref())
         });
-        if let Some(k) = taker {
-            if self.rules.len() > 1 {
-                // The direction's memory is shared by its rules.
-                let others: usize = self.held_bytes() - self.rules[k].held_bytes();
-                self.rules[k].set_room(MAX_HELD_BYTES.saturating_sub(others));
+        let as_sent = self.capture.as_ref().map(|_| frame.clone());
+        let Some(k) = taker else {
+            self.passed += 1;
+            out.push(frame);
+            if let (Some(capture), Some(as_sent)) = (&self.capture, as_sent) {
+                capture.frame(&as_sent, None);
             }
-            self.rules[k].arrive(now, frame, out);
             return;
+        };
+        if self.rules.len() > 1 {
+            // The direction's memory is shared by its rules.
+            let others: usize = self.held_bytes() - self.rules[k].held_bytes();
+            self.rules[k].set_room(MAX_HELD_BYTES.saturating_sub(others));
         }
-        self.passed += 1;
-        out.push(frame);
+        let fate = self.rules[k].arrive(now, frame, out);
+        if let (Some(capture), Some(as_sent)) = (&self.capture, as_sent) {
+            let comment = fate.touched().then(|| self.comment(k, &fate));
+            capture.frame(&as_sent, comment);
+        }
+    }
+
+    /// What a capture says of a frame rule `k` did `fate` to:
+    /// `netns-test: lost (loss); rule 2 (udp port 53); packet 17`.
+    fn comment(&self, k: usize, fate: &Fate) -> String {
+        let mut text = format!("netns-test: {}", fate.words());
+        let rule = &self.rules[k];
+        if self.rules.len() > 1 || rule.selects() {
+            text.push_str(&format!("; rule {} ({})", k + 1, rule.traffic()));
+        }
+        match fate.packet {
+            Some(n) => text.push_str(&format!("; packet {n}")),
+            None => text.push_str("; the link's upkeep"),
+        }
+        text
     }
 
     /// Appends the frames due by `now`, rule by rule.

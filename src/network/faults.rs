@@ -18,7 +18,7 @@
 //! plain veth, at its full speed.
 
 use super::classify::Takes;
-use super::engine::{DirectionId, Engine, Report, Sockets};
+use super::engine::{DirectionId, Engine, Report, Sockets, Start};
 use super::{Link, NetworkInner, Node};
 use crate::error::Error;
 use crate::impairment::{Claims, Impairment, LinkCounters};
@@ -241,7 +241,20 @@ impl Link {
             None => {
                 let (target, sockets) = self.plumb(end)?;
                 let report = Report::new(self.label(end));
-                let added = engine.add(operation, id, sockets, plans.clone(), Arc::clone(&report));
+                // A captured node shows the frames the engine takes as it
+                // sent them, on its interface, with what was done to them.
+                let sending = &self.inner.ends[end];
+                let capture = crate::netns::current_observer().and_then(|observer| {
+                    let (redirect, _) = inner_names(&sending.name);
+                    observer.capture_sink(sending.node.netns(), &sending.name, &redirect)
+                });
+                let start = Start {
+                    sockets,
+                    plans: plans.clone(),
+                    report: Arc::clone(&report),
+                    capture,
+                };
+                let added = engine.add(operation, id, start);
                 if let Err(error) = added {
                     self.unplumb(end, target);
                     return Err(error);
@@ -297,6 +310,8 @@ impl Link {
         let (to_index, taken_index) = (node.next_index(), node.next_index());
         node.netlink_run(vec![
             netlink::new_inner_veth(&to, to_index, &taken, taken_index, INNER_MTU),
+            netlink::silence(to_index, &to),
+            netlink::silence(taken_index, &taken),
             netlink::set_up_silent(to_index, &to),
             netlink::set_up_silent(taken_index, &taken),
             netlink::add_clsact(taken_index, &taken),
@@ -339,7 +354,8 @@ impl Link {
 /// The names of the engine's veth pair for the end `name`: the one the
 /// redirect transmits on, and the one the engine reads.
 fn inner_names(name: &str) -> (String, String) {
-    (format!("f-{name}"), format!("f-{name}e"))
+    let prefix = netlink::FAULT_ENGINE_PREFIX;
+    (format!("{prefix}{name}"), format!("{prefix}{name}e"))
 }
 
 impl Plan {

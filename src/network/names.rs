@@ -5,7 +5,8 @@
 //! network keeps the file of each node open (opened inside the node when it
 //! is made) and appends `address name` to all of them whenever a node gets
 //! an address, so that `TcpStream::connect(("server", 80))` works from any
-//! node. Lookups prefer IPv4 (RFC 6724 ranks IPv4 above ULA addresses).
+//! node. The order of a name's addresses is the resolver's: glibc's default
+//! policy table (RFC 3484's) puts the IPv6 (ULA) ones first.
 
 use crate::error::Error;
 use std::fs::File;

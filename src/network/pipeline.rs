@@ -85,6 +85,54 @@ pub(super) struct Counters {
     pub missed: u64,
 }
 
+/// What a rule did to one frame, for a capture's comment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Fate {
+    /// The frame is the n-th IP packet the rule took (from 1); `None` for
+    /// the link's upkeep.
+    pub packet: Option<u64>,
+    /// Why it was dropped, if it was.
+    pub dropped: Option<&'static str>,
+    /// The bit flipped, counted from the start of the IP packet.
+    pub corrupted_bit: Option<usize>,
+    pub duplicated: bool,
+    pub reordered: bool,
+    /// How much later than it came it leaves (reordering aside).
+    pub delay_ns: u64,
+}
+
+impl Fate {
+    /// Whether anything was done to the frame.
+    pub(super) fn touched(&self) -> bool {
+        self.dropped.is_some()
+            || self.corrupted_bit.is_some()
+            || self.duplicated
+            || self.reordered
+            || self.delay_ns > 0
+    }
+
+    /// `lost`, `delayed 40.120 ms, duplicated`: what was done, in words.
+    pub(super) fn words(&self) -> String {
+        if let Some(why) = self.dropped {
+            return why.to_owned();
+        }
+        let mut words = Vec::new();
+        if self.delay_ns > 0 {
+            words.push(format!("delayed {:.3} ms", self.delay_ns as f64 / 1e6));
+        }
+        if let Some(bit) = self.corrupted_bit {
+            words.push(format!("corrupted (bit {bit} of the IP packet flipped)"));
+        }
+        if self.duplicated {
+            words.push("duplicated".to_owned());
+        }
+        if self.reordered {
+            words.push("held back for the next packet to overtake (reorder)".to_owned());
+        }
+        words.join(", ")
+    }
+}
+
 /// The six numbers an IP packet draws, in this order, used or not.
 #[derive(Clone, Copy, Debug)]
 struct Draws {
@@ -331,14 +379,19 @@ impl Pipeline {
     }
 
     /// A frame arrives at `now`. Frames that leave at once are appended to
-    /// `out`; the others wait for [`Pipeline::due`].
-    pub(super) fn arrive(&mut self, now: u64, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    /// `out`; the others wait for [`Pipeline::due`]. Returns what was done
+    /// to it.
+    pub(super) fn arrive(&mut self, now: u64, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) -> Fate {
         self.due(now, out);
         let (ethertype, network) = network_layer(&frame);
         let upkeep = is_upkeep_at(&frame, ethertype, network);
         let c = if upkeep { UPKEEP } else { PACKETS };
         self.counters[c].arrived += 1;
         self.counters[c].bytes += frame.len() as u64;
+        let mut fate = Fate {
+            packet: (!upkeep).then_some(self.counters[c].arrived),
+            ..Fate::default()
+        };
         let draws = if upkeep {
             Draws::UPKEEP
         } else {
@@ -350,7 +403,8 @@ impl Pipeline {
             .is_some_and(|mtu| frame.len() - network > mtu as usize)
         {
             self.counters[c].too_big += 1;
-            return;
+            fate.dropped = Some("dropped: larger than the path MTU (mtu)");
+            return fate;
         }
         let lost = match model.bursts {
             Some(_) if upkeep => false,
@@ -366,18 +420,25 @@ impl Pipeline {
         };
         if lost {
             self.counters[c].lost += 1;
-            return;
+            fate.dropped = Some(if model.bursts.is_some() {
+                "lost (loss_bursts)"
+            } else {
+                "lost (loss)"
+            });
+            return fate;
         }
         if self.held_bytes + frame_cost(frame.len()) > self.room {
             self.counters[c].overflow += 1;
-            return;
+            fate.dropped = Some("dropped: the direction holds all it may (overflow)");
+            return fate;
         }
         let mut passed_rate = now;
         if let Some(rate) = model.rate_bytes_per_s {
             let free_at = self.rate_free_at.max(now);
             if backlog(free_at, now, rate) + frame.len() as u64 > model.queue_bytes {
                 self.counters[c].queue_full += 1;
-                return;
+                fate.dropped = Some("dropped: the rate limit's queue was full (queue_bytes)");
+                return fate;
             }
             self.rate_free_at = free_at + serialization(frame.len(), rate);
             passed_rate = self.rate_free_at;
@@ -387,6 +448,7 @@ impl Pipeline {
             let at = (draws.bit % bits) as usize;
             frame[network + at / 8] ^= 1 << (at % 8);
             self.counters[c].corrupted += 1;
+            fate.corrupted_bit = Some(at);
         }
         let at = passed_rate
             .saturating_add(delay(model, draws.jitter))
@@ -394,6 +456,7 @@ impl Pipeline {
         self.last_delivery = at;
         if at > now {
             self.counters[c].delayed += 1;
+            fate.delay_ns = at - now;
         }
         let queued = Queued {
             frame,
@@ -404,6 +467,7 @@ impl Pipeline {
         let copy = (draws.duplicate < model.duplicate).then(|| queued.clone());
         if draws.reorder < model.reorder && self.held.is_none() {
             self.counters[c].reordered += 1;
+            fate.reordered = true;
             self.held_bytes += frame_cost(queued.frame.len());
             self.held = Some(queued);
         } else {
@@ -416,11 +480,26 @@ impl Pipeline {
         }
         if let Some(copy) = copy {
             self.counters[c].duplicated += 1;
+            fate.duplicated = true;
             if self.held_bytes + frame_cost(copy.frame.len()) <= self.room {
                 self.enqueue(now, copy, out);
             } else {
                 self.counters[c].overflow += 1;
             }
+        }
+        fate
+    }
+
+    /// What the rule takes in its current step, in words (`udp port 53`).
+    pub(super) fn traffic(&self) -> String {
+        match &self.model.claims {
+            Claims::Nothing => "nothing".to_owned(),
+            Claims::All => "all traffic".to_owned(),
+            Claims::Only(alternatives) => alternatives
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
         }
     }
 

@@ -1,13 +1,15 @@
 //! Moving the calling thread into a fresh network namespace with a private
 //! mount namespace, and back.
 //!
-//! The hot path of every test: one `unshare`, three mounts, one ioctl, one or
-//! two sysctl writes. Nothing here deletes links or namespaces: the kernel
+//! The hot path of every test: one `unshare` (from the `/run` template's
+//! mount namespace where the host has no `/run/netns`), five mounts, one
+//! ioctl, one or two sysctl writes. Nothing here deletes links or namespaces: the kernel
 //! frees them when the last thread and file descriptor let go.
 
 use crate::error::Error;
 use crate::os::mounts;
 use crate::os::privilege;
+use crate::os::run_dir::{self, Template};
 use crate::os::sys::{self, NsId, NsKind};
 use nix::sched::CloneFlags;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,12 +20,17 @@ use std::sync::OnceLock;
 /// sets them up; returns the network namespace's identity. The thread stays
 /// there; see [`Home`] to come back.
 pub(crate) fn isolate_this_thread() -> Result<NsId, Error> {
+    let template = run_dir::template_if_needed()?;
+    let cwd = template.as_deref().map(Template::enter).transpose()?;
     sys::unshare(
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS,
         "unshare(CLONE_NEWNET | CLONE_NEWNS)",
     )
     .map_err(privilege::explain_unshare)?;
-    mounts::make_private_view()?;
+    if let Some(cwd) = cwd {
+        cwd.restore()?;
+    }
+    mounts::make_private_view(template.is_some())?;
     // The identity is read off the socket that set `lo` up: no second one.
     let socket = sys::set_loopback_up()?;
     disable_duplicate_address_detection()?;
@@ -44,19 +51,26 @@ pub(crate) fn new_network_namespace_here() -> Result<(), Error> {
 /// by [`new_network_namespace_here`], and into a new mount namespace with
 /// its private view: the same as [`isolate_this_thread`] from then on.
 pub(crate) fn isolate_into(net: std::os::fd::BorrowedFd<'_>) -> Result<NsId, Error> {
+    let template = run_dir::template_if_needed()?;
+    let cwd = template.as_deref().map(Template::enter).transpose()?;
     sys::setns(net, NsKind::Net)?;
     sys::unshare(CloneFlags::CLONE_NEWNS, "unshare(CLONE_NEWNS)")
         .map_err(privilege::explain_unshare)?;
-    mounts::make_private_view()?;
+    if let Some(cwd) = cwd {
+        cwd.restore()?;
+    }
+    mounts::make_private_view(template.is_some())?;
     sys::ns_id(net)
 }
 
 /// Reads now what isolating a thread reads from the host once per process
-/// (mount propagation, `/etc/hosts`, how new namespaces start): a process
-/// that forks a child per test reads it once for all of them.
+/// (mount propagation, `/etc/hosts`, how new namespaces start) and makes the
+/// `/run` template when the host needs one: a process that forks a child
+/// per test reads and makes it once for all of them.
 pub(crate) fn read_host_once() {
     mounts::read_host_once();
     new_namespaces_may_start_with_dad_on();
+    run_dir::make_ahead();
 }
 
 /// Writes 0 to `net.ipv6.conf.default.accept_dad` in the calling thread's

@@ -14,6 +14,7 @@ pub(crate) mod pid_one;
 pub(crate) mod poller;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;
+pub(crate) mod run_dir;
 pub(crate) mod sys;
 pub(crate) mod uapi;
 pub(crate) mod userns;

@@ -1,7 +1,10 @@
-//! The private mount view of a test: `/sys` showing the test's network
-//! namespace and a private copy of `/etc/hosts`, as `ip netns exec` gives.
+//! The private mount view of a namespace, as `ip netns exec` gives and
+//! more: `/sys` showing its network namespace, a private copy of
+//! `/etc/hosts`, `/proc/net` showing the network namespace of whichever
+//! thread reads it, and a `/run/netns` (and `/var/run/netns`) of its own.
 
 use crate::error::Error;
+use crate::os::run_dir;
 use crate::os::sys;
 use nix::mount::MsFlags;
 use std::path::Path;
@@ -9,34 +12,78 @@ use std::sync::OnceLock;
 
 const HOSTS: &str = "/etc/hosts";
 
-/// In a mount namespace the calling thread has just unshared: stops mount
-/// events from propagating back to the host (when the host shares mounts),
-/// bind-mounts a private copy of `/etc/hosts`, and mounts a sysfs that shows
-/// the thread's network namespace on `/sys`.
+/// What `/proc/net` becomes: `/proc/self/net` shows the network namespace
+/// of the process's main thread, which in a test thread is the host's.
+const THREAD_NET: &str = "/proc/thread-self/net";
+
+/// In a mount namespace the calling thread has just unshared, copied from
+/// the host's view (`from_template`: from the [`run_dir`] template, already
+/// cut off from the host's mount events) or from another private view:
 ///
-/// The copy lives on a small tmpfs mounted on `/sys` in this mount namespace
-/// only, and the fresh sysfs then covers that tmpfs. No file is ever created
-/// where the host can see it, so a SIGKILL at any moment leaves nothing, and
-/// everything goes away with the mount namespace.
-pub(crate) fn make_private_view() -> Result<(), Error> {
-    if has_shared_mounts() {
+/// - stops mount events from propagating back (when the host shares mounts);
+/// - bind-mounts a private copy of `/etc/hosts` over the original;
+/// - mounts, over the symbolic link `/proc/net` (`self/net`), a symbolic link
+///   to `/proc/thread-self/net`: every thread sees its own network namespace
+///   there, and a child process (whose main thread it is) its own;
+/// - bind-mounts an empty directory of the namespace's own on `/run/netns`
+///   (and on `/var/run/netns` where that is another directory);
+/// - mounts a sysfs that shows the thread's network namespace on `/sys`.
+///
+/// The copy, the link and the directory live on a small tmpfs mounted on
+/// `/sys` in this mount namespace only, which the fresh sysfs then covers.
+/// No file is ever created where the host can see it, so a SIGKILL at any
+/// moment leaves nothing, and everything goes away with the mount
+/// namespace. (They stay linked: a view copied from this one, or a test
+/// that mounts its own `/etc/hosts`, can mount over them.)
+pub(crate) fn make_private_view(from_template: bool) -> Result<(), Error> {
+    if !from_template && has_shared_mounts() {
         sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
     }
     let sys_dir = Path::new("/sys");
+    sys::mount_tmpfs(sys_dir, tmpfs_options())?;
     if let Some(contents) = host_hosts_file() {
-        sys::mount_tmpfs(sys_dir)?;
         let copy = sys_dir.join("hosts");
         std::fs::write(&copy, contents)
             .map_err(|e| Error::at("write a private copy of /etc/hosts", &copy, e))?;
         sys::bind_mount(&copy, Path::new(HOSTS))?;
     }
+    let link = sys_dir.join("net");
+    std::os::unix::fs::symlink(THREAD_NET, &link)
+        .map_err(|e| Error::at("create a link to /proc/thread-self/net", &link, e))?;
+    sys::mount_symlink_over(&link, Path::new("/proc/net"))?;
+    let dirs = run_dir::run_dirs();
+    if !dirs.is_empty() {
+        let own = sys_dir.join("netns");
+        std::fs::create_dir(&own).map_err(|e| Error::at("mkdir", &own, e))?;
+        for dir in dirs {
+            let netns = run_dir::netns_dir(dir);
+            if !from_template {
+                // Copied from a view whose `/run/netns` a test's `ip netns
+                // add` made shared: what is mounted on it here must not
+                // reach there. (Not a mount point on the host: EINVAL.)
+                let _ = sys::mount_propagation(&netns, MsFlags::MS_PRIVATE);
+            }
+            sys::bind_mount(&own, &netns)?;
+        }
+    }
     sys::mount_sysfs(sys_dir)
+}
+
+/// The tmpfs's options: room for the copy of `/etc/hosts`, and for the
+/// files `ip netns add` makes (empty ones), 1 MiB more.
+fn tmpfs_options() -> &'static str {
+    static OPTIONS: OnceLock<String> = OnceLock::new();
+    OPTIONS.get_or_init(|| {
+        let hosts = host_hosts_file().map_or(0, <[u8]>::len);
+        format!("size={},mode=0755", hosts + (1 << 20))
+    })
 }
 
 /// Reads what [`make_private_view`] reads from the host once per process.
 pub(crate) fn read_host_once() {
     has_shared_mounts();
     host_hosts_file();
+    run_dir::run_dirs();
 }
 
 /// Whether any mount propagates events to peers. Without shared mounts,
@@ -46,7 +93,7 @@ pub(crate) fn read_host_once() {
 /// Read through `/proc/self` (the process's mount namespace, which a test
 /// thread copies): a dead thread's `/proc/thread-self` entries cost the
 /// kernel dentry pruning when the process is reaped.
-fn has_shared_mounts() -> bool {
+pub(crate) fn has_shared_mounts() -> bool {
     static SHARED: OnceLock<bool> = OnceLock::new();
     *SHARED.get_or_init(|| match std::fs::read_to_string("/proc/self/mountinfo") {
         Ok(table) => mountinfo_has_shared(&table),

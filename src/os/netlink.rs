@@ -311,6 +311,17 @@ pub(crate) fn dump_ipv6_addresses() -> Message {
 
 /// Creates a veth pair `name` / `peer_name`, both in the socket's
 /// namespace, down, with `mtu`.
+/// The first bytes of the names of the fault engine's veth pairs: `f-eth0`,
+/// where the redirect sends what `eth0` sends, and `f-eth0e`, where the
+/// engine reads it.
+pub(crate) const FAULT_ENGINE_PREFIX: &str = "f-";
+
+/// Whether `name` is the end of a fault engine's veth pair that the engine
+/// reads (`f-eth0e`): a capture shows what it carries through `f-eth0`.
+pub(crate) fn is_fault_engine_reader(name: &str) -> bool {
+    name.starts_with(FAULT_ENGINE_PREFIX) && name.ends_with('e')
+}
+
 pub(crate) fn new_inner_veth(
     name: &str,
     index: i32,
@@ -346,6 +357,28 @@ pub(crate) fn new_inner_veth(
         RouteNetlinkMessage::NewLink(link),
         NLM_F_CREATE | NLM_F_EXCL,
         format!("create veth pair {name} / {peer_name}"),
+    )
+}
+
+/// Sets the link with `index`, still down, to no ARP and no IPv6 address of
+/// its own (address generation mode none). A veth pair's second end to go
+/// up has its carrier at once, and the kernel makes its link-local address
+/// before it reads the address mode of the same message: silence both ends
+/// first, then [`set_up_silent`].
+pub(crate) fn silence(index: i32, name: &str) -> Message {
+    let mut link = link_message(
+        index,
+        None,
+        vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )])],
+    );
+    link.header.flags = LinkFlags::Noarp;
+    link.header.change_mask = LinkFlags::Noarp;
+    Message::request(
+        RouteNetlinkMessage::SetLink(link),
+        0,
+        format!("set {name} silent"),
     )
 }
 

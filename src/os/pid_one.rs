@@ -97,9 +97,39 @@ impl Program {
     }
 }
 
+/// The value pid 1 writes to its namespace's `ns_last_pid` before it
+/// starts the command, so that the command's process id (the next one)
+/// is not 2 in every run: names made from it ("unique" temporary files
+/// and namespaces, say) would meet those of earlier runs in places the
+/// runs share. Decimal text, made before the clone.
+pub(crate) struct LastPid {
+    text: [u8; 12],
+    len: usize,
+}
+
+impl LastPid {
+    /// A random value from 1000 to the host's `pid_max` less 1000.
+    pub(crate) fn random() -> LastPid {
+        let pid_max: u64 = sys::read_sysctl("kernel/pid_max")
+            .and_then(|max| max.parse().ok())
+            .unwrap_or(32768);
+        let span = pid_max.saturating_sub(2000).max(1);
+        let value = 1000 + sys::random_u64() % span;
+        let digits = value.to_string();
+        let mut text = [0u8; 12];
+        text[..digits.len()].copy_from_slice(digits.as_bytes());
+        LastPid {
+            text,
+            len: digits.len(),
+        }
+    }
+}
+
 /// What pid 1 needs, all made before the clone.
 pub(crate) struct Launch<'a> {
     pub(crate) program: &'a Program,
+    /// Where its namespace's process ids start.
+    pub(crate) last_pid: LastPid,
     /// Put pid 1 and the command in a process group of their own (when
     /// netns-test does not run in the terminal's foreground, where the
     /// command must stay to read the terminal).
@@ -190,6 +220,7 @@ fn be_pid_one(
         unsafe { libc::setpgid(0, 0) };
     }
     mount_own_proc();
+    set_last_pid(&launch.last_pid);
     // SAFETY: as in `spawn`; the child runs `exec_command`, which execs or exits.
     let command = unsafe { clone_process(0) };
     if command == 0 {
@@ -252,6 +283,28 @@ fn mount_own_proc() {
             std::ptr::null(),
         )
     };
+}
+
+/// Writes `last_pid` to `ns_last_pid`, which sets the process id the
+/// kernel gave last in pid 1's namespace (pid 1 holds the capability for
+/// it there, rootless too). Where it cannot, the command is pid 2.
+fn set_last_pid(last_pid: &LastPid) {
+    // SAFETY: open with a NUL-terminated literal and integer flags.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/sys/kernel/ns_last_pid".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: writes `len` bytes of a buffer made before the clone to a
+    // descriptor we own, then closes it.
+    unsafe {
+        libc::write(fd, last_pid.text.as_ptr().cast(), last_pid.len);
+        libc::close(fd);
+    }
 }
 
 /// Reaps every child that ended; when the command did, ends pid 1 with its

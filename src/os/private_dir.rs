@@ -96,8 +96,69 @@ impl PrivateDir {
         components: &[&str],
         create: bool,
     ) -> Result<Option<PrivateDir>, Error> {
-        let mut fd = open_base(base)?;
-        let mut path = base.to_owned();
+        PrivateDir::open_from(open_base(base)?, base.to_owned(), components, create)
+    }
+
+    /// Opens `base/components...` as [`PrivateDir::open`] makes them, after
+    /// reaching the absolute path `base` from `/` one component at a time:
+    /// each opened relative to its parent's descriptor with `O_NOFOLLOW`,
+    /// made (mode 0755) when missing, and refused, with a message naming
+    /// it, when it is a symbolic link, belongs to someone else than the
+    /// caller or root, or someone else may write to it (a sticky directory
+    /// such as `/tmp` aside; its group only when that is the caller's).
+    /// Nothing someone else planted on the way is followed.
+    pub(crate) fn open_trusted(base: &Path, components: &[&str]) -> Result<PrivateDir, Error> {
+        if !base.is_absolute() {
+            return Err(Error::invalid_input(
+                "open a directory",
+                format!("{} is not an absolute path", base.display()),
+            ));
+        }
+        let mut path = PathBuf::from("/");
+        let mut fd = open_base(&path)?;
+        check_trusted(&fd, &path)?;
+        for component in base.components().skip(1) {
+            let name = match component {
+                std::path::Component::Normal(name) => name,
+                std::path::Component::CurDir => continue,
+                _ => {
+                    return Err(Error::invalid_input(
+                        "open a directory",
+                        format!("{} has a `..` component", base.display()),
+                    ));
+                }
+            };
+            path.push(name);
+            fd = match open_dir(&fd, name) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {
+                    match mkdirat(&fd, name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                        Err(e) => return Err(Error::at("mkdir", &path, e.into())),
+                    }
+                    open_dir(&fd, name)
+                }
+                other => other,
+            }
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::ELOOP | nix::libc::ENOTDIR) => not_trusted(
+                    &path,
+                    "is a symbolic link or not a directory: nothing on the way to a directory                      netns-test writes in is followed, as another user could have planted it"
+                        .into(),
+                ),
+                _ => e.at_path(&path),
+            })?;
+            check_trusted(&fd, &path)?;
+        }
+        let dir = PrivateDir::open_from(fd, path, components, true)?;
+        Ok(dir.expect("made when missing"))
+    }
+
+    fn open_from(
+        mut fd: OwnedFd,
+        mut path: PathBuf,
+        components: &[&str],
+        create: bool,
+    ) -> Result<Option<PrivateDir>, Error> {
         for component in components {
             path.push(component);
             if create {
@@ -106,7 +167,7 @@ impl PrivateDir {
                     Err(e) => return Err(Error::at("mkdir", &path, e.into())),
                 }
             }
-            fd = match open_dir(&fd, component) {
+            fd = match open_dir(&fd, *component) {
                 Ok(next) => next,
                 Err(e) if !create && e.raw_os_error() == Some(nix::libc::ENOENT) => {
                     return Ok(None);
@@ -132,6 +193,25 @@ impl PrivateDir {
         let mut file = std::fs::File::from(fd);
         file.write_all(contents)
             .map_err(|e| Error::at("write", &path, e))
+    }
+
+    /// Creates the file `name` for writing, mode 0600; fails if anything is
+    /// there already, a symbolic link included.
+    pub(crate) fn create(&self, name: &str) -> Result<std::fs::File, Error> {
+        let path = self.path.join(name);
+        openat(
+            &self.fd,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| Error::at("create", &path, e.into()))
+    }
+
+    /// Where this directory is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The contents of the regular file `name`, if it is one of the caller's
@@ -203,19 +283,81 @@ impl Drop for Lock {
     }
 }
 
-fn open_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Error> {
+fn open_dir<P: ?Sized + nix::NixPath>(parent: &OwnedFd, name: &P) -> Result<OwnedFd, Error> {
     openat(
         parent,
         name,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| Error::at("open directory", Path::new(name), e.into()))
+    .map_err(|e| Error::new("open directory", e.into()))
 }
 
 /// Whether the file belongs to the caller (seen from its user namespace).
 fn owned_by_caller(stat: &FileStat) -> bool {
     stat.st_uid == nix::unistd::geteuid().as_raw()
+}
+
+/// A directory on the way to one of netns-test's may be the caller's or
+/// root's (inside a user namespace: a user it does not map, which it cannot
+/// tell from root; the caller cannot make entries in such a directory
+/// unless someone else may write to it), and no one else may write to it:
+/// not others (a sticky directory such as `/tmp` aside, where no one can
+/// move or remove what is not theirs), not its group unless that is the
+/// caller's own.
+fn check_trusted(fd: &OwnedFd, path: &Path) -> Result<(), Error> {
+    let stat = fstat(fd).map_err(|e| Error::at("stat", path, e.into()))?;
+    let mode = stat.st_mode;
+    let sticky = mode & nix::libc::S_ISVTX != 0;
+    let owner = stat.st_uid;
+    let owner_trusted = owner == nix::unistd::geteuid().as_raw()
+        || owner == 0
+        || (crate::os::userns::rootless() && owner == overflow_uid());
+    let why = if !owner_trusted {
+        Some(format!(
+            "belongs to uid {owner}, neither this user nor root"
+        ))
+    } else if mode & 0o002 != 0 && !sticky {
+        Some(format!(
+            "may be written by anyone (mode {:o})",
+            mode & 0o7777
+        ))
+    } else if mode & 0o020 != 0 && !sticky && stat.st_gid != nix::unistd::getegid().as_raw() {
+        Some(format!(
+            "may be written by group {} (mode {:o})",
+            stat.st_gid,
+            mode & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(not_trusted(path, why)),
+    }
+}
+
+/// What the kernel shows, inside a user namespace, as the owner of a file
+/// whose owner it does not map.
+fn overflow_uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| {
+        crate::os::sys::read_sysctl("kernel/overflowuid")
+            .and_then(|uid| uid.parse().ok())
+            .unwrap_or(65534)
+    })
+}
+
+fn not_trusted(path: &Path, why: String) -> Error {
+    Error::detected(
+        "use a directory on the way to netns-test's",
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} {why}: someone else could redirect what netns-test writes there. Use a directory \
+             of your own (for captures, set CARGO_TARGET_DIR to one)",
+            path.display()
+        ),
+    )
 }
 
 /// The directory must be the caller's, and no one else may write to it; one
@@ -276,6 +418,79 @@ mod tests {
         dir.remove_file("note").unwrap();
         dir.remove_file("note").unwrap();
         assert_eq!(dir.read_file("note"), None);
+    }
+
+    /// `dir` made with `mode`, owned by `uid` (root only).
+    fn dir_of(path: &Path, uid: u32, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    }
+
+    #[test]
+    fn a_trusted_path_follows_nothing_someone_else_planted() {
+        if !nix::unistd::geteuid().is_root() || crate::os::userns::rootless() {
+            println!("skipped: making another user's directories needs root");
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let precious = base.path().join("precious");
+        std::fs::create_dir(&precious).unwrap();
+        std::fs::write(precious.join("test.pcap"), "IMPORTANT ROOT DATA").unwrap();
+        let refused = |target: &Path| -> String {
+            let error = PrivateDir::open_trusted(target, &["netns-test", "t"]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{error}"
+            );
+            error.to_string()
+        };
+        // A directory of another user's (uid 65534) on the way.
+        let theirs = base.path().join("theirs");
+        dir_of(&theirs, 65534, 0o755);
+        let message = refused(&theirs.join("target"));
+        assert!(
+            message.contains(&format!("{} belongs to uid 65534", theirs.display())),
+            "{message}"
+        );
+        assert!(!theirs.join("target").exists(), "made something in it");
+        // A symbolic link on the way, even in a directory of root's.
+        let mine = base.path().join("mine");
+        dir_of(&mine, 0, 0o755);
+        std::os::unix::fs::symlink(&precious, mine.join("target")).unwrap();
+        let message = refused(&mine.join("target"));
+        assert!(message.contains("is a symbolic link"), "{message}");
+        // A directory anyone may write to, or its group (not root's).
+        let open = base.path().join("open");
+        dir_of(&open, 0, 0o777);
+        assert!(refused(&open.join("target")).contains("may be written by anyone"));
+        let group = base.path().join("group");
+        dir_of(&group, 0, 0o775);
+        std::os::unix::fs::chown(&group, Some(0), Some(65534)).unwrap();
+        assert!(refused(&group.join("target")).contains("may be written by group 65534"));
+        // netns-test's own directory taken by someone else.
+        let taken = base.path().join("taken");
+        dir_of(&taken, 0, 0o755);
+        dir_of(&taken.join("netns-test"), 65534, 0o700);
+        let error = PrivateDir::open_trusted(&taken, &["netns-test", "t"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("not a directory of this user's alone"),
+            "{error}"
+        );
+        // A sticky directory anyone may write (as /tmp), then one of root's: fine.
+        let sticky = base.path().join("sticky");
+        dir_of(&sticky, 0, 0o1777);
+        let dir = PrivateDir::open_trusted(&sticky.join("a/target"), &["netns-test", "t"]).unwrap();
+        dir.create("test.pcap").unwrap();
+        assert!(dir.create("test.pcap").is_err(), "created twice");
+        assert_eq!(
+            std::fs::read_to_string(precious.join("test.pcap")).unwrap(),
+            "IMPORTANT ROOT DATA"
+        );
     }
 
     #[test]

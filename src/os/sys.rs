@@ -147,10 +147,17 @@ fn net_ns_id_of(socket: BorrowedFd<'_>) -> Option<NsId> {
     ns_id(ns.as_fd()).ok()
 }
 
-/// Changes the propagation of the mount at `target` (not recursively).
+/// Changes the propagation of the mount at `target` (`MS_SLAVE`,
+/// `MS_PRIVATE`, recursively with `MS_REC`).
 pub(crate) fn mount_propagation(target: &Path, flags: MsFlags) -> Result<()> {
-    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(|e| Error::at("mount(MS_SLAVE)", target, io_error(e)))
+    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| {
+        let operation = if flags.contains(MsFlags::MS_PRIVATE) {
+            "mount(MS_PRIVATE)"
+        } else {
+            "mount(MS_SLAVE)"
+        };
+        Error::at(operation, target, io_error(e))
+    })
 }
 
 /// Detaches the mount at `target` and everything below it (`MNT_DETACH`).
@@ -171,16 +178,114 @@ pub(crate) fn mount_sysfs(target: &Path) -> Result<()> {
     .map_err(|e| Error::at("mount sysfs", target, io_error(e)))
 }
 
-/// Mounts a small tmpfs (1 MiB at most) on `target`.
-pub(crate) fn mount_tmpfs(target: &Path) -> Result<()> {
+/// Mounts a tmpfs on `target` with `options` (`size=1m,mode=0755`).
+pub(crate) fn mount_tmpfs(target: &Path, options: &str) -> Result<()> {
     nix::mount::mount(
         Some("tmpfs"),
         target,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=1m,mode=0755"),
+        Some(options),
     )
     .map_err(|e| Error::at("mount tmpfs", target, io_error(e)))
+}
+
+/// Opens `path` with `O_PATH` (a handle to the file itself, whatever its
+/// type); a symbolic link at the end is followed only when `follow`.
+pub(crate) fn open_path(path: &Path, follow: bool) -> Result<OwnedFd> {
+    let mut flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= nix::fcntl::OFlag::O_NOFOLLOW;
+    }
+    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::at("open", path, io_error(e)))
+}
+
+/// The `/proc/self/fd/N` path of `fd`, which path lookup turns into the
+/// file `fd` refers to (a symbolic link itself, for an `O_PATH` handle).
+fn magic_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Bind-mounts what `source` refers to (a file, a directory with what is
+/// mounted below it, a socket) over `target`. `source` must be in the
+/// calling thread's mount namespace.
+pub(crate) fn bind_mount_fd(source: BorrowedFd<'_>, target: &Path) -> Result<()> {
+    nix::mount::mount(
+        Some(magic_path(source).as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::at("bind mount", target, io_error(e)))
+}
+
+/// Mounts the symbolic link `link` itself over the symbolic link `target`:
+/// neither is followed, so `target` then reads as `link` does. With
+/// `open_tree(2)` and `move_mount(2)` (Linux 5.2), else through `O_PATH`
+/// handles, whose `/proc/self/fd` paths end at the links themselves.
+pub(crate) fn mount_symlink_over(link: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |path: &Path| std::ffi::CString::new(path.as_os_str().as_bytes()).ok();
+    let (Some(c_link), Some(c_target)) = (c(link), c(target)) else {
+        return Err(Error::invalid_input(
+            "mount a link",
+            "a path has a NUL byte",
+        ));
+    };
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: open_tree reads a NUL-terminated path; the result is checked.
+    let tree =
+        unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_link.as_ptr(), flags) };
+    if tree >= 0 {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a new descriptor that nothing else owns.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+        // SAFETY: move_mount reads two NUL-terminated paths; integer flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c_target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        return Err(Error::at(
+            format!("mount the link {} over", link.display()),
+            target,
+            io::Error::last_os_error(),
+        ));
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(Error::at("open_tree", link, error));
+    }
+    let source = open_path(link, false)?;
+    let over = open_path(target, false)?;
+    nix::mount::mount(
+        Some(magic_path(source.as_fd()).as_str()),
+        magic_path(over.as_fd()).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::at(
+            format!("mount the link {} over", link.display()),
+            target,
+            io_error(e),
+        )
+    })
 }
 
 /// Bind-mounts `source` over `target`.
@@ -252,34 +357,6 @@ pub(crate) fn write_existing(path: &Path, value: &[u8]) -> io::Result<()> {
         .write(true)
         .open(path)?
         .write_all(value)
-}
-
-/// Creates `dir` and its missing parents with mode 0700 (existing ones are
-/// left as they are).
-pub(crate) fn create_private_dir_all(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::at("create directory", dir, e))
-}
-
-/// Opens `path` for writing, truncated, readable by its owner only (0600,
-/// also when it existed), and not through a symbolic link.
-pub(crate) fn create_private_file(path: &Path) -> Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::at("create", path, e))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::at("chmod 0600", path, e))?;
-    Ok(file)
 }
 
 /// A sysctl's value, trimmed, from `/proc/sys/<key>` (`key` in the path form,
@@ -428,6 +505,47 @@ pub(crate) fn interface_names() -> Result<Vec<String>> {
     unsafe { libc::if_freenameindex(list) };
     found.sort();
     Ok(found.into_iter().map(|(_, name)| name).collect())
+}
+
+/// The name of the interface with `index` in the network namespace of
+/// `socket` (`SIOCGIFNAME`).
+pub(crate) fn interface_name_of(socket: BorrowedFd<'_>, index: i32) -> Option<String> {
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    request.ifr_ifru.ifru_ifindex = index;
+    // SAFETY: SIOCGIFNAME reads the index and writes the name into the
+    // ifreq, which lives across the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFNAME, &mut request) };
+    if rc != 0 {
+        return None;
+    }
+    let name: Vec<u8> = request
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8(name).ok()
+}
+
+/// Eight random bytes from the kernel (`getrandom`), or the clock's
+/// nanoseconds when it will not give them.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `len` bytes into our buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        crate::os::unix_time().as_nanos() as u64
+    }
+}
+
+/// An anonymous file in memory (`memfd_create`), closed on exec.
+pub(crate) fn memfd(name: &str) -> Result<File> {
+    nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map(File::from)
+        .map_err(|e| Error::new("memfd_create", io_error(e)))
 }
 
 /// Whether the calling thread's network namespace has an interface `name`.

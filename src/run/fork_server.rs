@@ -997,6 +997,7 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     // Without one (a kernel that refuses), in its process group only.
     let _ = contain::enter(crate::os::holder::answer_in_shim);
     let mut first = true;
+    crate::os::run_dir::watch_from_this_process();
     // A test that leaves descriptors open (up to running out of them) ends
     // its runner: the next test would find them taken.
     let free = sys::lowest_free_fd().unwrap_or(-1);

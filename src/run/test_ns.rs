@@ -3,7 +3,7 @@
 //! captures, kept namespaces and the way home.
 
 use crate::contract::{Ended, FailureKind, TestSpec};
-use crate::debug::capture::{self, Capture};
+use crate::debug::capture::{self, Capture, Finished};
 use crate::debug::{keep, trace};
 use crate::error::Error;
 use crate::netns::{NetNs, Observer, Registration};
@@ -12,7 +12,6 @@ use crate::os::sys::{self, NsKind};
 use crate::settings::Policy;
 use crate::veth::VethSetup;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -68,7 +67,7 @@ pub(crate) struct Occupant {
     pub(crate) subject: String,
     /// Where its captures go; `None`: the test's directory under the
     /// target directory.
-    pub(crate) capture_dir: Option<PathBuf>,
+    pub(crate) capture_dir: Option<capture::Location>,
     /// Whether a failure prints which network namespace it ran in.
     pub(crate) announce_failure: bool,
 }
@@ -166,19 +165,20 @@ impl TestNamespace {
             }
         };
         let capture_policy = spec.capture_policy();
-        let capture_dir = capture_policy.map(|_| {
-            occupant
+        let capture_dir = capture_policy.map(|policy| {
+            let location = occupant
                 .capture_dir
                 .clone()
-                .unwrap_or_else(|| capture::directory_for(spec.libtest_name()))
+                .unwrap_or_else(|| capture::location_for_test(spec.libtest_name()));
+            (policy, location)
         });
-        let capture = match (capture_policy, &capture_dir) {
-            (Some(policy), Some(dir)) => {
-                let capture = Capture::start(dir.join("test.pcap"))?;
+        let capture = match &capture_dir {
+            Some((policy, location)) => {
+                let capture = Capture::start(location, "test.pcap", *policy)?;
                 trace.step("capture started");
-                Some((policy, capture))
+                Some((*policy, capture))
             }
-            _ => None,
+            None => None,
         };
         if let Some(veth) = veth.as_mut().filter(|_| made_ahead.is_none()) {
             veth.create()?;
@@ -235,12 +235,13 @@ impl TestNamespace {
         }
         let mut nodes = std::mem::take(&mut *lock(&self.nodes.made));
         if let Some((policy, capture)) = self.capture.take() {
-            let node_captures = nodes.iter_mut().filter_map(|n| n.capture.take());
-            let files: Vec<PathBuf> = std::iter::once(capture)
-                .chain(node_captures)
+            let own = capture.finish();
+            let of_nodes: Vec<Finished> = nodes
+                .iter_mut()
+                .filter_map(|n| n.capture.take())
                 .map(Capture::finish)
                 .collect();
-            report_captures(policy.applies(failed), &files);
+            self.report_captures(policy.applies(failed), own, of_nodes);
             trace.step("captures stopped");
         }
         if self.keep.is_some_and(|p| p.applies(failed)) {
@@ -249,6 +250,31 @@ impl TestNamespace {
         }
         drop(nodes);
         self.go_home();
+    }
+
+    /// Keeps the captures and says where they are, or lets them go. The
+    /// test's own capture is left out when its namespace carried nothing
+    /// and its nodes' captures say it all (a test that only builds a
+    /// `Network` uses its own namespace for nothing).
+    fn report_captures(&self, keep: bool, own: Finished, of_nodes: Vec<Finished>) {
+        let own_is_empty = own.packets == 0 && !of_nodes.is_empty();
+        let mut kept = Vec::new();
+        for finished in std::iter::once(own).chain(of_nodes) {
+            if !keep || (own_is_empty && finished.name() == "test.pcap") {
+                finished.discard();
+                continue;
+            }
+            match finished.keep() {
+                Ok(path) => kept.push(path),
+                Err(error) => eprintln!(
+                    "netns-test: cannot keep the packets captured for {}: {error:#}",
+                    self.occupant.subject
+                ),
+            }
+        }
+        for path in kept {
+            eprintln!("netns-test: packets captured in {}", path.display());
+        }
     }
 
     fn report_namespace(&self) {
@@ -360,22 +386,6 @@ fn seed_line(seeds: &[u64]) -> Option<String> {
     }
 }
 
-/// Prints where the captures are, or removes them (and their directory).
-fn report_captures(keep: bool, files: &[PathBuf]) {
-    for file in files {
-        if keep {
-            eprintln!("netns-test: packets captured in {}", file.display());
-        } else {
-            let _ = std::fs::remove_file(file);
-        }
-    }
-    if !keep {
-        if let Some(dir) = files.first().and_then(|f| f.parent()) {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
 /// Whether the calling thread is the one libtest (or cargo-nextest, which runs
 /// libtest) spawned for this test: it carries the test's name, and it ends
 /// when the test does, so it need not move back to the host's namespaces.
@@ -388,8 +398,8 @@ pub(crate) fn on_own_harness_thread(spec: &TestSpec) -> bool {
 struct Nodes {
     /// Whether to hold the nodes until the test ends (keep or capture is on).
     hold: bool,
-    /// Where the nodes' captures go, when the test captures.
-    capture_dir: Option<PathBuf>,
+    /// How and where the nodes' captures go, when the test captures.
+    capture_dir: Option<(Policy, capture::Location)>,
     made: Mutex<Vec<MadeNode>>,
     /// The seeds of the networks the test made, in order.
     seeds: Mutex<Vec<u64>>,
@@ -416,7 +426,10 @@ impl Observer for Nodes {
         let capture = self
             .capture_dir
             .as_ref()
-            .map(|dir| Capture::start(dir.join(format!("{}.pcap", crate::debug::file_safe(name)))))
+            .map(|(policy, location)| {
+                let file = format!("{}.pcap", crate::debug::file_safe(name));
+                Capture::start(location, &file, *policy)
+            })
             .transpose()?;
         lock(&self.made).push(MadeNode {
             name: name.to_owned(),
@@ -439,6 +452,17 @@ impl Observer for Nodes {
 
     fn faults_made(&self, seed: u64, lines: Box<dyn Fn() -> Vec<String> + Send + Sync>) {
         lock(&self.faults).push((seed, lines));
+    }
+
+    fn capture_sink(
+        &self,
+        ns: &NetNs,
+        interface: &str,
+        redirect: &str,
+    ) -> Option<Arc<dyn crate::netns::FrameSink>> {
+        let made = lock(&self.made);
+        let node = made.iter().find(|n| n.ns.inode() == ns.inode())?;
+        Some(node.capture.as_ref()?.sink(interface, redirect))
     }
 }
 
