@@ -29,7 +29,9 @@
 //!    addresses and default routes: [`NetNs::veth`].
 //!
 //! [`Network`] wires more namespaces together inside a test (links,
-//! switches, routers, NAT, cut or impaired links). Without CAP_SYS_ADMIN,
+//! switches, routers, NAT, [firewalls](Firewall), cut or
+//! [impaired](Impairment) links, all traffic or only the [`Traffic`]
+//! selected, with [counters](LinkCounters)). Without CAP_SYS_ADMIN,
 //! each test runs in a user namespace of its own (rootless mode); failed
 //! tests' namespaces can be kept and their packets captured (`keep`,
 //! `capture`, the `netns-test` binary). The README has the details.
