@@ -1895,10 +1895,16 @@ fn a_failing_test_prints_its_counters_by_its_seed() {
 
 // What the engine did, in the captures.
 
-/// Where the captures of this binary's test `test` go.
-fn capture_dir(test: &str) -> std::path::PathBuf {
+/// Where the captures of this binary's test `test` go when it runs in
+/// `cwd`: the target directory it was built in, or (a copy elsewhere, as
+/// the rootless re-run makes) `cwd`'s `target`.
+fn capture_dir(test: &str, cwd: &std::path::Path) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+    let deps = exe.parent().unwrap();
+    let target = match deps.file_name() {
+        Some(name) if name == "deps" => deps.parent().unwrap().parent().unwrap().to_owned(),
+        _ => cwd.join("target"),
+    };
     target.join("netns-test").join(test)
 }
 
@@ -1939,9 +1945,22 @@ fn fixture_captures_decisions() {
 
 #[test]
 fn a_capture_says_what_the_engine_did_to_each_frame() {
-    let dir = capture_dir("fixture_captures_decisions");
+    // A working directory of this user's, for a copy of the binary that
+    // runs elsewhere (rootless).
+    let cwd = tempfile::tempdir().unwrap();
+    let dir = capture_dir("fixture_captures_decisions", cwd.path());
     let _ = std::fs::remove_dir_all(&dir);
-    let (passed, text) = alone("fixture_captures_decisions");
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "fixture_captures_decisions",
+            "--nocapture",
+        ])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let (passed, text) = (output.status.success(), common::text(&output));
     assert!(passed, "{text}");
     let (received, lost): (usize, usize) = text
         .lines()

@@ -57,7 +57,10 @@ impl NetworkInner {
 
 impl Link {
     /// Impairs both directions of the link, replacing what was set before
-    /// for each (a schedule too); `Impairment::new()` clears them.
+    /// for each (a schedule too); `Impairment::new()` clears them. An
+    /// impairment [`only`](Impairment::only) for some traffic leaves the
+    /// rest untouched; several, joined by
+    /// [`otherwise`](Impairment::otherwise), each take their traffic.
     ///
     /// Bad values are [`InvalidInput`](std::io::ErrorKind::InvalidInput)
     /// errors naming the value and its valid range, and the link keeps what
