@@ -193,22 +193,6 @@ fn udp_echoes(from: &Node, to: SocketAddr) -> bool {
     })
 }
 
-/// Sends a datagram from `from`'s port `source_port` to `to`: whether
-/// something listening there gets it.
-fn udp_arrives(from: &Node, source_port: u16, to: &Node, to_address: SocketAddr) -> bool {
-    let listen = to_address;
-    let receiver = to.netns().run(move || UdpSocket::bind(listen).unwrap());
-    receiver.set_read_timeout(Some(WAIT)).unwrap();
-    let any: SocketAddr = if to_address.is_ipv4() {
-        SocketAddr::new("0.0.0.0".parse().unwrap(), source_port)
-    } else {
-        SocketAddr::new("::".parse().unwrap(), source_port)
-    };
-    let sender = from.netns().run(move || UdpSocket::bind(any).unwrap());
-    sender.send_to(b"unsolicited", to_address).unwrap();
-    receiver.recv(&mut [0u8; 32]).is_ok()
-}
-
 /// `(what, expected)` checked for TCP and UDP, both families, both ways,
 /// on `port`: `expected[outbound][tcp/udp]`.
 fn check(office: &Office, port: u16, outbound: [bool; 2], inbound: [bool; 2], what: &str) {
@@ -256,10 +240,30 @@ fn block_inbound_lets_flows_out_and_their_replies_in_and_nothing_unsolicited() {
         .firewall(&office.wan, Firewall::block_inbound())
         .unwrap();
     check(&office, 8000, [true, true], [false, false], "block_inbound");
-    // The client's own port, once it sent from it: still nothing
-    // unsolicited from another source port (replies only).
-    let to = SocketAddr::new(office.client_address(4), 9100);
-    assert!(!udp_arrives(&office.server, 9101, &office.client, to));
+    // A client port that sent out gets the replies from where it sent,
+    // and nothing from another port of the same server.
+    let client = SocketAddr::new(office.client_address(4), 9100);
+    let server = SocketAddr::new(office.server_address(4), 9102);
+    let socket = office
+        .client
+        .netns()
+        .run(move || UdpSocket::bind(client).unwrap());
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let replier = office
+        .server
+        .netns()
+        .run(move || UdpSocket::bind(server).unwrap());
+    let stranger = office
+        .server
+        .netns()
+        .run(move || UdpSocket::bind(SocketAddr::new(server.ip(), 9101)).unwrap());
+    socket.send_to(b"out", server).unwrap();
+    replier.send_to(b"reply", client).unwrap();
+    stranger.send_to(b"stranger", client).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"reply"[..], server));
+    assert!(socket.recv_from(&mut buf).is_err(), "the stranger got in");
 }
 
 #[netns_test]
