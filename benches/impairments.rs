@@ -13,7 +13,7 @@
 // no-op clippy flags; here the time dropping them takes is measured.
 #![allow(clippy::drop_non_drop)]
 
-use netns_test::{Impairment, Link, Network, Node};
+use netns_test::{Impairment, Link, Network, Node, Traffic};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -103,6 +103,14 @@ const ROWS: &[(&str, &str)] = &[
     (
         "flooded: process memory held at the cap / left after the drop",
         "≤ 256 MiB / –",
+    ),
+    (
+        "selected: TCP that only(udp port 53) leaves alone, throughput / plain link's, shuffled, median of 5 × 2 s",
+        "≥ engine path's",
+    ),
+    (
+        "selected: TCP that only(tcp) takes, throughput (engine path behind a selecting filter)",
+        "–",
     ),
 ];
 
@@ -354,6 +362,55 @@ fn measure() -> BTreeMap<String, String> {
         row(ROWS[12].0, format!("{:.2} CPU s/s", med("plain cpu")));
         row(ROWS[13].0, format!("{:.2} CPU s/s", med("empty cpu")));
         row(ROWS[14].0, format!("{:.2} CPU s/s", med("empty engine")));
+    }
+    if wanted(20) || wanted(21) {
+        // Traffic a direction's selectors leave alone stays on the veth:
+        // side by side with a plain link and with traffic they take, the
+        // contenders in another order each round.
+        let seconds = Duration::from_secs(2);
+        let contenders: [(&str, Option<Impairment>); 3] = [
+            ("plain", None),
+            (
+                "unmatched",
+                Some(Impairment::new().loss(0.0).only(Traffic::udp().port(53))),
+            ),
+            (
+                "matched",
+                Some(Impairment::new().loss(0.0).only(Traffic::tcp())),
+            ),
+        ];
+        let mut m: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut ratios = Vec::new();
+        for round in 0..5 {
+            let mut order: Vec<usize> = (0..contenders.len()).collect();
+            order.rotate_left(round % contenders.len());
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            let mut this = [0.0; 3];
+            for k in order {
+                let (kind, impairment) = &contenders[k];
+                let (_net, a, b, link) = pair();
+                if let Some(impairment) = impairment {
+                    link.impair(impairment.clone()).unwrap();
+                }
+                let (bits, _, _) = tcp_throughput(&a, &b, &link, seconds);
+                this[k] = bits;
+                m.entry(kind).or_default().push(bits);
+            }
+            ratios.push(this[1] / this[0]);
+        }
+        let med = |key: &str| median(&m[key]);
+        row(
+            ROWS[20].0,
+            format!(
+                "{:.2} Gbit/s / {:.2} Gbit/s (ratio {:.2})",
+                med("unmatched") / 1e9,
+                med("plain") / 1e9,
+                median(&ratios)
+            ),
+        );
+        row(ROWS[21].0, format!("{:.2} Gbit/s", med("matched") / 1e9));
     }
     rows
 }

@@ -1,6 +1,8 @@
-//! What a NAT costs: setting each kind (a router's first NAT, and one
-//! replacing another), and TCP throughput through a full-cone NAT router
-//! against the same router with plain `masquerade`, in one run.
+//! What a NAT and a firewall cost: setting each kind of NAT (a router's
+//! first NAT, and one replacing another), TCP throughput through a
+//! full-cone NAT router against the same router with plain `masquerade`,
+//! and TCP throughput through a router with each firewall against the same
+//! router without one, in one run.
 //!
 //! ```text
 //! sudo cargo bench --bench nat            # 7 rounds
@@ -11,7 +13,7 @@
 //! throughput contenders take turns on one router (its NAT replaced before
 //! each transfer), each transfer 0.5 s of 64 KiB writes client -> server.
 
-use netns_test::{Nat, Network};
+use netns_test::{Firewall, Nat, Network, Traffic};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -60,15 +62,17 @@ fn set_nat(nat: &Nat) -> (f64, f64) {
     (first.as_secs_f64() * 1e3, again.as_secs_f64() * 1e3)
 }
 
-/// Gbit/s of one 0.5 s TCP transfer from `client` to `server`'s `address`.
+/// Gbit/s of one 0.5 s TCP transfer from `client` to `server`'s `address`
+/// (at `port`, any when 0).
 fn transfer(
     client: &netns_test::Node,
     server: &netns_test::Node,
     address: std::net::Ipv4Addr,
+    port: u16,
 ) -> f64 {
     let listener = server
         .netns()
-        .run(move || TcpListener::bind((address, 0)).unwrap());
+        .run(move || TcpListener::bind((address, port)).unwrap());
     let to = listener.local_addr().unwrap();
     let receiver = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
@@ -141,7 +145,7 @@ fn main() {
                 0 => router.masquerade(&outside).unwrap(),
                 _ => router.nat(&outside, Nat::full_cone()).unwrap(),
             }
-            this[k] = transfer(&client, &server, address);
+            this[k] = transfer(&client, &server, address, 0);
             rates[k].push(this[k]);
         }
         ratios.push(this[1] / this[0]);
@@ -157,4 +161,57 @@ fn main() {
         "full_cone / masquerade",
         median(ratios)
     );
+
+    // The same router without NAT, with each firewall on its server side
+    // (each lets the transfer through: it judges its first packet, and
+    // the rest are its replies and established packets).
+    let net = Network::new();
+    let client = net.node("client").unwrap();
+    let router = net.router("router").unwrap();
+    let server = net.node("server").unwrap();
+    let _inside = net.link(&client, &router).unwrap();
+    let outside = net.link(&router, &server).unwrap();
+    let address = server.ipv4_on(&outside);
+    let port = 8443;
+    let firewalls = [
+        ("none", Firewall::new()),
+        ("block_inbound", Firewall::block_inbound()),
+        (
+            "allow_only",
+            Firewall::allow_only([Traffic::udp().port(53), Traffic::tcp().dst_port(port)]),
+        ),
+        (
+            "relay_only",
+            Firewall::new()
+                .block(Traffic::udp())
+                .allow(Traffic::udp().port(53)),
+        ),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); firewalls.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); firewalls.len()];
+    for round in 0..rounds {
+        let mut this = vec![0.0; firewalls.len()];
+        for k in shuffled(&(0..firewalls.len()).collect::<Vec<_>>(), round) {
+            router.firewall(&outside, firewalls[k].1.clone()).unwrap();
+            this[k] = transfer(&client, &server, address, port);
+            rates[k].push(this[k]);
+        }
+        for k in 0..firewalls.len() {
+            ratios[k].push(this[k] / this[0]);
+        }
+    }
+    println!(
+        "\nTCP throughput through a router with a firewall (median of {rounds} transfers of 0.5 s, Gbit/s):"
+    );
+    println!(
+        "{:>22} {:>8} {:>16}",
+        "firewall", "Gbit/s", "/ none, median"
+    );
+    for (k, (name, _)) in firewalls.iter().enumerate() {
+        println!(
+            "{name:>22} {:>8.2} {:>16.3}",
+            median(rates[k].clone()),
+            median(ratios[k].clone())
+        );
+    }
 }

@@ -1,7 +1,10 @@
 //! [`Impairment`]: how one direction of a link misbehaves, and its check
-//! into the [`Model`] the fault engine runs.
+//! into the [`Model`]s the fault engine runs (one per rule: an impairment
+//! and those it is [`otherwise`](Impairment::otherwise)).
 
 use crate::error::Error;
+use crate::traffic::{Match, Traffic};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest delay, and the largest jitter, a link accepts.
@@ -38,6 +41,21 @@ pub(crate) const MAX_BURST: u32 = 1_000_000;
 /// let black_hole = Impairment::new().mtu(1280);
 /// # let _ = (far, lossy, bursty, bad_wire, bloated, black_hole);
 /// ```
+///
+/// [`Impairment::only`] limits it to some [`Traffic`]; packets it does not
+/// select pass untouched, or go to the impairment it is
+/// [`otherwise`](Impairment::otherwise):
+///
+/// ```
+/// use netns_test::{Impairment, Traffic};
+/// # let ms = std::time::Duration::from_millis;
+/// let v6_black_hole = Impairment::new().loss(100.0).only(Traffic::ipv6());
+/// let slow_dns_lossy_rest = Impairment::new()
+///     .delay(ms(300))
+///     .only(Traffic::udp().port(53))               // DNS: 300 ms late, never lost
+///     .otherwise(Impairment::new().loss(2.0));      // everything else: 2 % lost
+/// # let _ = (v6_black_hole, slow_dns_lossy_rest);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 #[must_use = "an Impairment does nothing until it is given to `Link::impair` or a `Schedule`"]
 pub struct Impairment {
@@ -51,6 +69,10 @@ pub struct Impairment {
     rate_kbit: Option<u64>,
     queue_bytes: Option<u64>,
     mtu: Option<u32>,
+    /// The packets it applies to (all, when `None`).
+    traffic: Option<Traffic>,
+    /// The impairment for the packets it does not select.
+    otherwise: Option<Box<Impairment>>,
 }
 
 impl Impairment {
@@ -137,15 +159,100 @@ impl Impairment {
         self
     }
 
-    /// Checks every value and returns what the engine runs: an
-    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error of
+    /// Applies the impairment only to `traffic` (calling it again
+    /// replaces the traffic). The rest passes untouched, or goes to the
+    /// impairment this one is [`otherwise`](Impairment::otherwise).
+    ///
+    /// Its knobs act on the selected packets as if nothing else crossed
+    /// the link: `rate_kbit` limits them alone, `reorder` lets the next
+    /// selected packet overtake, and they draw their random numbers from a
+    /// stream of their own, so that what the seed decides for the n-th
+    /// selected packet does not depend on other traffic.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// use netns_test::{Impairment, Network, Traffic};
+    /// let net = Network::new();
+    /// let (client, server) = (net.node("client")?, net.node("server")?);
+    /// let link = net.link(&client, &server)?;
+    /// // IPv6 black-holed both ways, IPv4 untouched: Happy Eyeballs falls back.
+    /// link.impair(Impairment::new().loss(100.0).only(Traffic::ipv6()))?;
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
+    pub fn only(mut self, traffic: Traffic) -> Impairment {
+        self.traffic = Some(traffic);
+        self
+    }
+
+    /// Adds `next` for the packets this impairment does not select: one
+    /// direction carries several impairments, each for its traffic, and
+    /// the first whose traffic a packet matches applies to it. Packets
+    /// that none selects pass untouched. `a.otherwise(b).otherwise(c)`
+    /// tries `a`, then `b`, then `c`; knobs set after `otherwise` are
+    /// still `a`'s.
+    ///
+    /// An impairment given to [`Link::impair_from`](crate::Link::impair_from)
+    /// replaces what the direction had: to add one and keep the others,
+    /// give them all, joined by `otherwise`.
+    ///
+    /// ```
+    /// use netns_test::{Impairment, Traffic};
+    /// # let ms = std::time::Duration::from_millis;
+    /// // DNS 300 ms late, TCP to port 443 lossy, the rest 20 ms late.
+    /// let wan = Impairment::new().delay(ms(300)).only(Traffic::udp().port(53))
+    ///     .otherwise(Impairment::new().loss(5.0).only(Traffic::tcp().dst_port(443)))
+    ///     .otherwise(Impairment::new().delay(ms(20)));
+    /// # let _ = wan;
+    /// ```
+    pub fn otherwise(mut self, next: Impairment) -> Impairment {
+        let mut last = &mut self;
+        while let Some(ref mut after) = last.otherwise {
+            last = after;
+        }
+        last.otherwise = Some(Box::new(next));
+        self
+    }
+
+    /// Checks every value and returns what the engine runs, a model per
+    /// rule: an [`InvalidInput`](std::io::ErrorKind::InvalidInput) error of
     /// `operation` that names the value and its valid range.
-    pub(crate) fn model(&self, operation: &'static str) -> Result<Model, Error> {
+    pub(crate) fn models(&self, operation: &'static str) -> Result<Vec<Model>, Error> {
         self.check()
             .map_err(|why| Error::invalid_input(operation, why))
     }
 
-    pub(crate) fn check(&self) -> Result<Model, String> {
+    /// A model per rule: this impairment's, then those of the ones it is
+    /// `otherwise`. The error names the rule when there are several.
+    pub(crate) fn check(&self) -> Result<Vec<Model>, String> {
+        let mut models = Vec::new();
+        let mut rule = Some(self);
+        while let Some(impairment) = rule {
+            let model = impairment.check_one().map_err(|why| {
+                if self.otherwise.is_some() {
+                    format!(
+                        "impairment {} of the otherwise chain: {why}",
+                        models.len() + 1
+                    )
+                } else {
+                    why
+                }
+            })?;
+            models.push(model);
+            rule = impairment.otherwise.as_deref();
+        }
+        Ok(models)
+    }
+
+    /// The knobs alone: no traffic, nothing after.
+    fn knobs(&self) -> Impairment {
+        Impairment {
+            traffic: None,
+            otherwise: None,
+            ..self.clone()
+        }
+    }
+
+    fn check_one(&self) -> Result<Model, String> {
         let invalid = Err;
         let percent = |name: &str, value: Option<f64>| -> Result<f64, String> {
             match value {
@@ -232,8 +339,20 @@ impl Impairment {
                 ));
             }
         };
+        let engaged = self.knobs() != Impairment::default();
+        let claims = match &self.traffic {
+            Some(traffic) => {
+                let alternatives = traffic
+                    .check()
+                    .map_err(|why| format!("only({traffic}): {why}"))?;
+                Claims::Only(alternatives.into())
+            }
+            None if engaged => Claims::All,
+            None => Claims::Nothing,
+        };
         Ok(Model {
-            engaged: *self != Impairment::default(),
+            engaged,
+            claims,
             delay_ns: duration("delay", self.delay)?,
             jitter_ns: duration("jitter", self.jitter)?,
             loss,
@@ -248,13 +367,15 @@ impl Impairment {
     }
 }
 
-/// A checked [`Impairment`], in the engine's units: nanoseconds,
-/// probabilities from 0 to 1, bytes per second.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// A checked [`Impairment`] (one rule of it), in the engine's units:
+/// nanoseconds, probabilities from 0 to 1, bytes per second.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Model {
     /// Whether any knob is set, even to a value that changes nothing
     /// (`loss(0.0)`): the direction then goes through the engine.
     pub engaged: bool,
+    /// The packets the rule takes.
+    pub claims: Claims,
     pub delay_ns: u64,
     pub jitter_ns: u64,
     pub loss: f64,
@@ -275,6 +396,164 @@ impl Model {
     }
 }
 
+/// The packets a rule takes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum Claims {
+    /// None: a rule that sets no knob and selects no traffic, or a step of
+    /// a schedule without this rule.
+    #[default]
+    Nothing,
+    /// Every frame, the link's upkeep included (no [`Impairment::only`]).
+    All,
+    /// The IP packets any of these alternatives matches.
+    Only(Arc<[Match]>),
+}
+
+/// What the fault engine did to what one end sent over a link:
+/// [`Link::counters_from`](crate::Link::counters_from). Counts start when
+/// the direction is first impaired and never go back; they count the IP
+/// packets its impairments took (all of them, or those their
+/// [`Traffic`] selects), not the link's own upkeep (ARP, neighbour
+/// discovery), whose number depends on kernel timers.
+///
+/// ```
+/// # if !netns_test::privileged() { return Ok(()); }
+/// use netns_test::{Impairment, Network};
+/// let net = Network::new();
+/// let (a, b) = (net.node("a")?, net.node("b")?);
+/// let link = net.link(&a, &b)?;
+/// link.impair_from(&a, Impairment::new().loss(30.0))?;
+/// let to = (b.ipv4_on(&link), 9);
+/// a.netns().run(|| {
+///     let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+///     for _ in 0..100 {
+///         socket.send_to(b"x", to).unwrap();
+///     }
+/// });
+/// std::thread::sleep(std::time::Duration::from_millis(50)); // the first ones wait for ARP
+/// let counters = link.counters_from(&a);
+/// assert_eq!(counters.packets(), 100);
+/// assert!(counters.lost() > 10);
+/// println!("{counters}"); // 100 packets (4200 bytes): 31 lost
+/// # Ok::<(), netns_test::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LinkCounters {
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
+    pub(crate) lost: u64,
+    pub(crate) too_big: u64,
+    pub(crate) queue_full: u64,
+    pub(crate) overflow: u64,
+    pub(crate) corrupted: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) reordered: u64,
+    pub(crate) delayed: u64,
+    pub(crate) missed: u64,
+    pub(crate) unsent: u64,
+}
+
+impl LinkCounters {
+    /// Packets the impairments took.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Their bytes, as Ethernet frames.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Dropped by [`Impairment::loss`] or [`Impairment::loss_bursts`].
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Dropped by [`Impairment::mtu`]: larger than the path MTU.
+    pub fn too_big(&self) -> u64 {
+        self.too_big
+    }
+
+    /// Dropped by the queue of [`Impairment::rate_kbit`]: it was full.
+    pub fn queue_full(&self) -> u64 {
+        self.queue_full
+    }
+
+    /// Dropped because the direction held as much as it may (256 MiB).
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
+    /// Every packet dropped: lost, too big, queue full or overflow.
+    pub fn dropped(&self) -> u64 {
+        self.lost + self.too_big + self.queue_full + self.overflow
+    }
+
+    /// Given a flipped bit by [`Impairment::corrupt`].
+    pub fn corrupted(&self) -> u64 {
+        self.corrupted
+    }
+
+    /// Sent twice by [`Impairment::duplicate`] (copies made, not counted
+    /// in `packets`).
+    pub fn duplicated(&self) -> u64 {
+        self.duplicated
+    }
+
+    /// Held back for the next one to overtake ([`Impairment::reorder`]).
+    pub fn reordered(&self) -> u64 {
+        self.reordered
+    }
+
+    /// Held for a while: by [`Impairment::delay`] and
+    /// [`Impairment::jitter`], in the queue of [`Impairment::rate_kbit`],
+    /// or behind packets held so.
+    pub fn delayed(&self) -> u64 {
+        self.delayed
+    }
+
+    /// Frames the kernel dropped before the engine read them (its socket
+    /// was full: a burst beyond what the engine keeps up with). Not in
+    /// `packets`.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// Frames the kernel refused to send on (the sending end was down).
+    pub fn unsent(&self) -> u64 {
+        self.unsent
+    }
+}
+
+/// `2000 packets (236000 bytes): 612 lost, 98 duplicated`: what was done,
+/// only the counts that are not zero.
+impl std::fmt::Display for LinkCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} packets ({} bytes)", self.packets, self.bytes)?;
+        let done: Vec<String> = [
+            (self.lost, "lost"),
+            (self.too_big, "too big"),
+            (self.queue_full, "queue full"),
+            (self.overflow, "overflow"),
+            (self.corrupted, "corrupted"),
+            (self.duplicated, "duplicated"),
+            (self.reordered, "reordered"),
+            (self.delayed, "delayed"),
+            (self.missed, "missed"),
+            (self.unsent, "unsent"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if done.is_empty() {
+            f.write_str(", untouched")
+        } else {
+            write!(f, ": {}", done.join(", "))
+        }
+    }
+}
+
 /// The two transition probabilities of a Gilbert–Elliott channel whose
 /// bad state loses every packet and good state none.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -290,7 +569,7 @@ mod tests {
     use super::*;
 
     fn refused(impairment: Impairment, naming: &str) {
-        let error = impairment.model("impair").unwrap_err();
+        let error = impairment.models("impair").unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
         let text = error.to_string();
         assert!(text.contains(naming), "{text} should name {naming}");
@@ -326,16 +605,73 @@ mod tests {
         refused(Impairment::new().loss_bursts(60.0, 1), "from 0 to 50");
         refused(Impairment::new().loss_bursts(2.0, 0), "mean burst 0");
         refused(Impairment::new().loss(1.0).loss_bursts(2.0, 8), "both set");
+        refused(
+            Impairment::new()
+                .delay(Duration::from_millis(5))
+                .only(crate::Traffic::icmp().port(7)),
+            "port 7 on ICMP",
+        );
+        refused(
+            Impairment::new()
+                .only(crate::Traffic::udp())
+                .otherwise(Impairment::new().loss(300.0)),
+            "impairment 2 of the otherwise chain: loss(300) is out of range",
+        );
+    }
+
+    #[test]
+    fn otherwise_chains_rules_in_order() {
+        let ms = Duration::from_millis;
+        let models = Impairment::new()
+            .delay(ms(300))
+            .only(crate::Traffic::udp().port(53))
+            .otherwise(Impairment::new().loss(5.0).only(crate::Traffic::tcp()))
+            .otherwise(Impairment::new().delay(ms(20)))
+            .loss(1.0)
+            .models("impair")
+            .unwrap();
+        assert_eq!(models.len(), 3);
+        assert_eq!(models[0].delay_ns, 300_000_000);
+        assert!(
+            (models[0].loss - 0.01).abs() < 1e-12,
+            "knobs after otherwise are the first's"
+        );
+        assert!(matches!(&models[0].claims, Claims::Only(m) if m.len() == 1));
+        assert!((models[1].loss - 0.05).abs() < 1e-12);
+        assert_eq!(models[2].claims, Claims::All);
+        // A selector without knobs still takes its packets (from the rules
+        // after it), doing nothing to them.
+        let shield = Impairment::new()
+            .only(crate::Traffic::udp())
+            .models("impair")
+            .unwrap();
+        assert!(shield[0].is_clear());
+        assert!(matches!(shield[0].claims, Claims::Only(_)));
+    }
+
+    /// The model of an impairment of one rule.
+    impl Impairment {
+        fn model(&self, operation: &'static str) -> Result<Model, Error> {
+            let mut models = self.models(operation)?;
+            assert_eq!(models.len(), 1);
+            Ok(models.remove(0))
+        }
     }
 
     #[test]
     fn good_values_become_the_model() {
         assert!(Impairment::new().model("impair").unwrap().is_clear());
+        assert_eq!(
+            Impairment::new().model("impair").unwrap().claims,
+            Claims::Nothing
+        );
         let empty = Impairment::new().loss(0.0).model("impair").unwrap();
         assert!(!empty.is_clear(), "loss(0.0) goes through the engine");
+        assert_eq!(empty.claims, Claims::All);
         assert_eq!(
             Model {
                 engaged: false,
+                claims: Claims::Nothing,
                 ..empty
             },
             Model::default()

@@ -29,7 +29,9 @@
 //!    addresses and default routes: [`NetNs::veth`].
 //!
 //! [`Network`] wires more namespaces together inside a test (links,
-//! switches, routers, NAT, cut or impaired links). Without CAP_SYS_ADMIN,
+//! switches, routers, NAT, [firewalls](Firewall), cut or
+//! [impaired](Impairment) links, all traffic or only the [`Traffic`]
+//! selected, with [counters](LinkCounters)). Without CAP_SYS_ADMIN,
 //! each test runs in a user namespace of its own (rootless mode); failed
 //! tests' namespaces can be kept and their packets captured (`keep`,
 //! `capture`, the `netns-test` binary). The README has the details.
@@ -42,7 +44,7 @@
 //! |---|---|
 //! | `veth`, `veth(mtu = 9000, ipv4 = "198.51.100.2/24", host_ipv4 = "198.51.100.1/24", ipv6 = .., host_ipv6 = ..)` | a veth pair to the host: see [`Veth`] |
 //! | `keep = "failed"` or `"all"` | keep the test's namespaces for inspection (`NETNS_TEST_KEEP`); `netns-test list`/`gc` |
-//! | `capture`, `capture = "all"` | record packets to `target/netns-test/<test>/*.pcap` (`NETNS_TEST_CAPTURE`) |
+//! | `capture`, `capture = "all"` | record packets to `target/netns-test/<test>/*.pcap` (pcapng, with what the fault engine did to each frame it touched; `NETNS_TEST_CAPTURE`) |
 //! | `timeout = "10s"` | fail the test after this long (`ms`, `s`, `m`, `h`; `"1m30s"`) |
 //! | `flavor = "multi_thread"` | tokio runtime of an `async fn` test (default `"current_thread"`) |
 //! | `worker_threads = 2` | worker threads of the `multi_thread` runtime |
@@ -121,6 +123,11 @@ mod error;
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
     allow(dead_code)
 )]
+mod firewall;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
 mod impairment;
 #[cfg_attr(
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
@@ -137,6 +144,11 @@ mod schedule;
     allow(dead_code)
 )]
 mod settings;
+#[cfg_attr(
+    not(all(target_os = "linux", not(netns_test_unsupported_platform))),
+    allow(dead_code)
+)]
+mod traffic;
 #[cfg_attr(
     not(all(target_os = "linux", not(netns_test_unsupported_platform))),
     allow(dead_code)
@@ -177,9 +189,11 @@ mod unsupported;
 pub use unsupported::{Link, NetNs, Network, Node, Switch, privileged};
 
 pub use error::Error;
-pub use impairment::Impairment;
+pub use firewall::Firewall;
+pub use impairment::{Impairment, LinkCounters};
 pub use nat::{Nat, NatFiltering, NatMapping};
 pub use schedule::Schedule;
+pub use traffic::{IntoSubnet, Traffic};
 pub use veth_pair::Veth;
 
 pub use netns_test_macros::netns_test;

@@ -133,6 +133,30 @@ pub(crate) trait Observer: Send + Sync {
     /// A network's fault engine stopped on its own, for the reason `why`:
     /// the test fails, saying so, even when its body passed.
     fn network_failed(&self, why: String);
+
+    /// The fault engine of the network with `seed` started: `lines()`
+    /// says what it did to each impaired direction (`a eth0 → b eth0:
+    /// 2000 packets ...`), printed under the seed when the test fails.
+    fn faults_made(&self, seed: u64, lines: Box<dyn Fn() -> Vec<String> + Send + Sync>);
+
+    /// Where the fault engine records the frames `interface` of `ns`
+    /// sends through it, with what it did to each, when the test captures
+    /// `ns`; the capture then leaves out what the kernel shows of those
+    /// frames on `redirect`, where the engine takes them.
+    fn capture_sink(
+        &self,
+        ns: &NetNs,
+        interface: &str,
+        redirect: &str,
+    ) -> Option<Arc<dyn FrameSink>>;
+}
+
+/// A capture that the fault engine hands the frames it takes.
+pub(crate) trait FrameSink: Send + Sync {
+    /// A frame the interface sent, as it sent it, and what the engine did
+    /// to it (`None`: nothing). Never waits: a capture that cannot keep up
+    /// loses the frame.
+    fn frame(&self, frame: &[u8], comment: Option<String>);
 }
 
 /// The observer of the test whose namespace the calling thread is in, if any.

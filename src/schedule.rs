@@ -45,14 +45,18 @@ impl Schedule {
     }
 
     /// Checks every step: the error names the step and the bad value.
-    pub(crate) fn plan(&self) -> Result<Plan, Error> {
+    /// Returns a plan per rule: the k-th impairment of each step's
+    /// [`otherwise`](Impairment::otherwise) chain, in each step (a step
+    /// with fewer rules takes nothing for the others), so that every
+    /// rule's plan has the same steps.
+    pub(crate) fn plans(&self) -> Result<Vec<Plan>, Error> {
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, (duration, impairment)) in self.steps.iter().enumerate() {
-            let model = impairment.check().map_err(|why| {
+            let models = impairment.check().map_err(|why| {
                 Error::invalid_input("schedule", format!("step {}: {why}", i + 1))
             })?;
             let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-            steps.push((nanos, model));
+            steps.push((nanos, models));
         }
         if self.repeat && steps.iter().all(|(nanos, _)| *nanos == 0) {
             return Err(Error::invalid_input(
@@ -60,14 +64,26 @@ impl Schedule {
                 "a repeating schedule needs a step longer than 0: its steps last from 1 ns to years",
             ));
         }
-        Ok(Plan {
-            steps,
-            repeat: self.repeat,
-        })
+        let rules = steps.iter().map(|(_, m)| m.len()).max().unwrap_or(1);
+        Ok((0..rules)
+            .map(|k| Plan {
+                steps: steps
+                    .iter()
+                    .map(|(nanos, models)| (*nanos, models.get(k).cloned().unwrap_or_default()))
+                    .collect(),
+                repeat: self.repeat,
+            })
+            .collect())
     }
 }
 
-/// A checked [`Schedule`], in nanoseconds.
+/// The plans of an impairment that holds for ever: one per rule.
+pub(crate) fn constant(models: Vec<Model>) -> Vec<Plan> {
+    models.into_iter().map(Plan::constant).collect()
+}
+
+/// A checked [`Schedule`] (or a constant impairment), for one rule, in
+/// nanoseconds.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Plan {
     pub steps: Vec<(u64, Model)>,
@@ -107,13 +123,13 @@ impl Plan {
                 } else {
                     Some(base.saturating_add(end))
                 };
-                return (*model, next);
+                return (model.clone(), next);
             }
             start = end;
         }
         // Past the end of a schedule that does not repeat: the last step stays.
         let (_, last) = self.steps.last().expect("not empty");
-        (*last, None)
+        (last.clone(), None)
     }
 }
 
@@ -132,8 +148,9 @@ mod tests {
             .then(ms(500), Impairment::new().loss(100.0))
             .then(ms(200), Impairment::new())
             .repeat()
-            .plan()
-            .unwrap();
+            .plans()
+            .unwrap()
+            .remove(0);
         let ms = |n: u64| n * 1_000_000;
         let (model, next) = plan.at(0);
         assert_eq!((loss(&model), next), (1.0, Some(ms(500))));
@@ -151,12 +168,13 @@ mod tests {
         let plan = Schedule::new()
             .then(ms(100), Impairment::new().loss(50.0))
             .then(ms(100), Impairment::new().loss(20.0))
-            .plan()
-            .unwrap();
+            .plans()
+            .unwrap()
+            .remove(0);
         assert_eq!(plan.at(150_000_000).1, Some(200_000_000));
         let (model, next) = plan.at(5_000_000_000);
         assert_eq!((model.loss, next), (0.2, None));
-        assert!(Schedule::new().plan().unwrap().at(0).0.is_clear());
+        assert!(Schedule::new().plans().unwrap()[0].at(0).0.is_clear());
     }
 
     #[test]
@@ -164,7 +182,7 @@ mod tests {
         let error = Schedule::new()
             .then(Duration::from_millis(1), Impairment::new())
             .then(Duration::from_millis(1), Impairment::new().loss(200.0))
-            .plan()
+            .plans()
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
         assert!(error.to_string().contains("step 2"), "{error}");
@@ -172,8 +190,31 @@ mod tests {
         let error = Schedule::new()
             .then(Duration::ZERO, Impairment::new())
             .repeat()
-            .plan()
+            .plans()
             .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn each_rule_has_a_plan_with_every_step() {
+        let ms = Duration::from_millis;
+        let v6 = crate::Traffic::ipv6();
+        let plans = Schedule::new()
+            .then(ms(100), Impairment::new().loss(100.0).only(v6))
+            .then(
+                ms(100),
+                Impairment::new()
+                    .delay(ms(5))
+                    .only(crate::Traffic::udp())
+                    .otherwise(Impairment::new().loss(10.0)),
+            )
+            .plans()
+            .unwrap();
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[1].steps.len(), 2);
+        // The second rule takes nothing in the first step.
+        assert!(plans[1].at(0).0.is_clear());
+        assert_eq!(plans[1].at(0).0.claims, crate::impairment::Claims::Nothing);
+        assert!((plans[1].at(150_000_000).0.loss - 0.1).abs() < 1e-12);
     }
 }

@@ -10,7 +10,8 @@
 
 use crate::contract::{Ended, FailureKind, Outcome, TestReturn, TestSpec};
 use crate::error::Error;
-use crate::impairment::Impairment;
+use crate::firewall::Firewall;
+use crate::impairment::{Impairment, LinkCounters};
 use crate::nat::Nat;
 use crate::schedule::Schedule;
 use crate::veth_pair::Veth;
@@ -283,6 +284,10 @@ impl Node {
         match self.0 {}
     }
 
+    pub fn firewall(&self, _link: &Link, _firewall: Firewall) -> Result<(), Error> {
+        match self.0 {}
+    }
+
     pub fn forward_port(
         &self,
         _outside: &Link,
@@ -329,6 +334,14 @@ impl Link {
     }
 
     pub fn schedule_from(&self, _from: &Node, _schedule: Schedule) -> Result<(), Error> {
+        match self.0 {}
+    }
+
+    pub fn counters_from(&self, _from: &Node) -> LinkCounters {
+        match self.0 {}
+    }
+
+    pub fn counters_to(&self, _to: &Node) -> LinkCounters {
         match self.0 {}
     }
 }

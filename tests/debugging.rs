@@ -212,22 +212,9 @@ fn fixture_captures_a_connection() {
 
 /// TCP flags of the IPv4/TCP packets between port 4321 and others, in order.
 fn tcp_flags_on_port(pcap: &[u8], port: u16) -> Vec<(u16, u16, u8)> {
-    assert_eq!(
-        u32::from_ne_bytes(pcap[0..4].try_into().unwrap()),
-        0xa1b2_c3d4,
-        "pcap magic"
-    );
-    assert_eq!(
-        u32::from_ne_bytes(pcap[20..24].try_into().unwrap()),
-        1,
-        "linktype ethernet"
-    );
     let mut packets = Vec::new();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let kept = u32::from_ne_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &pcap[at + 16..at + 16 + kept];
-        at += 16 + kept;
+    for packet in common::pcapng_packets(pcap) {
+        let frame = &packet.data[..];
         // Ethernet, IPv4, TCP.
         if frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 6 {
             continue;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use netns_test::{Impairment, Link, Network, Node, Schedule, netns_test};
+use netns_test::{Impairment, Link, Network, Node, Schedule, Traffic, netns_test};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
@@ -100,6 +100,21 @@ fn datagrams_to(
 ) -> Received {
     let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
     let address = SocketAddr::new(IpAddr::V4(address), port);
+    datagrams_between(from, 0, to, address, n, size, gap)
+}
+
+/// Sends `n` numbered datagrams of `size` bytes from `from`'s port
+/// `source_port` (any when 0) to `address` of `to`, `gap` apart, and
+/// returns what arrived.
+fn datagrams_between(
+    from: &Node,
+    source_port: u16,
+    to: &Node,
+    address: SocketAddr,
+    n: u32,
+    size: usize,
+    gap: Duration,
+) -> Received {
     let receiver = to.netns().run(move || {
         let socket = UdpSocket::bind(address).unwrap();
         use nix::sys::socket::{setsockopt, sockopt};
@@ -143,7 +158,12 @@ fn datagrams_to(
     });
     let sender_waited = from.netns().run(move || {
         let before = thread_waited();
-        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let any: IpAddr = if address.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let socket = UdpSocket::bind((any, source_port)).unwrap();
         let mut payload = vec![0u8; size.max(12)];
         for i in 0..n {
             payload[..4].copy_from_slice(&i.to_be_bytes());
@@ -1230,6 +1250,854 @@ fn a_first_impairment_out_of_descriptors_leaves_nothing() {
     assert!(text.contains("REPORT retried"), "{text}");
 }
 
+// Traffic selectors: each kind, checked in the impaired direction (what it
+// selects, what it does not) and in the other.
+
+/// The address of `node` on `link` in `family` (4 or 6), at `port`.
+fn at(node: &Node, link: &Link, family: u8, port: u16) -> SocketAddr {
+    match family {
+        4 => SocketAddr::new(IpAddr::V4(node.ipv4_on(link)), port),
+        _ => SocketAddr::new(IpAddr::V6(node.ipv6_on(link)), port),
+    }
+}
+
+fn next_port() -> u16 {
+    NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How many of 30 datagrams from `from` (from `source_port`, any when 0)
+/// reach `to` at `address`, and the longest one-way time.
+fn through(from: &Node, source_port: u16, to: &Node, address: SocketAddr) -> (usize, Duration) {
+    let got = datagrams_between(from, source_port, to, address, 30, 100, Duration::ZERO);
+    let slowest = got.delays.iter().max().copied().unwrap_or_default();
+    (got.numbers.len(), slowest)
+}
+
+#[netns_test]
+fn a_family_selector_impairs_only_that_family() {
+    let p = pair();
+    let v6_lost = Impairment::new().loss(100.0).only(Traffic::ipv6());
+    p.link.impair_from(&p.a, v6_lost).unwrap();
+    let there = |family| through(&p.a, 0, &p.b, at(&p.b, &p.link, family, next_port())).0;
+    let back = |family| through(&p.b, 0, &p.a, at(&p.a, &p.link, family, next_port())).0;
+    assert_eq!(there(6), 0, "IPv6 from a is lost");
+    assert_eq!(there(4), 30, "IPv4 from a is not");
+    assert_eq!(back(6), 30, "IPv6 to a is not");
+    // TCP too: IPv6 connects no more from a, IPv4 does.
+    let listener = |family| {
+        let address = at(&p.b, &p.link, family, 80);
+        p.b.netns().run(move || TcpListener::bind(address).unwrap())
+    };
+    let (_v4, _v6) = (listener(4), listener(6));
+    let connects = |family| {
+        let address = at(&p.b, &p.link, family, 80);
+        p.a.netns()
+            .run(move || TcpStream::connect_timeout(&address, ms(300)).is_ok())
+    };
+    assert!(connects(4));
+    assert!(!connects(6));
+    // IPv4 only, the other way round.
+    let v4_lost = Impairment::new().loss(100.0).only(Traffic::ipv4());
+    p.link.impair_from(&p.a, v4_lost).unwrap();
+    assert_eq!(there(4), 0);
+    assert_eq!(there(6), 30);
+}
+
+/// An ICMP (or ICMPv6) echo from `from` to `to`: whether its reply comes.
+fn ping(from: &Node, to: IpAddr) -> bool {
+    from.netns().run(move || {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage, recv, sendto,
+            setsockopt, socket, sockopt,
+        };
+        let (family, protocol, kind) = match to {
+            IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp, 8u8),
+            IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6, 128u8),
+        };
+        let fd = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol).unwrap();
+        let timeout = nix::sys::time::TimeVal::new(0, 100_000);
+        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).unwrap();
+        // Type, code, checksum, identifier, sequence, payload.
+        let mut echo = vec![kind, 0, 0, 0, 0x4e, 0x54, 0, 1];
+        echo.extend(b"netns-test ping!");
+        if to.is_ipv4() {
+            // ICMPv6's checksum is the kernel's; ICMP's is ours.
+            let sum = echo.chunks(2).fold(0u32, |s, w| {
+                s + u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))
+            });
+            let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+            echo[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let target = SockaddrStorage::from(SocketAddr::new(to, 0));
+        for _ in 0..3 {
+            sendto(raw, &echo, &target, nix::sys::socket::MsgFlags::empty()).unwrap();
+            let mut buf = [0u8; 256];
+            let until = Instant::now() + ms(100);
+            while Instant::now() < until {
+                let Ok(n) = recv(raw, &mut buf, nix::sys::socket::MsgFlags::empty()) else {
+                    break;
+                };
+                // IPv4 raw sockets see the IP header; IPv6 ones do not.
+                let icmp = match to {
+                    IpAddr::V4(_) => &buf[usize::from(buf[0] & 0x0f) * 4..n],
+                    IpAddr::V6(_) => &buf[..n],
+                };
+                let reply = if to.is_ipv4() { 0 } else { 129 };
+                if icmp.len() >= 8 && icmp[0] == reply && icmp[4..6] == [0x4e, 0x54] {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+#[netns_test]
+fn a_protocol_selector_impairs_only_that_protocol() {
+    let p = pair();
+    let b4 = || at(&p.b, &p.link, 4, next_port());
+    let a4 = || at(&p.a, &p.link, 4, next_port());
+    // UDP lost from a; TCP from a, and UDP to a, untouched.
+    let udp_lost = Impairment::new().loss(100.0).only(Traffic::udp());
+    p.link.impair_from(&p.a, udp_lost).unwrap();
+    assert_eq!(through(&p.a, 0, &p.b, b4()).0, 0);
+    assert_eq!(through(&p.b, 0, &p.a, a4()).0, 30);
+    let address = b4();
+    let _listener = p.b.netns().run(move || TcpListener::bind(address).unwrap());
+    let handshake = || {
+        p.a.netns().run(move || {
+            let start = Instant::now();
+            TcpStream::connect_timeout(&address, ms(1000)).unwrap();
+            start.elapsed()
+        })
+    };
+    handshake();
+    // TCP delayed from a: a's handshake waits (its SYN), UDP does not.
+    let tcp_slow = Impairment::new().delay(ms(150)).only(Traffic::tcp());
+    p.link.impair_from(&p.a, tcp_slow).unwrap();
+    assert!(handshake() >= ms(149));
+    let (n, slowest) = through(&p.a, 0, &p.b, b4());
+    assert_eq!(n, 30);
+    assert!(slowest < ms(100), "UDP took {slowest:?}");
+    // ICMP lost from a: a's pings go unanswered (both families), b's
+    // pings get no reply (a's replies are ICMP from a); UDP passes.
+    let icmp_lost = Impairment::new().loss(100.0).only(Traffic::icmp());
+    assert!(ping(&p.a, IpAddr::V4(p.b.ipv4_on(&p.link))), "before");
+    assert!(ping(&p.a, IpAddr::V6(p.b.ipv6_on(&p.link))), "before, IPv6");
+    p.link.impair_from(&p.a, icmp_lost).unwrap();
+    assert!(!ping(&p.a, IpAddr::V4(p.b.ipv4_on(&p.link))));
+    assert!(!ping(&p.a, IpAddr::V6(p.b.ipv6_on(&p.link))));
+    assert!(!ping(&p.b, IpAddr::V4(p.a.ipv4_on(&p.link))));
+    assert_eq!(through(&p.a, 0, &p.b, b4()).0, 30);
+    // Only what b sends: b's pings to a get no answer... a's reply is
+    // ICMP from a, not impaired now: they do.
+    p.link.impair_from(&p.a, Impairment::new()).unwrap();
+    p.link
+        .impair_from(&p.b, Impairment::new().loss(100.0).only(Traffic::icmp()))
+        .unwrap();
+    assert!(!ping(&p.b, IpAddr::V4(p.a.ipv4_on(&p.link))));
+    assert!(!ping(&p.a, IpAddr::V6(p.b.ipv6_on(&p.link))), "b's replies");
+    // Neighbour discovery is never selected: IPv6 UDP still crosses.
+    let b6 = at(&p.b, &p.link, 6, next_port());
+    assert_eq!(
+        through(&p.b, 0, &p.a, at(&p.a, &p.link, 6, next_port())).0,
+        30
+    );
+    assert_eq!(through(&p.a, 0, &p.b, b6).0, 30);
+}
+
+#[netns_test]
+fn port_selectors_impair_only_their_ports() {
+    let p = pair();
+    let delayed = |traffic: Traffic| Impairment::new().delay(ms(150)).only(traffic);
+    let slow = |(n, slowest): (usize, Duration)| {
+        assert_eq!(n, 30);
+        slowest >= ms(149)
+    };
+    let b = |port| at(&p.b, &p.link, 4, port);
+    // port(53): either end, what a sends.
+    p.link
+        .impair_from(&p.a, delayed(Traffic::udp().port(53)))
+        .unwrap();
+    assert!(slow(through(&p.a, 0, &p.b, b(53))), "a to port 53");
+    assert!(
+        slow(through(&p.a, 53, &p.b, b(next_port()))),
+        "a from port 53"
+    );
+    assert!(!slow(through(&p.a, 0, &p.b, b(54))), "a to port 54");
+    assert!(
+        !slow(through(&p.b, 53, &p.a, at(&p.a, &p.link, 4, 53))),
+        "b to a's port 53: the other direction"
+    );
+    // dst_port(53): only to it.
+    p.link
+        .impair_from(&p.a, delayed(Traffic::udp().dst_port(53)))
+        .unwrap();
+    assert!(slow(through(&p.a, 0, &p.b, b(53))));
+    assert!(!slow(through(&p.a, 53, &p.b, b(next_port()))));
+    // src_port(5353): only from it.
+    p.link
+        .impair_from(&p.a, delayed(Traffic::udp().src_port(5353)))
+        .unwrap();
+    assert!(slow(through(&p.a, 5353, &p.b, b(next_port()))));
+    assert!(!slow(through(&p.a, 0, &p.b, b(5353))));
+    // A port without a protocol is TCP's or UDP's: UDP over IPv6 too.
+    p.link
+        .impair_from(&p.a, delayed(Traffic::ipv6().port(53)))
+        .unwrap();
+    assert!(slow(through(&p.a, 0, &p.b, at(&p.b, &p.link, 6, 53))));
+    assert!(!slow(through(&p.a, 0, &p.b, b(53))), "IPv4");
+}
+
+#[netns_test]
+fn address_selectors_impair_only_what_goes_to_or_comes_from_there() {
+    let net = Network::new();
+    let lan = net.switch("lan").unwrap();
+    let [a, b, c] = ["a", "b", "c"].map(|name| net.node(name).unwrap());
+    let [a_port, b_port, c_port] = [&a, &b, &c].map(|n| net.attach(n, &lan).unwrap());
+    resolve_both(&a, a.ipv4_on(&a_port), &b, b.ipv4_on(&b_port));
+    resolve_both(&a, a.ipv4_on(&a_port), &c, c.ipv4_on(&c_port));
+    let slow = |(n, slowest): (usize, Duration)| {
+        assert_eq!(n, 30);
+        slowest >= ms(149)
+    };
+    let to_b = at(&b, &b_port, 4, next_port());
+    let to_c = at(&c, &c_port, 4, next_port());
+    let to_a = || at(&a, &a_port, 4, next_port());
+    // What a sends to b is delayed; to c, and from b to a, it is not.
+    let b_address = b.ipv4_on(&b_port);
+    a_port
+        .impair_from(
+            &a,
+            Impairment::new()
+                .delay(ms(150))
+                .only(Traffic::ipv4().to(b_address)),
+        )
+        .unwrap();
+    assert!(slow(through(&a, 0, &b, to_b)));
+    assert!(!slow(through(&a, 0, &c, to_c)));
+    assert!(!slow(through(&b, 0, &a, to_a())));
+    // A subnet: both b and c are in the switch's /24.
+    let subnet = format!("{}/24", {
+        let [x, y, z, _] = b_address.octets();
+        Ipv4Addr::new(x, y, z, 0)
+    });
+    a_port
+        .impair_from(
+            &a,
+            Impairment::new()
+                .delay(ms(150))
+                .only(Traffic::udp().to(subnet.as_str())),
+        )
+        .unwrap();
+    assert!(slow(through(&a, 0, &c, to_c)));
+    // What reaches a from b is delayed; from c it is not.
+    a_port.impair_from(&a, Impairment::new()).unwrap();
+    a_port
+        .impair_to(
+            &a,
+            Impairment::new()
+                .delay(ms(150))
+                .only(Traffic::ipv4().from(b_address)),
+        )
+        .unwrap();
+    assert!(slow(through(&b, 0, &a, to_a())));
+    assert!(!slow(through(&c, 0, &a, to_a())));
+    assert!(!slow(through(&a, 0, &b, to_b)));
+}
+
+/// A DNS server of the smallest kind on `address`: answers every A query
+/// with `answer`, until dropped.
+struct Dns {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Dns {
+    fn start(node: &Node, address: SocketAddr, answer: Ipv4Addr) -> Dns {
+        let socket = node.netns().run(move || UdpSocket::bind(address).unwrap());
+        socket.set_read_timeout(Some(ms(20))).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !done.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                // The query's header and question, flagged as a response
+                // with one answer: a pointer to the name, A, IN, TTL, the
+                // address.
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                reply[7] = 1;
+                reply.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                reply.extend(answer.octets());
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        Dns { stop }
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Asks `server` for the A record of `name`: the address, and how long it took.
+fn resolve(from: &Node, server: SocketAddr, name: &str) -> (Ipv4Addr, Duration) {
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend(label.as_bytes());
+    }
+    query.extend([0, 0, 1, 0, 1]);
+    from.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let start = Instant::now();
+        socket.send_to(&query, server).unwrap();
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).unwrap();
+        assert_eq!(buf[..2], [0x12, 0x34]);
+        let a = &buf[n - 4..n];
+        (Ipv4Addr::new(a[0], a[1], a[2], a[3]), start.elapsed())
+    })
+}
+
+#[netns_test]
+fn dns_is_slow_while_tcp_to_the_same_node_is_not() {
+    let p = pair();
+    let (client, server) = (&p.a, &p.b);
+    let server_address = server.ipv4_on(&p.link);
+    let _dns = Dns::start(
+        server,
+        SocketAddr::new(server_address.into(), 53),
+        server_address,
+    );
+    let address = SocketAddr::new(server_address.into(), 80);
+    let _web = server
+        .netns()
+        .run(move || TcpListener::bind(address).unwrap());
+    p.link
+        .impair_from(
+            client,
+            Impairment::new()
+                .delay(ms(500))
+                .only(Traffic::udp().port(53)),
+        )
+        .unwrap();
+    let (resolved, took) = resolve(client, SocketAddr::new(server_address.into(), 53), "server");
+    assert_eq!(resolved, server_address);
+    assert!(took >= ms(499), "the query waited: {took:?}");
+    assert!(
+        took < ms(1000),
+        "the answer did not (the other direction): {took:?}"
+    );
+    let handshake = client.netns().run(move || {
+        let start = Instant::now();
+        TcpStream::connect_timeout(&address, Duration::from_secs(2)).unwrap();
+        start.elapsed()
+    });
+    assert!(
+        handshake < ms(500),
+        "TCP to the same node waited: {handshake:?}"
+    );
+}
+
+#[netns_test]
+fn a_happy_eyeballs_client_falls_back_to_ipv4_when_ipv6_is_black_holed() {
+    let p = pair();
+    let (client, server) = (&p.a, &p.b);
+    let listeners: Vec<TcpListener> = [4, 6]
+        .into_iter()
+        .map(|family| {
+            let address = at(server, &p.link, family, 443);
+            server
+                .netns()
+                .run(move || TcpListener::bind(address).unwrap())
+        })
+        .collect();
+    p.link
+        .impair(Impairment::new().loss(100.0).only(Traffic::ipv6()))
+        .unwrap();
+    // RFC 8305 with std only: IPv6 first, IPv4 250 ms later, the first
+    // to connect wins. The server's addresses come from its name.
+    let (winner, took) = client.netns().run(|| {
+        use std::net::ToSocketAddrs;
+        let mut addresses: Vec<SocketAddr> = ("b", 443).to_socket_addrs().unwrap().collect();
+        addresses.sort_by_key(|a| a.is_ipv4());
+        assert!(addresses[0].is_ipv6() && addresses.iter().any(SocketAddr::is_ipv4));
+        let start = Instant::now();
+        let (done, results) = std::sync::mpsc::channel();
+        for (i, address) in addresses.into_iter().enumerate() {
+            if i > 0 {
+                if let Ok(Ok(stream)) = results.recv_timeout(ms(250)) {
+                    let stream: TcpStream = stream;
+                    return (stream.peer_addr().unwrap(), start.elapsed());
+                }
+            }
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let _ = done.send(TcpStream::connect_timeout(&address, Duration::from_secs(3)));
+            });
+        }
+        drop(done);
+        loop {
+            match results.recv() {
+                Ok(Ok(stream)) => return (stream.peer_addr().unwrap(), start.elapsed()),
+                Ok(Err(_)) => continue,
+                Err(_) => panic!("no address connected"),
+            }
+        }
+    });
+    assert!(winner.is_ipv4(), "connected to {winner}");
+    assert!(
+        took >= ms(250),
+        "IPv4 started after the attempt delay: {took:?}"
+    );
+    // IPv6 alone gets nowhere, either way.
+    let v6 = at(server, &p.link, 6, 443);
+    assert!(
+        client
+            .netns()
+            .run(move || TcpStream::connect_timeout(&v6, ms(300)).is_err())
+    );
+    assert_eq!(
+        through(server, 0, client, at(client, &p.link, 6, next_port())).0,
+        0,
+        "both directions"
+    );
+    drop(listeners);
+}
+
+#[netns_test]
+fn several_impairments_on_one_direction_each_take_their_traffic() {
+    let p = pair();
+    let b = |port| at(&p.b, &p.link, 4, port);
+    // DNS slow, other UDP lost, the rest (TCP) untouched.
+    let rules = Impairment::new()
+        .delay(ms(150))
+        .only(Traffic::udp().port(53))
+        .otherwise(Impairment::new().loss(100.0).only(Traffic::udp()));
+    p.link.impair_from(&p.a, rules).unwrap();
+    let (n, slowest) = through(&p.a, 0, &p.b, b(53));
+    assert_eq!(n, 30, "DNS is the first rule's: delayed, not lost");
+    assert!(slowest >= ms(149));
+    assert_eq!(through(&p.a, 0, &p.b, b(next_port())).0, 0);
+    let address = b(80);
+    let _listener = p.b.netns().run(move || TcpListener::bind(address).unwrap());
+    assert!(
+        p.a.netns()
+            .run(move || TcpStream::connect_timeout(&address, ms(500)).is_ok())
+    );
+    // A rule without knobs keeps its traffic from the rules after it.
+    let shielded = Impairment::new()
+        .only(Traffic::udp().dst_port(7000))
+        .otherwise(Impairment::new().loss(100.0));
+    p.link.impair_from(&p.a, shielded).unwrap();
+    assert_eq!(through(&p.a, 0, &p.b, b(7000)).0, 30);
+    assert_eq!(through(&p.a, 0, &p.b, b(7001)).0, 0);
+}
+
+/// The numbers of the datagrams to port 7000 that b received, when each
+/// of 300 went out between `others` datagrams to port 7001, through a
+/// rule each.
+fn replay_one_rule(others: u32) -> Vec<u32> {
+    let net = Network::with_seed(0x5eed);
+    let a = net.node("a").unwrap();
+    let b = net.node("b").unwrap();
+    let link = net.link(&a, &b).unwrap();
+    resolve_neighbours(&a, &b, &link);
+    let rules = Impairment::new()
+        .loss(30.0)
+        .only(Traffic::udp().dst_port(7000))
+        .otherwise(
+            Impairment::new()
+                .loss(50.0)
+                .only(Traffic::udp().dst_port(7001)),
+        );
+    link.impair_from(&a, rules).unwrap();
+    let target = at(&b, &link, 4, 7000);
+    let other = at(&b, &link, 4, 7001);
+    let receiver = b.netns().run(move || UdpSocket::bind(target).unwrap());
+    receiver.set_read_timeout(Some(ms(200))).unwrap();
+    a.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..300u32 {
+            socket.send_to(&i.to_be_bytes(), target).unwrap();
+            for _ in 0..others {
+                socket.send_to(b"other", other).unwrap();
+            }
+            if i % 50 == 49 {
+                std::thread::sleep(ms(1));
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8];
+    while let Ok(4) = receiver.recv(&mut buf) {
+        got.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+    }
+    got
+}
+
+#[netns_test]
+fn a_rule_replays_from_the_seed_whatever_else_crosses() {
+    let alone = replay_one_rule(0);
+    let kept = share(alone.len(), 300);
+    assert!((0.55..0.85).contains(&kept), "{kept}");
+    assert_eq!(
+        replay_one_rule(2),
+        alone,
+        "other traffic between, other rule"
+    );
+}
+
+#[netns_test]
+fn traffic_no_selector_takes_stays_on_the_plain_veth() {
+    let p = pair();
+    p.link
+        .impair_from(
+            &p.a,
+            Impairment::new().loss(0.0).only(Traffic::udp().port(53)),
+        )
+        .unwrap();
+    let engine_frames = || {
+        p.a.netns().run(|| {
+            std::fs::read_to_string("/sys/class/net/f-eth0/statistics/tx_packets")
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+    };
+    let before = engine_frames();
+    // TCP, 1 MB: none of it goes to the engine.
+    let address = at(&p.b, &p.link, 4, 9000);
+    let listener = p.b.netns().run(move || TcpListener::bind(address).unwrap());
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all.len()
+    });
+    p.a.netns().run(move || {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).unwrap();
+        stream.write_all(&vec![1u8; 1 << 20]).unwrap();
+    });
+    assert_eq!(reader.join().unwrap(), 1 << 20);
+    assert_eq!(engine_frames(), before, "TCP went to the engine");
+    // DNS does, and only DNS is counted.
+    assert_eq!(through(&p.a, 0, &p.b, at(&p.b, &p.link, 4, 53)).0, 30);
+    assert_eq!(engine_frames(), before + 30);
+    assert_eq!(p.link.counters_from(&p.a).packets(), 30);
+}
+
+/// Sends a UDP datagram over IPv6 with a destination options header from
+/// `from` to `to`.
+fn datagram_with_destination_options(from: &Node, to: SocketAddr) {
+    from.netns().run(move || {
+        use std::os::fd::AsRawFd;
+        let socket = UdpSocket::bind("[::]:0").unwrap();
+        // Next header (the kernel's), length 0 (8 bytes), PadN of 4.
+        let options = [0u8, 0, 1, 4, 0, 0, 0, 0];
+        // SAFETY: setsockopt reads the 8 bytes of `options`.
+        let rc = unsafe {
+            nix::libc::setsockopt(
+                socket.as_raw_fd(),
+                nix::libc::IPPROTO_IPV6,
+                nix::libc::IPV6_DSTOPTS,
+                options.as_ptr().cast(),
+                options.len() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        socket.send_to(b"with options", to).unwrap();
+    });
+}
+
+#[netns_test]
+fn selectors_read_past_ipv6_extension_headers() {
+    let p = pair();
+    let to = at(&p.b, &p.link, 6, 5300);
+    let receiver = p.b.netns().run(move || UdpSocket::bind(to).unwrap());
+    receiver.set_read_timeout(Some(ms(300))).unwrap();
+    p.link
+        .impair_from(
+            &p.a,
+            Impairment::new()
+                .loss(100.0)
+                .only(Traffic::udp().dst_port(5300)),
+        )
+        .unwrap();
+    datagram_with_destination_options(&p.a, to);
+    assert!(
+        receiver.recv(&mut [0u8; 32]).is_err(),
+        "the filter and the engine saw the port"
+    );
+    p.link
+        .impair_from(
+            &p.a,
+            Impairment::new()
+                .loss(100.0)
+                .only(Traffic::udp().dst_port(5301)),
+        )
+        .unwrap();
+    datagram_with_destination_options(&p.a, to);
+    assert!(receiver.recv(&mut [0u8; 32]).is_ok(), "another port passes");
+}
+
+#[netns_test]
+fn bad_selectors_are_refused_and_the_link_keeps_what_it_had() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().loss(100.0).only(Traffic::udp()))
+        .unwrap();
+    for (bad, naming) in [
+        (Traffic::icmp().port(53), "port 53 on ICMP"),
+        (
+            Traffic::ipv6().to("10.0.0.1"),
+            "10.0.0.1 is not an ipv6 address",
+        ),
+        (Traffic::tcp().and(Traffic::udp()), "tcp and udp contradict"),
+        (Traffic::udp().port(1).port(2), "port(2) after port(1)"),
+        (Traffic::udp().to("10.0.0.1/8"), "write 10.0.0.0/8"),
+    ] {
+        let error = p
+            .link
+            .impair_from(&p.a, Impairment::new().delay(ms(1)).only(bad))
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains(naming), "{error}");
+    }
+    let b = at(&p.b, &p.link, 4, next_port());
+    assert_eq!(through(&p.a, 0, &p.b, b).0, 0, "still lost");
+}
+
+// Counters.
+
+#[netns_test]
+fn counters_equal_what_both_ends_counted() {
+    let p = pair();
+    let impairment = Impairment::new()
+        .delay(ms(5))
+        .loss(20.0)
+        .duplicate(10.0)
+        .only(Traffic::udp());
+    p.link.impair_from(&p.a, impairment).unwrap();
+    let sent = 1000;
+    let got = datagrams(&p.a, &p.b, &p.link, sent, 100, Duration::ZERO);
+    let counters = p.link.counters_from(&p.a);
+    let received = got.numbers.len() as u64;
+    assert_eq!(counters.packets(), u64::from(sent), "{counters}");
+    assert_eq!(counters.bytes(), u64::from(sent) * (14 + 20 + 8 + 100));
+    assert!(counters.lost() > 100, "{counters}");
+    assert!(counters.duplicated() > 40, "{counters}");
+    assert_eq!(counters.dropped(), counters.lost());
+    assert_eq!(
+        received,
+        counters.packets() - counters.lost() + counters.duplicated(),
+        "{counters}"
+    );
+    let unique: std::collections::HashSet<u32> = got.numbers.iter().copied().collect();
+    assert_eq!(unique.len() as u64, counters.packets() - counters.lost());
+    assert_eq!(counters.delayed(), counters.packets() - counters.lost());
+    // The other direction was never impaired; TCP was never selected.
+    assert_eq!(
+        p.link.counters_from(&p.b),
+        netns_test::LinkCounters::default()
+    );
+    assert_eq!(p.link.counters_to(&p.b), counters);
+    // A rate limit's queue: what it could not take, as the receiver saw.
+    p.link
+        .impair_from(
+            &p.a,
+            Impairment::new().rate_kbit(1000).queue_bytes(10 * 1042),
+        )
+        .unwrap();
+    let got = datagrams(&p.a, &p.b, &p.link, 100, 1000, Duration::ZERO);
+    let after = p.link.counters_from(&p.a);
+    assert_eq!(after.packets() - counters.packets(), 100);
+    assert_eq!(
+        after.queue_full(),
+        100 - got.numbers.len() as u64,
+        "{after}"
+    );
+}
+
+#[netns_test]
+#[ignore = "run by a_failing_test_prints_its_counters_by_its_seed"]
+fn fixture_fails_after_impairing() {
+    let p = pair();
+    p.link
+        .impair_from(&p.a, Impairment::new().loss(100.0).only(Traffic::udp()))
+        .unwrap();
+    p.link
+        .impair_from(&p.b, Impairment::new().duplicate(100.0))
+        .unwrap();
+    let got = datagrams(&p.a, &p.b, &p.link, 40, 100, Duration::ZERO);
+    datagrams(&p.b, &p.a, &p.link, 10, 58, Duration::ZERO);
+    println!("SEED {:#018x}", p.net.seed());
+    assert_eq!(got.numbers.len(), 40, "a deliberate failure");
+}
+
+#[test]
+fn a_failing_test_prints_its_counters_by_its_seed() {
+    let (passed, text) = alone("fixture_fails_after_impairing");
+    assert!(!passed, "{text}");
+    let seed = text
+        .lines()
+        .find_map(|l| l.split("SEED ").nth(1))
+        .unwrap_or_else(|| panic!("{text}"))
+        .trim();
+    let seed_line = format!("netns-test: network seed {seed}; rerun with NETNS_TEST_SEED={seed}");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == seed_line)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        lines[at + 1],
+        "netns-test: faults a eth0 → b eth0: 40 packets (5680 bytes): 40 lost",
+        "{text}"
+    );
+    assert_eq!(
+        lines[at + 2],
+        "netns-test: faults b eth0 → a eth0: 10 packets (1000 bytes): 10 duplicated",
+        "{text}"
+    );
+}
+
+// What the engine did, in the captures.
+
+/// Where the captures of this binary's test `test` go when it runs in
+/// `cwd`: the target directory it was built in, or (a copy elsewhere, as
+/// the rootless re-run makes) `cwd`'s `target`.
+fn capture_dir(test: &str, cwd: &std::path::Path) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let target = match deps.file_name() {
+        Some(name) if name == "deps" => deps.parent().unwrap().parent().unwrap().to_owned(),
+        _ => cwd.join("target"),
+    };
+    target.join("netns-test").join(test)
+}
+
+#[netns_test(capture = "all")]
+#[ignore = "run by a_capture_says_what_the_engine_did_to_each_frame"]
+fn fixture_captures_decisions() {
+    let p = pair();
+    p.link
+        .impair_from(
+            &p.a,
+            Impairment::new()
+                .loss(30.0)
+                .delay(ms(5))
+                .only(Traffic::udp().dst_port(6000)),
+        )
+        .unwrap();
+    let to = at(&p.b, &p.link, 4, 6000);
+    let other = at(&p.b, &p.link, 4, 6001);
+    let receiver = p.b.netns().run(move || UdpSocket::bind(to).unwrap());
+    receiver.set_read_timeout(Some(ms(200))).unwrap();
+    p.a.netns().run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..100 {
+            socket
+                .send_to(format!("MARK-{i:03}").as_bytes(), to)
+                .unwrap();
+        }
+        // Not selected: no comment.
+        socket.send_to(b"PLAIN-000", other).unwrap();
+    });
+    let mut got = 0;
+    while receiver.recv(&mut [0u8; 16]).is_ok() {
+        got += 1;
+    }
+    let counters = p.link.counters_from(&p.a);
+    println!("REPORT received {got} lost {}", counters.lost());
+}
+
+#[test]
+fn a_capture_says_what_the_engine_did_to_each_frame() {
+    // A working directory of this user's, for a copy of the binary that
+    // runs elsewhere (rootless).
+    let cwd = tempfile::tempdir().unwrap();
+    let dir = capture_dir("fixture_captures_decisions", cwd.path());
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "fixture_captures_decisions",
+            "--nocapture",
+        ])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let (passed, text) = (output.status.success(), common::text(&output));
+    assert!(passed, "{text}");
+    let (received, lost): (usize, usize) = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("REPORT received ").nth(1)?;
+            let (got, lost) = rest.split_once(" lost ")?;
+            Some((got.trim().parse().ok()?, lost.trim().parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let read = |node: &str| {
+        common::pcapng_packets(&std::fs::read(dir.join(format!("{node}.pcap"))).unwrap())
+    };
+    // UDP datagrams over IPv4 that carry the mark (not the ICMP errors
+    // that quote them).
+    let marked = |packets: &[common::Packet], mark: &[u8]| -> Vec<(String, Option<String>)> {
+        packets
+            .iter()
+            .filter(|p| p.data.get(12..14) == Some(&[0x08, 0x00]) && p.data.get(23) == Some(&17))
+            .filter(|p| p.data.windows(mark.len()).any(|w| w == mark))
+            .map(|p| (p.interface.clone(), p.comment.clone()))
+            .collect()
+    };
+    let sent = read("a");
+    let arrived = read("b");
+    let mut lost_in_capture = 0;
+    for i in 0..100 {
+        let mark = format!("MARK-{i:03}");
+        // Once in a's capture, on its own interface, with what was done.
+        let seen = marked(&sent, mark.as_bytes());
+        assert_eq!(seen.len(), 1, "{mark}: {seen:?}");
+        let (interface, comment) = &seen[0];
+        assert_eq!(interface, "eth0", "{mark}");
+        let comment = comment
+            .as_deref()
+            .unwrap_or_else(|| panic!("{mark}: no comment"));
+        assert!(comment.starts_with("netns-test: "), "{comment}");
+        assert!(comment.contains("rule 1 (udp dst_port 6000)"), "{comment}");
+        assert!(
+            comment.ends_with(&format!("; packet {}", i + 1)),
+            "{comment}"
+        );
+        let in_b = marked(&arrived, mark.as_bytes()).len();
+        if comment.contains("lost (loss)") {
+            lost_in_capture += 1;
+            assert_eq!(in_b, 0, "{mark} lost, yet b got it");
+        } else {
+            assert!(comment.contains("delayed 5."), "{comment}");
+            assert_eq!(in_b, 1, "{mark}: {comment}");
+        }
+    }
+    assert_eq!(lost_in_capture, lost, "the counters' lost");
+    assert_eq!(100 - lost, received);
+    let plain = marked(&sent, b"PLAIN-000");
+    assert_eq!(plain, [("eth0".to_owned(), None)], "unselected: no comment");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Every fault test again, as uid 65534 in rootless mode (when root).
 #[test]
 fn faults_work_rootless() {
@@ -1251,5 +2119,5 @@ fn faults_work_rootless() {
     });
     let text = common::text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("24 passed"), "{text}");
+    assert!(text.contains("38 passed"), "{text}");
 }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// The top-level modules from the bottom up; a module may use those before it.
 const LAYERS: &[&[&str]] = &[
     &["error", "settings", "pool"],
-    &["impairment", "nat", "veth_pair"],
+    &["traffic"],
+    &["impairment", "nat", "veth_pair", "firewall"],
     &["schedule"],
     &["contract"],
     &["os"],

@@ -4,8 +4,8 @@
 //! platforms', so both sides offer the same API. Nothing here runs.
 
 use netns_test::{
-    Error, Impairment, Link, Nat, NatFiltering, NatMapping, NetNs, Network, Node, Schedule, Switch,
-    Veth,
+    Error, Firewall, Impairment, IntoSubnet, Link, LinkCounters, Nat, NatFiltering, NatMapping,
+    NetNs, Network, Node, Schedule, Switch, Traffic, Veth,
 };
 use std::fmt::Debug;
 use std::future::Ready;
@@ -114,6 +114,66 @@ fn signatures() {
     let _: fn(&Link, &Node, Impairment) -> Result<(), Error> = Link::impair_to;
     let _: fn(&Link, Schedule) -> Result<(), Error> = Link::schedule;
     let _: fn(&Link, &Node, Schedule) -> Result<(), Error> = Link::schedule_from;
+    let _: fn(&Link, &Node) -> LinkCounters = Link::counters_from;
+    let _: fn(&Link, &Node) -> LinkCounters = Link::counters_to;
+    let _: fn(&Node, &Link, Firewall) -> Result<(), Error> = Node::firewall;
+
+    fn counters<T: Copy + Debug + Default + Eq + std::hash::Hash + std::fmt::Display>() {}
+    counters::<LinkCounters>();
+    thread_safe::<LinkCounters>();
+    let _: [fn(&LinkCounters) -> u64; 13] = [
+        LinkCounters::packets,
+        LinkCounters::bytes,
+        LinkCounters::lost,
+        LinkCounters::too_big,
+        LinkCounters::queue_full,
+        LinkCounters::overflow,
+        LinkCounters::dropped,
+        LinkCounters::corrupted,
+        LinkCounters::duplicated,
+        LinkCounters::reordered,
+        LinkCounters::delayed,
+        LinkCounters::missed,
+        LinkCounters::unsent,
+    ];
+
+    handle::<Traffic>();
+    thread_safe::<Traffic>();
+    fn selector<T: Eq + std::hash::Hash + std::fmt::Display>() {}
+    selector::<Traffic>();
+    let _: [fn() -> Traffic; 5] = [
+        Traffic::ipv4,
+        Traffic::ipv6,
+        Traffic::tcp,
+        Traffic::udp,
+        Traffic::icmp,
+    ];
+    let _ = Traffic::udp()
+        .port(53)
+        .src_port(1)
+        .dst_port(2)
+        .to(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .from(Ipv4Addr::LOCALHOST)
+        .and(Traffic::ipv6().to(Ipv6Addr::LOCALHOST))
+        .or(Traffic::tcp()
+            .to("10.0.0.0/8")
+            .from(String::from("10.1.0.0/16")));
+    fn subnet<T: IntoSubnet>() {}
+    subnet::<IpAddr>();
+    subnet::<Ipv4Addr>();
+    subnet::<Ipv6Addr>();
+    subnet::<&str>();
+    subnet::<String>();
+
+    handle::<Firewall>();
+    default::<Firewall>();
+    thread_safe::<Firewall>();
+    let _: [fn() -> Firewall; 2] = [Firewall::new, Firewall::block_inbound];
+    let _ = Firewall::allow_only([Traffic::udp()])
+        .block(Traffic::tcp())
+        .allow(Traffic::icmp())
+        == Firewall::new();
+    let _ = Firewall::allow_only(vec![Traffic::udp()]);
 
     handle::<Veth>();
     eq::<Veth>();
@@ -140,6 +200,8 @@ fn signatures() {
         .jitter(Duration::ZERO)
         .duplicate(1.0)
         .reorder(1.0)
+        .only(Traffic::ipv6())
+        .otherwise(Impairment::new())
         == Impairment::new();
 
     handle::<Schedule>();

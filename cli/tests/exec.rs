@@ -445,8 +445,8 @@ fn captures_go_where_cargo_builds_and_only_when_kept() {
     assert_eq!(kept.len(), 1, "{}", text(&output));
     assert_eq!(
         std::fs::read(&kept[0]).unwrap().len(),
-        24,
-        "a pcap header, no packet"
+        28,
+        "a pcapng section header, no packet"
     );
 }
 
@@ -783,7 +783,7 @@ fn a_failed_command_is_kept_and_captured_then_collected() {
     );
     let packets = std::fs::read(&pcap).unwrap();
     assert!(
-        packets.len() > 24 + 4 * 16,
+        packets.len() > 28 + 4 * 32,
         "a handshake and data: {} bytes",
         packets.len()
     );

@@ -1,15 +1,22 @@
 //! Packet capture: every packet on every interface of a namespace, `lo`
-//! included, into a pcap file that Wireshark and tcpdump read.
+//! included, into a pcapng file that Wireshark and tcpdump read: an
+//! interface description block per interface, with its name, and an
+//! enhanced packet block per packet, with a comment on each frame the fault
+//! engine did something to.
 //!
 //! One `AF_PACKET` socket (all protocols, all interfaces) made inside the
 //! namespace before the test body runs, and one thread writing what it
 //! receives. Nothing of this exists unless capture is asked for.
 //!
-//! A frame an impaired direction carries shows once, as its node sent it:
-//! the kernel hands a frame that `eth0`'s egress filter redirects to the
-//! taps of `f-eth0`, not of `eth0`, and the engine's own send on `eth0`
-//! bypasses the taps; the copy that arrives on `f-eth0e`, where the engine
-//! reads it, is left out.
+//! A frame an impaired direction carries shows once, as its node sent it,
+//! on its own interface (`eth0`), with what the engine did to it: the
+//! engine hands the capture every frame it takes ([`Capture::sink`]), and
+//! the copies the kernel shows on the engine's interfaces (`f-eth0`, where
+//! `eth0`'s egress filter redirects them, and `f-eth0e`, where the engine
+//! reads them) are left out. (Without the engine's records, as for a
+//! network made outside the test's namespace, the frame shows on
+//! `f-eth0`, as its node sent it.) Frames the kernel dropped before the
+//! engine read them (`LinkCounters::missed`) are not in the capture.
 //!
 //! Where it goes: `<target dir>/netns-test/<name>/`, reached from `/` one
 //! component at a time with nothing followed that someone else could have
@@ -20,25 +27,63 @@
 //! writes nothing, and makes no directory.
 
 use crate::error::Error;
+use crate::netns::FrameSink;
 use crate::os::private_dir::PrivateDir;
 use crate::os::sys;
 use crate::settings::Policy;
 use nix::libc;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A capture stops writing packets past this size.
 const MAX_BYTES: u64 = 64 << 20;
 /// Bytes kept of each packet.
 const SNAPLEN: usize = 65535;
 /// pcap link type: Ethernet (what veth, bridges and `lo` deliver).
-const LINKTYPE_ETHERNET: u32 = 1;
+const LINKTYPE_ETHERNET: u16 = 1;
+/// How many of the engine's records wait for the writer at most; past
+/// that the engine's frames are lost to the capture, never delayed.
+const RECORDS: usize = 1 << 16;
+
+/// What the fault engine hands a capture.
+enum Record {
+    /// A frame `interface` sent, as the engine took it, when, and what it
+    /// did to it.
+    Frame {
+        interface: Arc<str>,
+        time: Duration,
+        frame: Vec<u8>,
+        comment: Option<String>,
+    },
+    /// From now on the engine hands over what the kernel shows on this
+    /// interface: its frames there are left out.
+    Fed(String),
+}
+
+/// The engine's way into a capture, for one interface.
+struct Sink {
+    interface: Arc<str>,
+    records: mpsc::SyncSender<Record>,
+}
+
+impl FrameSink for Sink {
+    fn frame(&self, frame: &[u8], comment: Option<String>) {
+        let _ = self.records.try_send(Record::Frame {
+            interface: Arc::clone(&self.interface),
+            time: crate::os::unix_time(),
+            frame: frame.to_vec(),
+            comment,
+        });
+    }
+}
 
 /// Where a test's (or a command's) captures go:
 /// `<target>/netns-test/<leaf>/`.
@@ -77,6 +122,8 @@ pub(crate) struct Capture {
     placed: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     writer: Option<JoinHandle<Written>>,
+    /// The fault engine's records, to the writer.
+    records: mpsc::SyncSender<Record>,
 }
 
 /// What the writer thread wrote.
@@ -125,11 +172,12 @@ impl Capture {
             Policy::Failed => (unnamed_file()?, None),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let (records, from_engine) = mpsc::sync_channel(RECORDS);
         let writer = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("netns-test-capture".into())
-                .spawn(move || write_packets(socket, file, &stop))
+                .spawn(move || write_packets(socket, from_engine, file, &stop))
                 .map_err(|e| Error::new("spawn the capture thread", e))?
         };
         Ok(Capture {
@@ -138,6 +186,21 @@ impl Capture {
             placed,
             stop,
             writer: Some(writer),
+            records,
+        })
+    }
+
+    /// Where the fault engine records the frames `interface` sends through
+    /// it (with what it did to each): from now on the capture shows them
+    /// on `interface`, and leaves out what the kernel shows of them on
+    /// `redirect`.
+    pub(crate) fn sink(&self, interface: &str, redirect: &str) -> Arc<dyn FrameSink> {
+        // Sent before the engine takes a frame: the writer reads it before
+        // any frame the kernel shows on `redirect`.
+        let _ = self.records.send(Record::Fed(redirect.to_owned()));
+        Arc::new(Sink {
+            interface: interface.into(),
+            records: self.records.clone(),
         })
     }
 
@@ -253,19 +316,25 @@ fn set_receive_timeout(socket: &OwnedFd, micros: i64) -> Result<(), Error> {
 }
 
 /// Receives packets until told to stop, then drains what is queued;
-/// returns the file and how many packets it holds.
-fn write_packets(socket: OwnedFd, file: File, stop: &AtomicBool) -> Written {
-    let mut out = BufWriter::new(file);
-    let header = pcap_file_header();
-    let mut packets = 0;
-    if out.write_all(&header).is_err() {
-        return Written {
-            file: out.into_inner().ok(),
-            packets,
-        };
+/// writes them, and the engine's records, as they come; returns the file
+/// and how many packets it holds.
+fn write_packets(
+    socket: OwnedFd,
+    from_engine: mpsc::Receiver<Record>,
+    file: File,
+    stop: &AtomicBool,
+) -> Written {
+    let mut out = Pcapng {
+        out: BufWriter::new(file),
+        interfaces: HashMap::new(),
+        written: 0,
+        packets: 0,
+    };
+    if out.write(&section_header()).is_err() {
+        return out.done();
     }
-    let mut engine = EngineInterfaces::default();
-    let mut written = header.len() as u64;
+    let mut names = InterfaceNames::default();
+    let mut fed: HashSet<String> = HashSet::new();
     let mut buffer = vec![0u8; SNAPLEN];
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -283,6 +352,10 @@ fn write_packets(socket: OwnedFd, file: File, stop: &AtomicBool) -> Written {
                 &mut from_len,
             )
         };
+        // The engine's records first: what it said before this frame came.
+        if engine_records(&from_engine, &mut out, &mut fed).is_err() {
+            break;
+        }
         if received < 0 {
             let error = std::io::Error::last_os_error();
             match error.kind() {
@@ -295,40 +368,121 @@ fn write_packets(socket: OwnedFd, file: File, stop: &AtomicBool) -> Written {
         if from.sll_pkttype == libc::PACKET_OUTGOING && is_loopback(&from) {
             continue;
         }
-        if engine.reads(socket.as_fd(), from.sll_ifindex) {
+        let name = names.of(socket.as_fd(), from.sll_ifindex);
+        if crate::os::netlink::is_fault_engine_reader(&name) || fed.contains(&name) {
             continue;
         }
         let original = received as usize;
         let kept = original.min(SNAPLEN);
-        if written + 16 + kept as u64 > MAX_BYTES {
-            continue;
-        }
-        let record = pcap_record_header(kept, original);
-        if out.write_all(&record).is_err() || out.write_all(&buffer[..kept]).is_err() {
+        let time = crate::os::unix_time();
+        if out
+            .packet(&name, time, &buffer[..kept], original, None)
+            .is_err()
+        {
             break;
         }
-        written += 16 + kept as u64;
-        packets += 1;
     }
-    Written {
-        file: out.into_inner().ok(),
-        packets,
-    }
+    let _ = engine_records(&from_engine, &mut out, &mut fed);
+    out.done()
 }
 
-/// The interfaces of a namespace where the fault engine reads, by index,
-/// found by name once each.
+/// Writes the records the engine has sent so far.
+fn engine_records(
+    from_engine: &mpsc::Receiver<Record>,
+    out: &mut Pcapng,
+    fed: &mut HashSet<String>,
+) -> std::io::Result<()> {
+    while let Ok(record) = from_engine.try_recv() {
+        match record {
+            Record::Fed(name) => {
+                fed.insert(name);
+            }
+            Record::Frame {
+                interface,
+                time,
+                frame,
+                comment,
+            } => {
+                let kept = frame.len().min(SNAPLEN);
+                let comment = comment.as_deref();
+                out.packet(&interface, time, &frame[..kept], frame.len(), comment)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names of a namespace's interfaces, by index, asked for once each
+/// (`?` when the interface is gone).
 #[derive(Default)]
-struct EngineInterfaces {
-    known: HashMap<i32, bool>,
+struct InterfaceNames {
+    known: HashMap<i32, String>,
 }
 
-impl EngineInterfaces {
-    fn reads(&mut self, socket: std::os::fd::BorrowedFd<'_>, index: i32) -> bool {
-        *self.known.entry(index).or_insert_with(|| {
-            sys::interface_name_of(socket, index)
-                .is_some_and(|name| crate::os::netlink::is_fault_engine_reader(&name))
-        })
+impl InterfaceNames {
+    fn of(&mut self, socket: std::os::fd::BorrowedFd<'_>, index: i32) -> String {
+        self.known
+            .entry(index)
+            .or_insert_with(|| sys::interface_name_of(socket, index).unwrap_or_else(|| "?".into()))
+            .clone()
+    }
+}
+
+/// A pcapng file being written: its interfaces (an interface description
+/// block each, written before its first packet), what it holds.
+struct Pcapng {
+    out: BufWriter<File>,
+    /// Interface name → its id in the file.
+    interfaces: HashMap<String, u32>,
+    written: u64,
+    packets: u64,
+}
+
+impl Pcapng {
+    fn write(&mut self, block: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(block)?;
+        self.written += block.len() as u64;
+        Ok(())
+    }
+
+    /// A packet of `interface`, at `time` since the epoch, `original`
+    /// bytes long (`data` of them kept), with a comment: skipped past
+    /// [`MAX_BYTES`].
+    fn packet(
+        &mut self,
+        interface: &str,
+        time: Duration,
+        data: &[u8],
+        original: usize,
+        comment: Option<&str>,
+    ) -> std::io::Result<()> {
+        let id = match self.interfaces.get(interface) {
+            Some(id) => *id,
+            None => {
+                let block = interface_description(interface);
+                if self.written + block.len() as u64 > MAX_BYTES {
+                    return Ok(());
+                }
+                self.write(&block)?;
+                let id = self.interfaces.len() as u32;
+                self.interfaces.insert(interface.to_owned(), id);
+                id
+            }
+        };
+        let block = enhanced_packet(id, time, data, original, comment);
+        if self.written + block.len() as u64 > MAX_BYTES {
+            return Ok(());
+        }
+        self.write(&block)?;
+        self.packets += 1;
+        Ok(())
+    }
+
+    fn done(self) -> Written {
+        Written {
+            packets: self.packets,
+            file: self.out.into_inner().ok(),
+        }
     }
 }
 
@@ -336,26 +490,78 @@ fn is_loopback(from: &libc::sockaddr_ll) -> bool {
     from.sll_hatype == libc::ARPHRD_LOOPBACK
 }
 
-fn pcap_file_header() -> Vec<u8> {
-    let mut header = Vec::with_capacity(24);
-    header.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
-    header.extend_from_slice(&2u16.to_ne_bytes());
-    header.extend_from_slice(&4u16.to_ne_bytes());
-    header.extend_from_slice(&0i32.to_ne_bytes()); // thiszone
-    header.extend_from_slice(&0u32.to_ne_bytes()); // sigfigs
-    header.extend_from_slice(&(SNAPLEN as u32).to_ne_bytes());
-    header.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
-    header
+/// A pcapng block: type, total length, body (padded to 4), total length.
+fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().next_multiple_of(4);
+    let total = (12 + padded) as u32;
+    let mut block = Vec::with_capacity(total as usize);
+    block.extend_from_slice(&kind.to_ne_bytes());
+    block.extend_from_slice(&total.to_ne_bytes());
+    block.extend_from_slice(body);
+    block.resize(8 + padded, 0);
+    block.extend_from_slice(&total.to_ne_bytes());
+    block
 }
 
-fn pcap_record_header(kept: usize, original: usize) -> [u8; 16] {
-    let now = crate::os::unix_time();
-    let mut record = [0u8; 16];
-    record[0..4].copy_from_slice(&(now.as_secs() as u32).to_ne_bytes());
-    record[4..8].copy_from_slice(&now.subsec_micros().to_ne_bytes());
-    record[8..12].copy_from_slice(&(kept as u32).to_ne_bytes());
-    record[12..16].copy_from_slice(&(original as u32).to_ne_bytes());
-    record
+/// A pcapng option: code, length, value padded to 4.
+fn option(code: u16, value: &[u8]) -> Vec<u8> {
+    let mut option = Vec::with_capacity(4 + value.len().next_multiple_of(4));
+    option.extend_from_slice(&code.to_ne_bytes());
+    option.extend_from_slice(&(value.len() as u16).to_ne_bytes());
+    option.extend_from_slice(value);
+    option.resize(4 + value.len().next_multiple_of(4), 0);
+    option
+}
+
+/// The end of a list of options.
+const END_OF_OPTIONS: [u8; 4] = [0; 4];
+
+/// The section header block: byte order, version 1.0, length unknown.
+fn section_header() -> Vec<u8> {
+    let mut body = Vec::with_capacity(16);
+    body.extend_from_slice(&0x1A2B_3C4Du32.to_ne_bytes());
+    body.extend_from_slice(&1u16.to_ne_bytes());
+    body.extend_from_slice(&0u16.to_ne_bytes());
+    body.extend_from_slice(&(-1i64).to_ne_bytes());
+    block(0x0A0D_0D0A, &body)
+}
+
+/// An interface description block: Ethernet, the snapshot length, the
+/// interface's name (`if_name`); timestamps in microseconds (the default).
+fn interface_description(name: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+    body.extend_from_slice(&0u16.to_ne_bytes());
+    body.extend_from_slice(&(SNAPLEN as u32).to_ne_bytes());
+    body.extend(option(2, name.as_bytes()));
+    body.extend_from_slice(&END_OF_OPTIONS);
+    block(1, &body)
+}
+
+/// An enhanced packet block: the interface's id, the time in microseconds
+/// since the epoch, the bytes kept, the original length, and a comment
+/// (`opt_comment`) when there is one.
+fn enhanced_packet(
+    interface: u32,
+    time: Duration,
+    data: &[u8],
+    original: usize,
+    comment: Option<&str>,
+) -> Vec<u8> {
+    let micros = time.as_micros() as u64;
+    let mut body = Vec::with_capacity(20 + data.len().next_multiple_of(4) + 8);
+    body.extend_from_slice(&interface.to_ne_bytes());
+    body.extend_from_slice(&((micros >> 32) as u32).to_ne_bytes());
+    body.extend_from_slice(&(micros as u32).to_ne_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_ne_bytes());
+    body.extend_from_slice(&(original as u32).to_ne_bytes());
+    body.extend_from_slice(data);
+    body.resize(20 + data.len().next_multiple_of(4), 0);
+    if let Some(comment) = comment {
+        body.extend(option(1, comment.as_bytes()));
+        body.extend_from_slice(&END_OF_OPTIONS);
+    }
+    block(6, &body)
 }
 
 /// Where a test's captures go: `<target dir>/netns-test/<test name>/`,
@@ -417,18 +623,54 @@ fn absolute(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// The blocks of a pcapng file: (type, body).
+    fn blocks(file: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut blocks = Vec::new();
+        let mut at = 0;
+        while at + 12 <= file.len() {
+            let word = |i: usize| u32::from_ne_bytes(file[i..i + 4].try_into().unwrap());
+            let (kind, total) = (word(at), word(at + 4) as usize);
+            assert_eq!(total % 4, 0);
+            assert_eq!(word(at + total - 4) as usize, total, "trailing length");
+            blocks.push((kind, file[at + 8..at + total - 4].to_vec()));
+            at += total;
+        }
+        assert_eq!(at, file.len());
+        blocks
+    }
+
     #[test]
-    fn pcap_headers_have_the_right_shape() {
-        let header = pcap_file_header();
-        assert_eq!(header.len(), 24);
-        assert_eq!(
-            u32::from_ne_bytes(header[0..4].try_into().unwrap()),
-            0xa1b2_c3d4
-        );
-        assert_eq!(u32::from_ne_bytes(header[20..24].try_into().unwrap()), 1);
-        let record = pcap_record_header(60, 1500);
-        assert_eq!(u32::from_ne_bytes(record[8..12].try_into().unwrap()), 60);
-        assert_eq!(u32::from_ne_bytes(record[12..16].try_into().unwrap()), 1500);
+    fn pcapng_blocks_have_the_right_shape() {
+        let mut file = section_header();
+        file.extend(interface_description("eth0"));
+        let time = Duration::from_micros(0x1_0000_0002);
+        file.extend(enhanced_packet(
+            0,
+            time,
+            &[1, 2, 3, 4, 5],
+            1500,
+            Some("lost (loss)"),
+        ));
+        file.extend(enhanced_packet(0, time, &[9; 60], 60, None));
+        let blocks = blocks(&file);
+        let kinds: Vec<u32> = blocks.iter().map(|b| b.0).collect();
+        assert_eq!(kinds, [0x0A0D_0D0A, 1, 6, 6]);
+        assert_eq!(blocks[0].1[..4], 0x1A2B_3C4Du32.to_ne_bytes());
+        // if_name "eth0" after linktype, reserved, snaplen.
+        let idb = &blocks[1].1;
+        assert_eq!(idb[..2], LINKTYPE_ETHERNET.to_ne_bytes());
+        assert_eq!(idb[8..10], 2u16.to_ne_bytes());
+        assert_eq!(&idb[12..16], b"eth0");
+        let epb = &blocks[2].1;
+        let word = |i: usize| u32::from_ne_bytes(epb[i..i + 4].try_into().unwrap());
+        assert_eq!((word(4), word(8)), (1, 2), "microseconds, high and low");
+        assert_eq!((word(12), word(16)), (5, 1500));
+        assert_eq!(&epb[20..25], &[1, 2, 3, 4, 5]);
+        // opt_comment after the data, padded to 4.
+        assert_eq!(epb[28..30], 1u16.to_ne_bytes());
+        assert_eq!(epb[30..32], 11u16.to_ne_bytes());
+        assert_eq!(&epb[32..43], b"lost (loss)");
+        assert_eq!(blocks[3].1.len(), 20 + 60, "no comment, no options");
     }
 
     #[test]

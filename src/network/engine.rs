@@ -13,19 +13,29 @@
 //! When the thread cannot go on (its wait fails, or it panics), it says why
 //! once: every later change of an impairment fails naming the cause, and
 //! the test that made the network fails with it.
+//!
+//! A direction carries one pipeline per rule (an impairment and those it
+//! is `otherwise`): each frame goes to the first rule that takes it, or,
+//! when none does, straight on. Each direction's counters are published
+//! to a [`Report`] as frames come, for `Link::counters_from` and for the
+//! failure report of the test that made the network.
 
-use super::pipeline::{Counters, Pipeline};
+use super::classify::{ENGINE_TAGS, View};
+use super::pipeline::{Counters, Fate, MAX_HELD_BYTES, Pipeline};
 use super::prng::Prng;
 use crate::error::Error;
-use crate::netns::Observer;
+use crate::impairment::Model;
+use crate::netns::{FrameSink, Observer};
 use crate::os::packet;
 use crate::os::poller::{self, Poller, Timer};
 use crate::schedule::Plan;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// The largest frame the engine takes: a 64 KiB IP packet and its header.
 const FRAME_BYTES: usize = 65536 + 64;
@@ -37,6 +47,10 @@ const TURN: usize = 4;
 /// [`DirectionId::key`], above them.
 const WAKE: u64 = 0;
 const TIMER: u64 = 1;
+/// How long [`Engine::sync`] waits for the engine at most.
+const SYNC_WAIT: Duration = Duration::from_secs(1);
+/// The most batches a sync reads from one direction (a flood never ends).
+const SYNC_BATCHES: usize = 64;
 
 /// Identifies a direction: the link's number in its network and which end sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,9 +72,41 @@ pub(super) struct Sockets {
     pub send: OwnedFd,
 }
 
+/// One impaired direction's counters, as the engine last published them,
+/// and its name for people: `a eth0 → b eth1`.
+pub(super) struct Report {
+    pub(super) label: String,
+    counters: Mutex<Counters>,
+}
+
+impl Report {
+    pub(super) fn new(label: String) -> Arc<Report> {
+        Arc::new(Report {
+            label,
+            counters: Mutex::default(),
+        })
+    }
+
+    pub(super) fn counters(&self) -> Counters {
+        *lock(&self.counters)
+    }
+}
+
+/// What a direction starts with: its sockets, plans, report, and the
+/// capture of its sending node, when the test captures it.
+pub(super) struct Start {
+    pub sockets: Sockets,
+    pub plans: Vec<Plan>,
+    pub report: Arc<Report>,
+    pub capture: Option<Arc<dyn FrameSink>>,
+}
+
 enum Command {
-    Add(DirectionId, Sockets, Plan),
-    Plan(DirectionId, Plan),
+    Add(DirectionId, Start),
+    Plan(DirectionId, Vec<Plan>),
+    /// Read what the sockets hold, publish every direction's counters,
+    /// then say so.
+    Sync(mpsc::Sender<()>),
     /// A bug, as a test makes one.
     #[cfg(test)]
     Panic,
@@ -80,15 +126,17 @@ struct Shared {
 }
 
 /// Each direction's counters, when the engine ended as told.
-type Report = Vec<(DirectionId, Counters)>;
+type Ended = Vec<(DirectionId, Counters)>;
 
 /// The engine of one network.
 pub(super) struct Engine {
     shared: Arc<Shared>,
+    /// Every direction's report, in the order they were added.
+    reports: Arc<Mutex<Vec<Arc<Report>>>>,
     /// Whether a test learns when the engine stops on its own (else its
     /// drop says so).
     observed: bool,
-    thread: Option<JoinHandle<Option<Report>>>,
+    thread: Option<JoinHandle<Option<Ended>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +163,19 @@ impl Engine {
         });
         let inside = Arc::clone(&shared);
         let observed = observer.is_some();
+        let reports: Arc<Mutex<Vec<Arc<Report>>>> = Arc::default();
+        if let Some(observer) = &observer {
+            let reports = Arc::clone(&reports);
+            observer.faults_made(
+                seed,
+                Box::new(move || {
+                    lock(&reports)
+                        .iter()
+                        .map(|r| format!("{}: {}", r.label, r.counters().public()))
+                        .collect()
+                }),
+            );
+        }
         let thread = std::thread::Builder::new()
             // "faults-" and the seed's low 32 bits: 15 bytes, what a thread's
             // name keeps (top -H, /proc/PID/task/TID/comm).
@@ -142,6 +203,7 @@ impl Engine {
             .map_err(|e| Error::new("spawn the fault engine's thread", e))?;
         Ok(Engine {
             shared,
+            reports,
             observed,
             thread: Some(thread),
         })
@@ -166,35 +228,51 @@ impl Engine {
         poller::notify(self.shared.wake.as_fd());
     }
 
-    /// Starts carrying a direction's frames through `plan`.
+    /// Starts carrying a direction's frames through its plans (one per
+    /// rule), publishing its counters to its report.
     pub(super) fn add(
         &self,
         operation: &'static str,
         id: DirectionId,
-        sockets: Sockets,
-        plan: Plan,
+        start: Start,
     ) -> Result<(), Error> {
         self.alive(operation)?;
         // Added to the poller under the lock, before the command: the
         // engine, told of frames of a direction it does not know, takes
         // the commands and finds it.
         let commands = lock(&self.shared.commands);
-        self.shared.poller.add(sockets.steal.as_fd(), id.key())?;
-        self.send(commands, Command::Add(id, sockets, plan));
+        self.shared
+            .poller
+            .add(start.sockets.steal.as_fd(), id.key())?;
+        lock(&self.reports).push(Arc::clone(&start.report));
+        self.send(commands, Command::Add(id, start));
         Ok(())
     }
 
-    /// Replaces a direction's plan, from now on.
-    pub(super) fn set_plan(
+    /// Replaces a direction's plans, from now on.
+    pub(super) fn set_plans(
         &self,
         operation: &'static str,
         id: DirectionId,
-        plan: Plan,
+        plans: Vec<Plan>,
     ) -> Result<(), Error> {
         self.alive(operation)?;
         let commands = lock(&self.shared.commands);
-        self.send(commands, Command::Plan(id, plan));
+        self.send(commands, Command::Plan(id, plans));
         Ok(())
+    }
+
+    /// Waits (up to a second) until the engine has taken what its sockets
+    /// hold and published every direction's counters: a count read after
+    /// this covers the frames sent before it.
+    pub(super) fn sync(&self) {
+        if self.shared.failure.get().is_some() {
+            return;
+        }
+        let (done, wait) = mpsc::channel();
+        let commands = lock(&self.shared.commands);
+        self.send(commands, Command::Sync(done));
+        let _ = wait.recv_timeout(SYNC_WAIT);
     }
 }
 
@@ -239,9 +317,20 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 struct Direction {
     id: DirectionId,
     sockets: Sockets,
-    pipeline: Pipeline,
-    /// Frames the kernel refused to send (the sending end down, say).
+    /// One pipeline per rule, in order: the first that takes a frame has it.
+    rules: Vec<Pipeline>,
+    /// Frames the kernel refused to send on (the sending end down, say).
     unsent: u64,
+    /// Frames the kernel dropped before the engine read them.
+    missed: u64,
+    /// Frames that no rule took (the filter took them for a rule that no
+    /// longer wants them, or takes every frame), sent straight on.
+    passed: u64,
+    report: Arc<Report>,
+    /// Counts changed since they were last published.
+    dirty: bool,
+    /// The sending node's capture, when the test captures it.
+    capture: Option<Arc<dyn FrameSink>>,
 }
 
 impl Shared {
@@ -255,6 +344,15 @@ impl Shared {
     }
 }
 
+/// What the engine's thread holds.
+struct State {
+    seed: u64,
+    directions: Vec<Direction>,
+    by_key: HashMap<u64, usize>,
+    /// Syncs asked for and not answered yet.
+    syncs: Vec<mpsc::Sender<()>>,
+}
+
 /// The engine's loop: take commands, send what is due, wait for frames or
 /// the next due time, take frames in. Commands sent before a frame
 /// arrived apply to it: they are taken before each frame. Returns each
@@ -264,8 +362,12 @@ fn run(
     mut timer: Timer,
     seed: u64,
 ) -> Result<Vec<(DirectionId, Counters)>, String> {
-    let mut directions: Vec<Direction> = Vec::new();
-    let mut by_key: HashMap<u64, usize> = HashMap::new();
+    let mut state = State {
+        seed,
+        directions: Vec::new(),
+        by_key: HashMap::new(),
+        syncs: Vec::new(),
+    };
     let mut received = packet::Received::new(BATCH, FRAME_BYTES);
     let mut out = Vec::new();
     let mut ready = Vec::new();
@@ -274,13 +376,13 @@ fn run(
         if shared.stopping() {
             break Ok(());
         }
-        take_commands(shared, seed, &mut directions, &mut by_key);
+        take_commands(shared, &mut state);
         let now = shared.now();
         let mut next: Option<u64> = None;
-        for direction in &mut directions {
-            direction.pipeline.due(now, &mut out);
+        for direction in &mut state.directions {
+            direction.due(now, &mut out);
             direction.send(&mut out, shared);
-            if let Some(at) = direction.pipeline.next_deadline() {
+            if let Some(at) = direction.next_deadline() {
                 next = Some(next.map_or(at, |n: u64| n.min(at)));
             }
         }
@@ -303,19 +405,11 @@ fn run(
                 WAKE => poller::drain(shared.wake.as_fd()),
                 TIMER => timer.clear(),
                 key => {
-                    if !by_key.contains_key(&key) {
-                        take_commands(shared, seed, &mut directions, &mut by_key);
+                    if !state.by_key.contains_key(&key) {
+                        take_commands(shared, &mut state);
                     }
-                    if let Some(&at) = by_key.get(&key) {
-                        take_frames(
-                            shared,
-                            seed,
-                            at,
-                            &mut directions,
-                            &mut by_key,
-                            &mut received,
-                            &mut out,
-                        );
+                    if let Some(&at) = state.by_key.get(&key) {
+                        take_frames(shared, at, TURN, &mut state, &mut received, &mut out);
                     }
                 }
             }
@@ -323,55 +417,75 @@ fn run(
                 break;
             }
         }
-        let held: usize = directions.iter().map(|d| d.pipeline.held_bytes()).sum();
+        take_commands(shared, &mut state);
+        if !state.syncs.is_empty() {
+            // What the sockets hold now was sent before the sync.
+            for at in 0..state.directions.len() {
+                take_frames(
+                    shared,
+                    at,
+                    SYNC_BATCHES,
+                    &mut state,
+                    &mut received,
+                    &mut out,
+                );
+            }
+            for direction in &mut state.directions {
+                direction.dirty = true;
+            }
+        }
+        for direction in &mut state.directions {
+            direction.publish();
+        }
+        for done in state.syncs.drain(..) {
+            let _ = done.send(());
+        }
+        let held: usize = state.directions.iter().map(|d| d.held_bytes()).sum();
         most_held = most_held.max(held);
     };
-    let counters = directions
-        .iter()
+    let counters = state
+        .directions
+        .iter_mut()
         .map(|d| {
-            let mut counters = d.pipeline.counters();
-            counters.unsent = d.unsent;
-            counters.missed = packet::drops(d.sockets.steal.as_fd());
-            (d.id, counters)
+            d.dirty = true;
+            d.publish();
+            (d.id, d.counters())
         })
         .collect();
     // What is still held goes now; a lot of it leaves the allocator with
     // free memory it may keep from the system.
-    drop(directions);
+    drop(state);
     if most_held >= 16 << 20 {
         crate::os::sys::release_free_memory();
     }
     ended.map(|()| counters)
 }
 
-/// Takes in the frames waiting on direction `at`'s socket: a few batches,
-/// then the other directions get their turn.
+/// Takes in the frames waiting on direction `at`'s socket: up to
+/// `batches` batches, then the other directions get their turn.
 fn take_frames(
     shared: &Shared,
-    seed: u64,
     at: usize,
-    directions: &mut Vec<Direction>,
-    by_key: &mut HashMap<u64, usize>,
+    batches: usize,
+    state: &mut State,
     received: &mut packet::Received,
     out: &mut Vec<Vec<u8>>,
 ) {
-    let id = directions[at].id;
-    for _ in 0..TURN {
+    let id = state.directions[at].id;
+    for _ in 0..batches {
         if shared.stopping() {
             return;
         }
         let count = received
-            .receive(directions[at].sockets.steal.as_fd())
+            .receive(state.directions[at].sockets.steal.as_fd())
             .unwrap_or(0);
         for i in 0..count {
             // Commands sent meanwhile apply to the frames after them.
-            take_commands(shared, seed, directions, by_key);
-            let direction = &mut directions[at];
-            direction
-                .pipeline
-                .arrive(shared.now(), received.frame(i), out);
+            take_commands(shared, state);
+            let direction = &mut state.directions[at];
+            direction.arrive(shared.now(), received.frame(i), out);
         }
-        let direction = &mut directions[at];
+        let direction = &mut state.directions[at];
         debug_assert_eq!(direction.id, id);
         direction.send(out, shared);
         if count < received.capacity() {
@@ -381,38 +495,40 @@ fn take_frames(
 }
 
 /// Applies the commands sent so far, if any.
-fn take_commands(
-    shared: &Shared,
-    seed: u64,
-    directions: &mut Vec<Direction>,
-    by_key: &mut HashMap<u64, usize>,
-) {
+fn take_commands(shared: &Shared, state: &mut State) {
     if !shared.pending.swap(false, Ordering::SeqCst) {
         return;
     }
     for command in std::mem::take(&mut *lock(&shared.commands)) {
         let now = shared.now();
         match command {
-            Command::Add(id, sockets, plan) => {
-                let direction = Direction {
+            Command::Add(id, start) => {
+                let mut direction = Direction {
                     id,
-                    sockets,
-                    pipeline: Pipeline::new(Prng::stream(seed, id.link, id.from_end), plan, now),
+                    sockets: start.sockets,
+                    rules: Vec::new(),
                     unsent: 0,
+                    missed: 0,
+                    passed: 0,
+                    report: start.report,
+                    dirty: true,
+                    capture: start.capture,
                 };
-                match by_key.get(&id.key()) {
-                    Some(&at) => directions[at] = direction,
+                direction.set_plans(state.seed, start.plans, now);
+                match state.by_key.get(&id.key()) {
+                    Some(&at) => state.directions[at] = direction,
                     None => {
-                        by_key.insert(id.key(), directions.len());
-                        directions.push(direction);
+                        state.by_key.insert(id.key(), state.directions.len());
+                        state.directions.push(direction);
                     }
                 }
             }
-            Command::Plan(id, plan) => {
-                if let Some(&at) = by_key.get(&id.key()) {
-                    directions[at].pipeline.set_plan(plan, now);
+            Command::Plan(id, plans) => {
+                if let Some(&at) = state.by_key.get(&id.key()) {
+                    state.directions[at].set_plans(state.seed, plans, now);
                 }
             }
+            Command::Sync(done) => state.syncs.push(done),
             #[cfg(test)]
             Command::Panic => panic!("an injected bug"),
         }
@@ -420,13 +536,123 @@ fn take_commands(
 }
 
 impl Direction {
+    /// Follows `plans` from `now`, rule by rule. A rule that goes keeps
+    /// its pipeline, taking nothing, so that what it holds still leaves
+    /// and its generator goes on where it was if the rule comes back.
+    fn set_plans(&mut self, seed: u64, plans: Vec<Plan>, now: u64) {
+        let count = plans.len();
+        let mut plans = plans.into_iter();
+        for k in 0..count.max(self.rules.len()) {
+            let plan = plans
+                .next()
+                .unwrap_or_else(|| Plan::constant(Model::default()));
+            match self.rules.get_mut(k) {
+                Some(rule) => rule.set_plan(plan, now),
+                None => {
+                    let prng = Prng::stream(seed, self.id.link, self.id.from_end, k as u16);
+                    self.rules.push(Pipeline::new(prng, plan, now));
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// A frame arrives: the first rule that takes it has it, else it goes
+    /// straight on.
+    fn arrive(&mut self, now: u64, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        self.dirty = true;
+        let mut view: Option<Option<View>> = None;
+        let taker = self.rules.iter_mut().position(|rule| {
+            rule.advance(now);
+            let seen = if rule.selects() {
+                *view.get_or_insert_with(|| View::parse(&frame, ENGINE_TAGS))
+            } else {
+                None
+            };
+            rule.claims(seen.as_ref())
+        });
+        let as_sent = self.capture.as_ref().map(|_| frame.clone());
+        let Some(k) = taker else {
+            self.passed += 1;
+            out.push(frame);
+            if let (Some(capture), Some(as_sent)) = (&self.capture, as_sent) {
+                capture.frame(&as_sent, None);
+            }
+            return;
+        };
+        if self.rules.len() > 1 {
+            // The direction's memory is shared by its rules.
+            let others: usize = self.held_bytes() - self.rules[k].held_bytes();
+            self.rules[k].set_room(MAX_HELD_BYTES.saturating_sub(others));
+        }
+        let fate = self.rules[k].arrive(now, frame, out);
+        if let (Some(capture), Some(as_sent)) = (&self.capture, as_sent) {
+            let comment = fate.touched().then(|| self.comment(k, &fate));
+            capture.frame(&as_sent, comment);
+        }
+    }
+
+    /// What a capture says of a frame rule `k` did `fate` to:
+    /// `netns-test: lost (loss); rule 2 (udp port 53); packet 17`.
+    fn comment(&self, k: usize, fate: &Fate) -> String {
+        let mut text = format!("netns-test: {}", fate.words());
+        let rule = &self.rules[k];
+        if self.rules.len() > 1 || rule.selects() {
+            text.push_str(&format!("; rule {} ({})", k + 1, rule.traffic()));
+        }
+        match fate.packet {
+            Some(n) => text.push_str(&format!("; packet {n}")),
+            None => text.push_str("; the link's upkeep"),
+        }
+        text
+    }
+
+    /// Appends the frames due by `now`, rule by rule.
+    fn due(&mut self, now: u64, out: &mut Vec<Vec<u8>>) {
+        for rule in &mut self.rules {
+            rule.due(now, out);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.rules.iter().filter_map(Pipeline::next_deadline).min()
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.rules.iter().map(Pipeline::held_bytes).sum()
+    }
+
+    /// The rules' counts together, and the direction's own.
+    fn counters(&self) -> Counters {
+        let mut counters = Counters::default();
+        for rule in &self.rules {
+            counters.add(&rule.counters());
+        }
+        counters.unsent = self.unsent;
+        counters.missed = self.missed;
+        counters
+    }
+
+    /// Publishes the counters to the direction's report, when they changed.
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        self.missed += packet::drops(self.sockets.steal.as_fd());
+        *lock(&self.report.counters) = self.counters();
+    }
+
     /// Sends `out`, in order, and empties it; a frame the kernel refuses
     /// is counted and skipped; when the engine stops, the rest is left.
     fn send(&mut self, out: &mut Vec<Vec<u8>>, shared: &Shared) {
         if !out.is_empty() {
             let (refused, _left) =
                 packet::send_all(self.sockets.send.as_fd(), out, || !shared.stopping());
-            self.unsent += refused;
+            if refused > 0 {
+                self.unsent += refused;
+                self.dirty = true;
+            }
         }
         out.clear();
     }

@@ -11,13 +11,20 @@
 //! socket on `eth0` that bypasses its queueing discipline and filters sends
 //! them on to the peer. A direction never impaired has none of this: a plain
 //! veth. Cleared, it loses the redirect and is a plain veth again.
+//!
+//! When every impairment of the direction selects its traffic
+//! ([`Impairment::only`]), the filter's classic-BPF program takes only the
+//! frames one of them selects (see `classify.rs`): the rest stays on the
+//! plain veth, at its full speed.
 
-use super::engine::{DirectionId, Engine, Sockets};
+use super::classify::Takes;
+use super::engine::{DirectionId, Engine, Report, Sockets, Start};
 use super::{Link, NetworkInner, Node};
 use crate::error::Error;
-use crate::impairment::Impairment;
+use crate::impairment::{Claims, Impairment, LinkCounters};
 use crate::os::{netlink, packet};
-use crate::schedule::{Plan, Schedule};
+use crate::schedule::{self, Plan, Schedule};
+use crate::traffic::Match;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -38,11 +45,22 @@ impl NetworkInner {
         *engine = Some(Arc::clone(&started));
         Ok(started)
     }
+
+    /// The engine, if it runs.
+    fn running_engine(&self) -> Option<Arc<Engine>> {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Link {
     /// Impairs both directions of the link, replacing what was set before
-    /// for each (a schedule too); `Impairment::new()` clears them.
+    /// for each (a schedule too); `Impairment::new()` clears them. An
+    /// impairment [`only`](Impairment::only) for some traffic leaves the
+    /// rest untouched; several, joined by
+    /// [`otherwise`](Impairment::otherwise), each take their traffic.
     ///
     /// Bad values are [`InvalidInput`](std::io::ErrorKind::InvalidInput)
     /// errors naming the value and its valid range, and the link keeps what
@@ -62,32 +80,82 @@ impl Link {
     /// # Ok::<(), netns_test::Error>(())
     /// ```
     pub fn impair(&self, impairment: Impairment) -> Result<(), Error> {
-        let plan = Plan::constant(impairment.model("impair")?);
-        self.set_plan("impair", 0, plan.clone())?;
-        self.set_plan("impair", 1, plan)
+        let plans = schedule::constant(impairment.models("impair")?);
+        self.set_plans("impair", 0, plans.clone())?;
+        self.set_plans("impair", 1, plans)
     }
 
     /// Impairs only what `from` sends over this link, replacing what was
     /// set before for that direction; the other direction is unchanged.
     /// `loss(100.0)` makes a one-way partition.
+    ///
+    /// ```
+    /// # if !netns_test::privileged() { return Ok(()); }
+    /// use netns_test::{Impairment, Network, Traffic};
+    /// # let ms = std::time::Duration::from_millis;
+    /// let net = Network::new();
+    /// let (client, server) = (net.node("client")?, net.node("server")?);
+    /// let link = net.link(&client, &server)?;
+    /// // Slow DNS queries; the client's other traffic untouched.
+    /// link.impair_from(&client, Impairment::new().delay(ms(300)).only(Traffic::udp().port(53)))?;
+    /// # Ok::<(), netns_test::Error>(())
+    /// ```
     pub fn impair_from(&self, from: &Node, impairment: Impairment) -> Result<(), Error> {
         let end = self.sending_end(from, "impair_from")?;
-        self.set_plan(
-            "impair_from",
-            end,
-            Plan::constant(impairment.model("impair_from")?),
-        )
+        let plans = schedule::constant(impairment.models("impair_from")?);
+        self.set_plans("impair_from", end, plans)
     }
 
     /// Impairs only what this link carries to `to` (for a node attached to
     /// a switch, what the switch sends it).
     pub fn impair_to(&self, to: &Node, impairment: Impairment) -> Result<(), Error> {
         let end = 1 - self.sending_end(to, "impair_to")?;
-        self.set_plan(
-            "impair_to",
-            end,
-            Plan::constant(impairment.model("impair_to")?),
-        )
+        let plans = schedule::constant(impairment.models("impair_to")?);
+        self.set_plans("impair_to", end, plans)
+    }
+
+    /// What the fault engine did to what `from` sent over this link: see
+    /// [`LinkCounters`]. Zero while the direction was never impaired. The
+    /// counts cover every packet `from` sent before the call.
+    ///
+    /// # Panics
+    /// When `from` is not an end of the link.
+    pub fn counters_from(&self, from: &Node) -> LinkCounters {
+        let end = self
+            .inner
+            .ends
+            .iter()
+            .position(|end| Arc::ptr_eq(&end.node.inner, &from.inner))
+            .unwrap_or_else(|| panic!("node {} is not on this link", from.name()));
+        self.counters_of(end)
+    }
+
+    /// What the fault engine did to what this link carried to `to` (for a
+    /// node attached to a switch, what the switch sent it).
+    ///
+    /// # Panics
+    /// When `to` is not an end of the link.
+    pub fn counters_to(&self, to: &Node) -> LinkCounters {
+        let end = self
+            .inner
+            .ends
+            .iter()
+            .position(|end| Arc::ptr_eq(&end.node.inner, &to.inner))
+            .unwrap_or_else(|| panic!("node {} is not on this link", to.name()));
+        self.counters_of(1 - end)
+    }
+
+    fn counters_of(&self, end: usize) -> LinkCounters {
+        let report = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner())[end]
+            .report
+            .clone();
+        let Some(report) = report else {
+            return LinkCounters::default();
+        };
+        if let Some(engine) = self.inner.network.running_engine() {
+            engine.sync();
+        }
+        report.counters().public()
     }
 
     /// Impairs both directions by a [`Schedule`] that starts now, replacing
@@ -106,15 +174,15 @@ impl Link {
     /// # Ok::<(), netns_test::Error>(())
     /// ```
     pub fn schedule(&self, schedule: Schedule) -> Result<(), Error> {
-        let plan = schedule.plan()?;
-        self.set_plan("schedule", 0, plan.clone())?;
-        self.set_plan("schedule", 1, plan)
+        let plans = schedule.plans()?;
+        self.set_plans("schedule", 0, plans.clone())?;
+        self.set_plans("schedule", 1, plans)
     }
 
     /// A [`Schedule`] for what `from` sends only.
     pub fn schedule_from(&self, from: &Node, schedule: Schedule) -> Result<(), Error> {
         let end = self.sending_end(from, "schedule_from")?;
-        self.set_plan("schedule_from", end, schedule.plan()?)
+        self.set_plans("schedule_from", end, schedule.plans()?)
     }
 
     fn sending_end(&self, node: &Node, operation: &'static str) -> Result<usize, Error> {
@@ -137,11 +205,30 @@ impl Link {
         }
     }
 
-    /// Has the engine run `plan` for what `end` sends: makes the direction's
-    /// plumbing on first use, attaches it while the plan does something,
-    /// detaches it when the plan is clear.
-    fn set_plan(&self, operation: &'static str, end: usize, plan: Plan) -> Result<(), Error> {
-        let clear = plan.is_clear();
+    /// `a eth0 → b eth1`: the direction in which `end` sends, for people.
+    fn label(&self, end: usize) -> String {
+        let (from, to) = (&self.inner.ends[end], &self.inner.ends[1 - end]);
+        format!(
+            "{} {} → {} {}",
+            from.node.name(),
+            from.name,
+            to.node.name(),
+            to.name
+        )
+    }
+
+    /// Has the engine run `plans` (one per rule) for what `end` sends:
+    /// makes the direction's plumbing on first use, attaches the filter
+    /// while a plan does something (with the program that takes what the
+    /// rules select), detaches it when every plan is clear. On an error the
+    /// direction keeps what it had.
+    fn set_plans(
+        &self,
+        operation: &'static str,
+        end: usize,
+        plans: Vec<Plan>,
+    ) -> Result<(), Error> {
+        let clear = plans.iter().all(Plan::is_clear);
         let mut faults = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner());
         let plumbing = &mut faults[end];
         if clear && plumbing.target.is_none() {
@@ -151,32 +238,68 @@ impl Link {
         let id = self.direction(end);
         let target = match plumbing.target {
             Some(target) => {
-                engine.set_plan(operation, id, plan)?;
+                engine.set_plans(operation, id, plans.clone())?;
                 target
             }
             None => {
                 let (target, sockets) = self.plumb(end)?;
-                if let Err(error) = engine.add(operation, id, sockets, plan) {
+                let report = Report::new(self.label(end));
+                // A captured node shows the frames the engine takes as it
+                // sent them, on its interface, with what was done to them.
+                let sending = &self.inner.ends[end];
+                let capture = crate::netns::current_observer().and_then(|observer| {
+                    let (redirect, _) = inner_names(&sending.name);
+                    observer.capture_sink(sending.node.netns(), &sending.name, &redirect)
+                });
+                let start = Start {
+                    sockets,
+                    plans: plans.clone(),
+                    report: Arc::clone(&report),
+                    capture,
+                };
+                let added = engine.add(operation, id, start);
+                if let Err(error) = added {
                     self.unplumb(end, target);
                     return Err(error);
                 }
                 plumbing.target = Some(target);
+                plumbing.report = Some(report);
                 target
             }
         };
-        let sending = &self.inner.ends[end];
-        if clear && plumbing.attached {
-            sending
-                .node
-                .netlink_run(vec![netlink::delete_clsact(sending.index, &sending.name)])?;
-            plumbing.attached = false;
-        } else if !clear && !plumbing.attached {
-            sending.node.netlink_run(vec![
-                netlink::add_clsact(sending.index, &sending.name),
-                netlink::redirect_egress(sending.index, &sending.name, target),
-            ])?;
-            plumbing.attached = true;
+        let before = std::mem::replace(&mut plumbing.plans, plans);
+        let wanted = (!clear).then(|| takes(&plumbing.plans));
+        if wanted == plumbing.filter {
+            return Ok(());
         }
+        let sending = &self.inner.ends[end];
+        let messages = match (&plumbing.filter, &wanted) {
+            (_, None) => vec![netlink::delete_clsact(sending.index, &sending.name)],
+            (None, Some(takes)) => vec![
+                netlink::add_clsact(sending.index, &sending.name),
+                netlink::redirect_egress(
+                    sending.index,
+                    &sending.name,
+                    target,
+                    &takes.program(),
+                    false,
+                ),
+            ],
+            (Some(_), Some(takes)) => vec![netlink::redirect_egress(
+                sending.index,
+                &sending.name,
+                target,
+                &takes.program(),
+                true,
+            )],
+        };
+        if let Err(error) = sending.node.netlink_run(messages) {
+            // The engine gets back what it ran, for the filter it has.
+            let _ = engine.set_plans(operation, id, before.clone());
+            plumbing.plans = before;
+            return Err(error);
+        }
+        plumbing.filter = wanted;
         Ok(())
     }
 
@@ -243,4 +366,23 @@ impl Plan {
     fn is_clear(&self) -> bool {
         self.steps.iter().all(|(_, model)| model.is_clear())
     }
+}
+
+/// What the rules of `plans` take, in any of their steps.
+fn takes(plans: &[Plan]) -> Takes {
+    let mut alternatives: Vec<Match> = Vec::new();
+    for (_, model) in plans.iter().flat_map(|p| &p.steps) {
+        match &model.claims {
+            Claims::Nothing => {}
+            Claims::All => return Takes::All,
+            Claims::Only(more) => {
+                for m in more.iter() {
+                    if !alternatives.contains(m) {
+                        alternatives.push(*m);
+                    }
+                }
+            }
+        }
+    }
+    Takes::Only(alternatives)
 }

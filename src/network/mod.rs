@@ -27,8 +27,10 @@
 //! handle holds the network: dropping the last of them lets the kernel free
 //! every namespace, and with them every link: no per-link deletes.
 
+mod classify;
 mod engine;
 mod faults;
+mod firewall;
 mod names;
 mod nat;
 mod pipeline;
@@ -655,8 +657,13 @@ struct Plumbing {
     /// Once the engine's veth pair exists and the engine carries the
     /// direction: the index of the pair's end that the redirect targets.
     target: Option<i32>,
-    /// The sending end's egress redirects to the engine.
-    attached: bool,
+    /// What the sending end's egress filter redirects to the engine, while
+    /// it has one.
+    filter: Option<classify::Takes>,
+    /// The plans the engine runs for the direction, one per rule.
+    plans: Vec<crate::schedule::Plan>,
+    /// Where the engine publishes the direction's counters.
+    report: Option<Arc<engine::Report>>,
 }
 
 struct End {

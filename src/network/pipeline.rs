@@ -28,10 +28,18 @@
 //! dropped), frames past it take the new delay from when they passed it.
 //!
 //! Memory: every frame held counts its bytes and what holding it costs
-//! besides ([`frame_cost`]); a direction holds at most [`MAX_HELD_BYTES`].
+//! besides ([`frame_cost`]); a direction holds at most [`MAX_HELD_BYTES`],
+//! all its rules together (the engine gives each rule what the others
+//! leave: [`Pipeline::set_room`]).
+//!
+//! Rules: a direction may carry several impairments, each for its traffic
+//! ([`Impairment::only`](crate::Impairment::only)): each is a pipeline of
+//! its own, with its own generator, and [`Pipeline::claims`] tells the
+//! engine whether it takes a frame.
 
+use super::classify::View;
 use super::prng::Prng;
-use crate::impairment::Model;
+use crate::impairment::{Claims, Model};
 use crate::schedule::Plan;
 use std::collections::VecDeque;
 
@@ -55,10 +63,12 @@ pub(super) fn frame_cost(len: usize) -> usize {
     len.next_multiple_of(16) + 16 + 2 * std::mem::size_of::<Queued>()
 }
 
-/// What happened to the frames of one direction.
+/// What happened to the frames of one direction (or one rule of it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Counters {
     pub arrived: u64,
+    /// The arrived frames' bytes.
+    pub bytes: u64,
     pub lost: u64,
     pub too_big: u64,
     pub queue_full: u64,
@@ -66,10 +76,61 @@ pub(super) struct Counters {
     pub corrupted: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Frames that did not leave the moment they came (delay, jitter, the
+    /// rate limit's queue, or behind those).
+    pub delayed: u64,
     /// Frames the kernel refused to send on (the sending end down, say).
     pub unsent: u64,
     /// Frames the kernel dropped before the engine read them (its socket full).
     pub missed: u64,
+}
+
+/// What a rule did to one frame, for a capture's comment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Fate {
+    /// The frame is the n-th IP packet the rule took (from 1); `None` for
+    /// the link's upkeep.
+    pub packet: Option<u64>,
+    /// Why it was dropped, if it was.
+    pub dropped: Option<&'static str>,
+    /// The bit flipped, counted from the start of the IP packet.
+    pub corrupted_bit: Option<usize>,
+    pub duplicated: bool,
+    pub reordered: bool,
+    /// How much later than it came it leaves (reordering aside).
+    pub delay_ns: u64,
+}
+
+impl Fate {
+    /// Whether anything was done to the frame.
+    pub(super) fn touched(&self) -> bool {
+        self.dropped.is_some()
+            || self.corrupted_bit.is_some()
+            || self.duplicated
+            || self.reordered
+            || self.delay_ns > 0
+    }
+
+    /// `lost`, `delayed 40.120 ms, duplicated`: what was done, in words.
+    pub(super) fn words(&self) -> String {
+        if let Some(why) = self.dropped {
+            return why.to_owned();
+        }
+        let mut words = Vec::new();
+        if self.delay_ns > 0 {
+            words.push(format!("delayed {:.3} ms", self.delay_ns as f64 / 1e6));
+        }
+        if let Some(bit) = self.corrupted_bit {
+            words.push(format!("corrupted (bit {bit} of the IP packet flipped)"));
+        }
+        if self.duplicated {
+            words.push("duplicated".to_owned());
+        }
+        if self.reordered {
+            words.push("held back for the next packet to overtake (reorder)".to_owned());
+        }
+        words.join(", ")
+    }
 }
 
 /// The six numbers an IP packet draws, in this order, used or not.
@@ -81,6 +142,42 @@ struct Draws {
     duplicate: f64,
     reorder: f64,
     jitter: f64,
+}
+
+impl Counters {
+    /// What a user sees of them.
+    pub(super) fn public(&self) -> crate::impairment::LinkCounters {
+        crate::impairment::LinkCounters {
+            packets: self.arrived,
+            bytes: self.bytes,
+            lost: self.lost,
+            too_big: self.too_big,
+            queue_full: self.queue_full,
+            overflow: self.overflow,
+            corrupted: self.corrupted,
+            duplicated: self.duplicated,
+            reordered: self.reordered,
+            delayed: self.delayed,
+            missed: self.missed,
+            unsent: self.unsent,
+        }
+    }
+
+    /// The sum of two counts.
+    pub(super) fn add(&mut self, other: &Counters) {
+        self.arrived += other.arrived;
+        self.bytes += other.bytes;
+        self.lost += other.lost;
+        self.too_big += other.too_big;
+        self.queue_full += other.queue_full;
+        self.overflow += other.overflow;
+        self.corrupted += other.corrupted;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.delayed += other.delayed;
+        self.unsent += other.unsent;
+        self.missed += other.missed;
+    }
 }
 
 impl Draws {
@@ -139,8 +236,17 @@ pub(super) struct Pipeline {
     held: Option<Queued>,
     /// What `queue` and `held` cost, by [`frame_cost`].
     held_bytes: usize,
-    counters: Counters,
+    /// The most `held_bytes` may reach: [`MAX_HELD_BYTES`], less what the
+    /// direction's other rules hold.
+    room: usize,
+    /// What happened to IP packets, and to upkeep frames (which are not
+    /// counted as packets: their number depends on kernel timers).
+    counters: [Counters; 2],
 }
+
+/// Where upkeep frames are counted in `Pipeline::counters`.
+const PACKETS: usize = 0;
+const UPKEEP: usize = 1;
 
 impl Pipeline {
     pub(super) fn new(prng: Prng, plan: Plan, now: u64) -> Pipeline {
@@ -156,7 +262,8 @@ impl Pipeline {
             queue: VecDeque::new(),
             held: None,
             held_bytes: 0,
-            counters: Counters::default(),
+            room: MAX_HELD_BYTES,
+            counters: [Counters::default(); 2],
         };
         pipeline.set_plan(plan, now);
         pipeline
@@ -168,6 +275,32 @@ impl Pipeline {
         self.plan = plan;
         self.plan_start = now;
         self.apply_step(now);
+    }
+
+    /// Moves the plan to `now`: the model of the step in force.
+    pub(super) fn advance(&mut self, now: u64) {
+        while self.next_change.is_some_and(|at| at <= now) {
+            self.apply_step(now);
+        }
+    }
+
+    /// Whether this rule, in the step in force ([`Pipeline::advance`]),
+    /// takes the frame `view` describes (`None`: no IP packet a selector
+    /// sees).
+    pub(super) fn claims(&self, view: Option<&View>) -> bool {
+        match &self.model.claims {
+            Claims::Nothing => false,
+            Claims::All => true,
+            Claims::Only(alternatives) => {
+                view.is_some_and(|v| alternatives.iter().any(|m| v.matches(m)))
+            }
+        }
+    }
+
+    /// Whether the rule selects traffic ([`Claims::Only`]) in its current
+    /// step, and so needs a frame's [`View`].
+    pub(super) fn selects(&self) -> bool {
+        matches!(self.model.claims, Claims::Only(_))
     }
 
     fn apply_step(&mut self, now: u64) {
@@ -193,13 +326,21 @@ impl Pipeline {
         }
     }
 
+    /// What happened to IP packets (the link's upkeep frames are not
+    /// counted).
     pub(super) fn counters(&self) -> Counters {
-        self.counters
+        self.counters[PACKETS]
     }
 
     /// The memory the frames the direction holds take, by [`frame_cost`].
     pub(super) fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// How much the rule may hold, at most: what the direction's other
+    /// rules leave of [`MAX_HELD_BYTES`].
+    pub(super) fn set_room(&mut self, room: usize) {
+        self.room = room.min(MAX_HELD_BYTES);
     }
 
     /// The next time something happens: a frame is due, a held frame's wait
@@ -216,9 +357,7 @@ impl Pipeline {
     /// Moves the plan to `now`, lets a held frame go when its wait is over,
     /// and appends the frames due by `now` to `out`, in order.
     pub(super) fn due(&mut self, now: u64, out: &mut Vec<Vec<u8>>) {
-        while self.next_change.is_some_and(|at| at <= now) {
-            self.apply_step(now);
-        }
+        self.advance(now);
         if self
             .held
             .as_ref()
@@ -240,24 +379,32 @@ impl Pipeline {
     }
 
     /// A frame arrives at `now`. Frames that leave at once are appended to
-    /// `out`; the others wait for [`Pipeline::due`].
-    pub(super) fn arrive(&mut self, now: u64, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    /// `out`; the others wait for [`Pipeline::due`]. Returns what was done
+    /// to it.
+    pub(super) fn arrive(&mut self, now: u64, mut frame: Vec<u8>, out: &mut Vec<Vec<u8>>) -> Fate {
         self.due(now, out);
-        self.counters.arrived += 1;
         let (ethertype, network) = network_layer(&frame);
         let upkeep = is_upkeep_at(&frame, ethertype, network);
+        let c = if upkeep { UPKEEP } else { PACKETS };
+        self.counters[c].arrived += 1;
+        self.counters[c].bytes += frame.len() as u64;
+        let mut fate = Fate {
+            packet: (!upkeep).then_some(self.counters[c].arrived),
+            ..Fate::default()
+        };
         let draws = if upkeep {
             Draws::UPKEEP
         } else {
             Draws::take(&mut self.prng)
         };
-        let model = self.model;
+        let model = &self.model;
         if model
             .mtu
             .is_some_and(|mtu| frame.len() - network > mtu as usize)
         {
-            self.counters.too_big += 1;
-            return;
+            self.counters[c].too_big += 1;
+            fate.dropped = Some("dropped: larger than the path MTU (mtu)");
+            return fate;
         }
         let lost = match model.bursts {
             Some(_) if upkeep => false,
@@ -272,19 +419,26 @@ impl Pipeline {
             None => draws.loss < model.loss,
         };
         if lost {
-            self.counters.lost += 1;
-            return;
+            self.counters[c].lost += 1;
+            fate.dropped = Some(if model.bursts.is_some() {
+                "lost (loss_bursts)"
+            } else {
+                "lost (loss)"
+            });
+            return fate;
         }
-        if self.held_bytes + frame_cost(frame.len()) > MAX_HELD_BYTES {
-            self.counters.overflow += 1;
-            return;
+        if self.held_bytes + frame_cost(frame.len()) > self.room {
+            self.counters[c].overflow += 1;
+            fate.dropped = Some("dropped: the direction holds all it may (overflow)");
+            return fate;
         }
         let mut passed_rate = now;
         if let Some(rate) = model.rate_bytes_per_s {
             let free_at = self.rate_free_at.max(now);
             if backlog(free_at, now, rate) + frame.len() as u64 > model.queue_bytes {
-                self.counters.queue_full += 1;
-                return;
+                self.counters[c].queue_full += 1;
+                fate.dropped = Some("dropped: the rate limit's queue was full (queue_bytes)");
+                return fate;
             }
             self.rate_free_at = free_at + serialization(frame.len(), rate);
             passed_rate = self.rate_free_at;
@@ -293,12 +447,17 @@ impl Pipeline {
             let bits = ((frame.len() - network) * 8) as u64;
             let at = (draws.bit % bits) as usize;
             frame[network + at / 8] ^= 1 << (at % 8);
-            self.counters.corrupted += 1;
+            self.counters[c].corrupted += 1;
+            fate.corrupted_bit = Some(at);
         }
         let at = passed_rate
-            .saturating_add(delay(&model, draws.jitter))
+            .saturating_add(delay(model, draws.jitter))
             .max(self.last_delivery);
         self.last_delivery = at;
+        if at > now {
+            self.counters[c].delayed += 1;
+            fate.delay_ns = at - now;
+        }
         let queued = Queued {
             frame,
             at,
@@ -307,7 +466,8 @@ impl Pipeline {
         };
         let copy = (draws.duplicate < model.duplicate).then(|| queued.clone());
         if draws.reorder < model.reorder && self.held.is_none() {
-            self.counters.reordered += 1;
+            self.counters[c].reordered += 1;
+            fate.reordered = true;
             self.held_bytes += frame_cost(queued.frame.len());
             self.held = Some(queued);
         } else {
@@ -319,12 +479,27 @@ impl Pipeline {
             }
         }
         if let Some(copy) = copy {
-            self.counters.duplicated += 1;
-            if self.held_bytes + frame_cost(copy.frame.len()) <= MAX_HELD_BYTES {
+            self.counters[c].duplicated += 1;
+            fate.duplicated = true;
+            if self.held_bytes + frame_cost(copy.frame.len()) <= self.room {
                 self.enqueue(now, copy, out);
             } else {
-                self.counters.overflow += 1;
+                self.counters[c].overflow += 1;
             }
+        }
+        fate
+    }
+
+    /// What the rule takes in its current step, in words (`udp port 53`).
+    pub(super) fn traffic(&self) -> String {
+        match &self.model.claims {
+            Claims::Nothing => "nothing".to_owned(),
+            Claims::All => "all traffic".to_owned(),
+            Claims::Only(alternatives) => alternatives
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
         }
     }
 
@@ -355,7 +530,7 @@ impl Pipeline {
     /// the new delay, with its own jitter draw, from when it passed the
     /// rate. Order is kept; nothing is drawn.
     fn retime(&mut self, now: u64) {
-        let model = self.model;
+        let model = &self.model;
         let mut free_at = now;
         let mut last = 0u64;
         let mut retime = |queued: &mut Queued, counters: &mut Counters| -> bool {
@@ -375,21 +550,21 @@ impl Pipeline {
             }
             queued.at = queued
                 .passed_rate
-                .saturating_add(delay(&model, queued.jitter))
+                .saturating_add(delay(model, queued.jitter))
                 .max(last);
             last = queued.at;
             true
         };
         let mut dropped = 0;
         self.queue.retain_mut(|queued| {
-            let kept = retime(queued, &mut self.counters);
+            let kept = retime(queued, &mut self.counters[PACKETS]);
             if !kept {
                 dropped += frame_cost(queued.frame.len());
             }
             kept
         });
         if let Some(held) = &mut self.held {
-            if !retime(held, &mut self.counters) {
+            if !retime(held, &mut self.counters[PACKETS]) {
                 dropped += frame_cost(held.frame.len());
                 self.held = None;
             }
@@ -493,8 +668,7 @@ mod tests {
     }
 
     fn pipeline(seed: u64, impairment: Impairment) -> Pipeline {
-        let plan = Plan::constant(impairment.model("impair").unwrap());
-        Pipeline::new(Prng::stream(seed, 0, 0), plan, 0)
+        Pipeline::new(Prng::stream(seed, 0, 0, 0), constant(impairment), 0)
     }
 
     /// Sends `n` frames, one every `gap` ns, and drains: (time, number) of
@@ -723,8 +897,9 @@ mod tests {
             .then(ms(10), Impairment::new().loss(100.0))
             .then(ms(10), Impairment::new())
             .repeat()
-            .plan()
-            .unwrap();
+            .plans()
+            .unwrap()
+            .remove(0);
         let mut p = Pipeline::new(Prng::new(1), plan, 0);
         // One frame every ms for 40 ms: those in [10, 20) and [30, 40) pass.
         let left: Vec<u32> = run(&mut p, 40, MS, 100).iter().map(|l| l.1).collect();
@@ -742,7 +917,9 @@ mod tests {
     }
 
     fn constant(impairment: Impairment) -> Plan {
-        Plan::constant(impairment.model("impair").unwrap())
+        let mut models = impairment.models("impair").unwrap();
+        assert_eq!(models.len(), 1);
+        Plan::constant(models.remove(0))
     }
 
     /// Leaves `p` alone until nothing is held, from `now`: the numbers of
@@ -821,14 +998,14 @@ mod tests {
         if rng.next_f64() < 0.5 {
             schedule = schedule.repeat();
         }
-        schedule.plan().unwrap()
+        schedule.plans().unwrap().remove(0)
     }
 
     #[test]
     fn what_is_held_is_counted_exactly_whatever_the_plans() {
         let mut rng = Prng::new(0xacc0);
         for round in 0..300u64 {
-            let mut p = Pipeline::new(Prng::stream(round, 0, 0), random_plan(&mut rng), 0);
+            let mut p = Pipeline::new(Prng::stream(round, 0, 0, 0), random_plan(&mut rng), 0);
             let mut out = Vec::new();
             let mut now = 0;
             for i in 0..300 {
@@ -901,6 +1078,21 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_holds_no_more_than_the_room_the_others_leave() {
+        let mut p = pipeline(1, Impairment::new().delay(Duration::from_secs(1)));
+        p.set_room(3 * frame_cost(1000));
+        let mut out = Vec::new();
+        for i in 0..5 {
+            p.arrive(0, frame(i, 1000), &mut out);
+        }
+        assert_eq!(p.counters().overflow, 2);
+        assert_eq!(p.held_bytes(), 3 * frame_cost(1000));
+        p.set_room(usize::MAX);
+        p.arrive(0, frame(5, 1000), &mut out);
+        assert_eq!(p.counters().overflow, 2, "room again");
+    }
+
+    #[test]
     fn a_new_plan_times_what_is_queued_again() {
         // 100 kbit/s and a queue of 1 MiB: 690 frames of 1514 bytes would
         // leave over 83 s.
@@ -965,8 +1157,9 @@ mod tests {
             .then(s(1), Impairment::new().rate_kbit(10))
             .then(s(1), Impairment::new().loss(0.0))
             .repeat()
-            .plan()
-            .unwrap();
+            .plans()
+            .unwrap()
+            .remove(0);
         let mut p = Pipeline::new(Prng::new(3), plan, 0);
         // A frame every 10 ms for 4 s: in the fast steps each leaves when
         // it comes.

@@ -45,12 +45,14 @@ impl Prng {
     }
 
     /// The generator of one stream of a network: the network's seed mixed
-    /// with the stream's coordinates (a link number and a direction), so
-    /// that streams are independent of each other and of their order of
-    /// creation.
-    pub(super) fn stream(seed: u64, link: u32, direction: u8) -> Prng {
+    /// with the stream's coordinates (a link number, a direction, and a
+    /// rule of the direction: 0 unless an impairment is `otherwise`
+    /// another), so that streams are independent of each other and of
+    /// their order of creation.
+    pub(super) fn stream(seed: u64, link: u32, direction: u8, rule: u16) -> Prng {
         let mut state = seed;
-        let mixed = splitmix64(&mut state) ^ (u64::from(link) << 8 | u64::from(direction));
+        let coordinates = u64::from(rule) << 40 | u64::from(link) << 8 | u64::from(direction);
+        let mixed = splitmix64(&mut state) ^ coordinates;
         let mut state = mixed;
         Prng::new(splitmix64(&mut state))
     }
@@ -96,14 +98,24 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let draw = |seed, link, direction| {
-            let mut prng = Prng::stream(seed, link, direction);
+        let draw = |seed, link, direction, rule| {
+            let mut prng = Prng::stream(seed, link, direction, rule);
             (0..8).map(|_| prng.next_u64()).collect::<Vec<_>>()
         };
-        assert_eq!(draw(7, 1, 0), draw(7, 1, 0));
-        assert_ne!(draw(7, 1, 0), draw(7, 1, 1));
-        assert_ne!(draw(7, 1, 0), draw(7, 2, 0));
-        assert_ne!(draw(7, 1, 0), draw(8, 1, 0));
+        assert_eq!(draw(7, 1, 0, 0), draw(7, 1, 0, 0));
+        assert_ne!(draw(7, 1, 0, 0), draw(7, 1, 1, 0));
+        assert_ne!(draw(7, 1, 0, 0), draw(7, 2, 0, 0));
+        assert_ne!(draw(7, 1, 0, 0), draw(8, 1, 0, 0));
+        assert_ne!(draw(7, 1, 0, 0), draw(7, 1, 0, 1));
+        // Rule 0 is the stream a direction had before rules.
+        let mut state = 7u64;
+        let mixed = splitmix64(&mut state) ^ (1u64 << 8);
+        let mut state = mixed;
+        let mut old = Prng::new(splitmix64(&mut state));
+        assert_eq!(
+            draw(7, 1, 0, 0),
+            (0..8).map(|_| old.next_u64()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

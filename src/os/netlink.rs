@@ -304,7 +304,8 @@ pub(crate) fn dump_ipv6_addresses() -> Message {
 // The fault engine's plumbing: a veth pair inside one namespace that
 // carries nothing to its stack, the clsact qdisc, and two classic-BPF
 // filters (cls_bpf): one that drops everything in direct-action mode, one
-// that matches everything and redirects it with act_mirred.
+// that redirects what its program takes (everything, or the traffic the
+// direction's impairments select) with act_mirred.
 // netlink-packet-route has no type for classic BPF programs: the filters'
 // options go as raw attributes.
 
@@ -448,9 +449,18 @@ fn raw_attribute(kind: u16, data: &[u8]) -> Vec<u8> {
 }
 
 /// A cls_bpf filter on a clsact hook (`TcHandle::MIN_INGRESS` or
-/// `MIN_EGRESS`), for every protocol, running the one-instruction classic
-/// BPF program `ret #k`, with `more` options after the program.
-fn bpf_filter(index: i32, hook: u16, k: u32, more: &[u8], what: String) -> Message {
+/// `MIN_EGRESS`), handle 1, for every protocol, running the classic BPF
+/// `program`, with `more` options after it. `replace`: the filter with
+/// that handle is there, and takes the new program at once (the kernel
+/// swaps programs under RCU: no frame goes unfiltered meanwhile).
+fn bpf_filter(
+    index: i32,
+    hook: u16,
+    program: &[libc::sock_filter],
+    more: &[u8],
+    replace: bool,
+    what: String,
+) -> Message {
     let mut m = TcMessage::default();
     m.header.index = index;
     m.header.handle = TcHandle { major: 0, minor: 1 };
@@ -461,21 +471,36 @@ fn bpf_filter(index: i32, hook: u16, k: u32, more: &[u8], what: String) -> Messa
     // Priority 1, protocol ETH_P_ALL (in network order).
     m.header.info = (1u32 << 16) | u32::from((libc::ETH_P_ALL as u16).to_be());
     // struct sock_filter: code u16, jt u8, jf u8, k u32.
-    let mut program = [0u8; 8];
-    program[0..2].copy_from_slice(&((libc::BPF_RET | libc::BPF_K) as u16).to_ne_bytes());
-    program[4..8].copy_from_slice(&k.to_ne_bytes());
-    let mut options = raw_attribute(tc::TCA_BPF_OPS_LEN, &1u16.to_ne_bytes());
-    options.extend(raw_attribute(tc::TCA_BPF_OPS, &program));
+    let mut code = Vec::with_capacity(program.len() * 8);
+    for op in program {
+        code.extend_from_slice(&op.code.to_ne_bytes());
+        code.push(op.jt);
+        code.push(op.jf);
+        code.extend_from_slice(&op.k.to_ne_bytes());
+    }
+    let mut options = raw_attribute(tc::TCA_BPF_OPS_LEN, &(program.len() as u16).to_ne_bytes());
+    options.extend(raw_attribute(tc::TCA_BPF_OPS, &code));
     options.extend_from_slice(more);
     m.attributes = vec![
         TcAttribute::Kind("bpf".into()),
         TcAttribute::Other(DefaultNla::new(libc::TCA_OPTIONS | NLA_F_NESTED, options)),
     ];
-    Message::request(
-        RouteNetlinkMessage::NewTrafficFilter(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-        what,
-    )
+    let flags = if replace {
+        NLM_F_CREATE
+    } else {
+        NLM_F_CREATE | NLM_F_EXCL
+    };
+    Message::request(RouteNetlinkMessage::NewTrafficFilter(m), flags, what)
+}
+
+/// `ret #k`: a program of one instruction.
+fn returns(k: u32) -> [libc::sock_filter; 1] {
+    [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }]
 }
 
 /// Drops every frame the link with `index` receives, before its stack sees
@@ -489,16 +514,25 @@ pub(crate) fn drop_ingress(index: i32, name: &str) -> Message {
     bpf_filter(
         index,
         TcHandle::MIN_INGRESS,
-        tc::TC_ACT_SHOT,
+        &returns(tc::TC_ACT_SHOT),
         &flags,
+        false,
         format!("add a drop-all ingress filter to {name}"),
     )
 }
 
-/// Redirects every frame the link with `index` transmits to the link with
-/// `to`, which transmits it instead (cls_bpf matching all, act_mirred
-/// egress redirect).
-pub(crate) fn redirect_egress(index: i32, name: &str, to: i32) -> Message {
+/// Redirects the frames the link with `index` transmits that `program`
+/// (classic BPF) takes, those for which it returns non-zero, to the link
+/// with `to`, which transmits them instead (cls_bpf, act_mirred egress
+/// redirect); the others go on as before. `replace`: the filter is there
+/// and takes this program instead.
+pub(crate) fn redirect_egress(
+    index: i32,
+    name: &str,
+    to: i32,
+    program: &[libc::sock_filter],
+    replace: bool,
+) -> Message {
     // struct tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex.
     let mut parms = [0u8; 28];
     parms[8..12].copy_from_slice(&tc::TC_ACT_STOLEN.to_ne_bytes());
@@ -511,12 +545,17 @@ pub(crate) fn redirect_egress(index: i32, name: &str, to: i32) -> Message {
     ));
     let first = raw_attribute(1 | NLA_F_NESTED, &action);
     let actions = raw_attribute(tc::TCA_BPF_ACT | NLA_F_NESTED, &first);
+    let verb = if replace { "replace" } else { "add" };
     bpf_filter(
         index,
         TcHandle::MIN_EGRESS,
-        u32::MAX,
+        program,
         &actions,
-        format!("add a redirecting egress filter to {name}"),
+        replace,
+        format!(
+            "{verb} the redirecting egress filter of {name} ({} classic BPF instructions)",
+            program.len()
+        ),
     )
 }
 

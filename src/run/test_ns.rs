@@ -192,6 +192,7 @@ impl TestNamespace {
             capture_dir,
             made: Mutex::default(),
             seeds: Mutex::default(),
+            faults: Mutex::default(),
             failures: Mutex::default(),
         });
         let registration = Registration::new(
@@ -230,7 +231,7 @@ impl TestNamespace {
         let trace = trace::Steps::new(self.test);
         if failed && self.occupant.announce_failure {
             self.report_namespace();
-            report_seeds(&lock(&self.nodes.seeds));
+            report_seeds(&lock(&self.nodes.seeds), &lock(&self.nodes.faults));
         }
         let mut nodes = std::mem::take(&mut *lock(&self.nodes.made));
         if let Some((policy, capture)) = self.capture.take() {
@@ -343,11 +344,31 @@ impl Drop for TestNamespace {
 }
 
 /// Prints the seeds of the networks a failed test made, and how to make
-/// them again.
-fn report_seeds(seeds: &[u64]) {
+/// them again, and what their fault engines did to each impaired direction.
+fn report_seeds(seeds: &[u64], faults: &[Faults]) {
     if let Some(line) = seed_line(seeds) {
         eprintln!("{line}");
     }
+    for line in faults_lines(seeds.len(), faults) {
+        eprintln!("{line}");
+    }
+}
+
+/// `netns-test: faults a eth0 → b eth0: 2000 packets (..): 612 lost`, a
+/// line per impaired direction (naming the network's seed when the test
+/// made several networks).
+fn faults_lines(networks: usize, faults: &[Faults]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (seed, report) in faults {
+        for line in report() {
+            lines.push(if networks > 1 {
+                format!("netns-test: faults (seed {seed:#018x}) {line}")
+            } else {
+                format!("netns-test: faults {line}")
+            });
+        }
+    }
+    lines
 }
 
 fn seed_line(seeds: &[u64]) -> Option<String> {
@@ -382,9 +403,14 @@ struct Nodes {
     made: Mutex<Vec<MadeNode>>,
     /// The seeds of the networks the test made, in order.
     seeds: Mutex<Vec<u64>>,
+    /// What the networks' fault engines did, by seed.
+    faults: Mutex<Vec<Faults>>,
     /// Why a network's fault engine stopped, when one did.
     failures: Mutex<Vec<String>>,
 }
+
+/// A network's seed, and the lines that say what its fault engine did.
+type Faults = (u64, Box<dyn Fn() -> Vec<String> + Send + Sync>);
 
 struct MadeNode {
     name: String,
@@ -423,6 +449,21 @@ impl Observer for Nodes {
     fn network_failed(&self, why: String) {
         lock(&self.failures).push(why);
     }
+
+    fn faults_made(&self, seed: u64, lines: Box<dyn Fn() -> Vec<String> + Send + Sync>) {
+        lock(&self.faults).push((seed, lines));
+    }
+
+    fn capture_sink(
+        &self,
+        ns: &NetNs,
+        interface: &str,
+        redirect: &str,
+    ) -> Option<Arc<dyn crate::netns::FrameSink>> {
+        let made = lock(&self.made);
+        let node = made.iter().find(|n| n.ns.inode() == ns.inode())?;
+        Some(node.capture.as_ref()?.sink(interface, redirect))
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -431,7 +472,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::seed_line;
+    use super::{Faults, faults_lines, seed_line};
+
+    #[test]
+    fn the_faults_lines_name_each_direction_and_the_seed_when_several() {
+        let faults: Vec<Faults> = vec![
+            (
+                1,
+                Box::new(|| vec!["a eth0 → b eth0: 10 packets (600 bytes): 3 lost".into()]),
+            ),
+            (2, Box::new(Vec::new)),
+        ];
+        assert_eq!(
+            faults_lines(1, &faults[..1]),
+            ["netns-test: faults a eth0 → b eth0: 10 packets (600 bytes): 3 lost"]
+        );
+        assert_eq!(
+            faults_lines(2, &faults),
+            [
+                "netns-test: faults (seed 0x0000000000000001) a eth0 → b eth0: 10 packets (600 bytes): 3 lost"
+            ]
+        );
+    }
 
     #[test]
     fn the_seed_line_says_how_to_rerun() {

@@ -89,3 +89,73 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// A packet of a pcapng capture: its interface's name, its bytes, and its
+/// comment.
+pub struct Packet {
+    pub interface: String,
+    pub data: Vec<u8>,
+    pub comment: Option<String>,
+}
+
+/// The packets of a pcapng file as netns-test writes it (one section, in
+/// this machine's byte order), checking its blocks' shape on the way.
+pub fn pcapng_packets(file: &[u8]) -> Vec<Packet> {
+    let word = |at: usize| u32::from_ne_bytes(file[at..at + 4].try_into().unwrap());
+    assert_eq!(word(0), 0x0A0D_0D0A, "a pcapng section header first");
+    assert_eq!(word(8), 0x1A2B_3C4D, "byte-order magic");
+    let mut interfaces = Vec::new();
+    let mut packets = Vec::new();
+    let mut at = 0;
+    while at + 12 <= file.len() {
+        let (kind, total) = (word(at), word(at + 4) as usize);
+        assert_eq!(word(at + total - 4) as usize, total, "block at {at}");
+        let body = &file[at + 8..at + total - 4];
+        // Options: code, length, value padded to 4; code 0 ends them.
+        let options = |mut rest: &[u8]| {
+            let mut found = Vec::new();
+            while rest.len() >= 4 {
+                let code = u16::from_ne_bytes([rest[0], rest[1]]);
+                let len = u16::from_ne_bytes([rest[2], rest[3]]) as usize;
+                if code == 0 {
+                    break;
+                }
+                found.push((
+                    code,
+                    String::from_utf8_lossy(&rest[4..4 + len]).into_owned(),
+                ));
+                rest = &rest[4 + len.next_multiple_of(4)..];
+            }
+            found
+        };
+        match kind {
+            1 => {
+                assert_eq!(u16::from_ne_bytes([body[0], body[1]]), 1, "Ethernet");
+                let name = options(&body[8..])
+                    .into_iter()
+                    .find(|(code, _)| *code == 2)
+                    .map(|(_, name)| name)
+                    .expect("if_name");
+                interfaces.push(name);
+            }
+            6 => {
+                let id = u32::from_ne_bytes(body[0..4].try_into().unwrap()) as usize;
+                let kept = u32::from_ne_bytes(body[12..16].try_into().unwrap()) as usize;
+                let data = body[20..20 + kept].to_vec();
+                let comment = options(&body[20 + kept.next_multiple_of(4)..])
+                    .into_iter()
+                    .find(|(code, _)| *code == 1)
+                    .map(|(_, text)| text);
+                packets.push(Packet {
+                    interface: interfaces[id].clone(),
+                    data,
+                    comment,
+                });
+            }
+            _ => {}
+        }
+        at += total;
+    }
+    assert_eq!(at, file.len(), "whole blocks");
+    packets
+}

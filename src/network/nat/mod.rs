@@ -4,7 +4,7 @@
 //! `rules.rs`), over netlink: no `nft` or `conntrack` program.
 
 mod node;
-mod rules;
+pub(super) mod rules;
 
 use crate::error::Error;
 use crate::os::netlink::Netlink;

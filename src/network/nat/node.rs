@@ -15,7 +15,11 @@ use std::sync::Weak;
 impl Node {
     /// This node's end of `link`, or an `InvalidInput` error naming the
     /// node, for `operation`.
-    fn end_of<'l>(&self, link: &'l Link, operation: &'static str) -> Result<&'l End, Error> {
+    pub(in crate::network) fn end_of<'l>(
+        &self,
+        link: &'l Link,
+        operation: &'static str,
+    ) -> Result<&'l End, Error> {
         let end = link
             .inner
             .ends
@@ -346,6 +350,14 @@ impl Node {
         }
         timeouts.written = Some(wanted);
         Ok(())
+    }
+
+    /// Runs `messages` on the node's netfilter socket, opened inside it
+    /// on first use (the firewall's, beside the NATs').
+    pub(in crate::network) fn netfilter_run(&self, messages: Vec<Message>) -> Result<(), Error> {
+        let mut nats = lock(&self.inner.nat);
+        self.open(&mut nats, false)?;
+        self.run(&mut nats, messages)
     }
 
     fn run(&self, nats: &mut Nats<NodeInner>, messages: Vec<Message>) -> Result<(), Error> {

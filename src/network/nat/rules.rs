@@ -184,7 +184,9 @@ impl Link<'_> {
     }
 }
 
-pub(super) fn table(interface: &str) -> String {
+/// The table of the link whose router interface is `interface`: its NAT's
+/// and its firewall's.
+pub(in crate::network) fn table(interface: &str) -> String {
     format!("netns_test_{interface}")
 }
 
