@@ -12,7 +12,9 @@
 //! It builds `tests/overhead_fixture.rs` in release mode, then runs its 200
 //! `plain::`, `floor::`, `view::`, `netns::` and `veth::` tests (each what a
 //! user's test does: bind a fixed port, connect, echo a byte, close) as
-//! separate invocations of the test binary, in an order shuffled each round, with 1 and with 2 test threads. Overhead per
+//! separate invocations of the test binary, in an order shuffled each round, with 1 and with 2 test threads,
+//! and the `veth::` tests again with `NETNS_TEST_SETTLE=off` (their pairs
+//! not waited for until they carry the first packet: what settling costs). Overhead per
 //! test = (wall time of a kind − wall time of `plain` in the same round) / 200;
 //! the table shows medians over rounds (a ratio's median is that of the
 //! round's ratios). When run as root it also runs the `netns::` tests as uid
@@ -30,15 +32,17 @@ use std::time::Instant;
 
 const TESTS_PER_KIND: f64 = 200.0;
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(700);
-/// Test filters; the last runs as an ordinary user, in rootless mode.
-const KINDS: [&str; 6] = [
-    "plain::", "floor::", "view::", "netns::", "veth::", "netns::",
+/// Test filters; `ROOTLESS` runs as an ordinary user, in rootless mode,
+/// `UNSETTLED` with `NETNS_TEST_SETTLE=off`.
+const KINDS: [&str; 7] = [
+    "plain::", "floor::", "view::", "netns::", "veth::", "netns::", "veth::",
 ];
 const FLOOR: usize = 1;
 const VIEW: usize = 2;
 const NETNS: usize = 3;
 const VETH: usize = 4;
 const ROOTLESS: usize = 5;
+const UNSETTLED: usize = 6;
 const NOBODY: u32 = 65534;
 
 fn main() {
@@ -62,9 +66,9 @@ fn main() {
     let as_root = nix::unistd::geteuid().is_root();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
     println!(
-        "| test threads | floor (ms/test) | floor + private /sys, /etc/hosts, accept_dad (ms/test) | #[netns_test] (ms/test) | netns / floor | netns / (floor + view) | #[netns_test(veth)] (ms/test) | rootless #[netns_test] (ms/test) | rootless / root |"
+        "| test threads | floor (ms/test) | floor + private /sys, /etc/hosts, accept_dad (ms/test) | #[netns_test] (ms/test) | netns / floor | netns / (floor + view) | #[netns_test(veth)] (ms/test) | veth, not settled (ms/test) | rootless #[netns_test] (ms/test) | rootless / root |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let run = |index: usize, threads: usize| -> Option<f64> {
         if index == ROOTLESS {
             as_root.then(|| {
@@ -73,10 +77,17 @@ fn main() {
                     KINDS[index],
                     threads,
                     Some(NOBODY),
+                    false,
                 )
             })
         } else {
-            Some(run_kind(&fixture, KINDS[index], threads, None))
+            Some(run_kind(
+                &fixture,
+                KINDS[index],
+                threads,
+                None,
+                index == UNSETTLED,
+            ))
         }
     };
     let thread_counts: Vec<usize> = match std::env::var("BENCH_THREADS") {
@@ -100,6 +111,7 @@ fn main() {
         let mut ratio = Vec::new();
         let mut view_ratio = Vec::new();
         let mut veth = Vec::new();
+        let mut unsettled = Vec::new();
         let mut rootless = Vec::new();
         let mut rootless_ratio = Vec::new();
         let mut order: Vec<usize> = (0..KINDS.len()).collect();
@@ -116,17 +128,19 @@ fn main() {
             ratio.push(per_test(seconds[NETNS]) / per_test(seconds[FLOOR]));
             view_ratio.push(per_test(seconds[NETNS]) / per_test(seconds[VIEW]));
             veth.push(per_test(seconds[VETH]));
+            unsettled.push(per_test(seconds[UNSETTLED]));
             rootless.push(per_test(seconds[ROOTLESS]));
             rootless_ratio.push(per_test(seconds[ROOTLESS]) / per_test(seconds[NETNS]));
         }
         println!(
-            "| {threads} | {:.3} | {:.3} | {:.3} | {:.2}× | {:.2}× | {:.3} | {} |",
+            "| {threads} | {:.3} | {:.3} | {:.3} | {:.2}× | {:.2}× | {:.3} | {:.3} | {} |",
             median(&mut floor),
             median(&mut view),
             median(&mut netns),
             median(&mut ratio),
             median(&mut view_ratio),
             median(&mut veth),
+            median(&mut unsettled),
             if as_root {
                 format!(
                     "{:.3} | {:.2}×",
@@ -156,14 +170,16 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn run_kind(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f64 {
+fn run_kind(fixture: &str, filter: &str, threads: usize, uid: Option<u32>, unsettled: bool) -> f64 {
     // Let the kernel finish tearing down the previous run's namespaces (it
     // does so asynchronously), so that no run pays for another's.
     std::thread::sleep(SETTLE);
+    let settle = if unsettled { "off" } else { "on" };
     if std::env::var_os("BENCH_PROCESS_PER_TEST").is_some() {
-        return run_each_in_a_process(fixture, filter, threads, uid);
+        return run_each_in_a_process(fixture, filter, threads, uid, settle);
     }
     let mut command = Command::new(fixture);
+    command.env("NETNS_TEST_SETTLE", settle);
     if let Some(uid) = uid {
         command.uid(uid).gid(uid).current_dir("/");
     }
@@ -180,7 +196,13 @@ fn run_kind(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f6
 
 /// Runs each test of `filter` in a process of its own, `threads` at once,
 /// as cargo-nextest does: the wall time of all of them.
-fn run_each_in_a_process(fixture: &str, filter: &str, threads: usize, uid: Option<u32>) -> f64 {
+fn run_each_in_a_process(
+    fixture: &str,
+    filter: &str,
+    threads: usize,
+    uid: Option<u32>,
+    settle: &str,
+) -> f64 {
     let listed = Command::new(fixture)
         .args([filter, "--list", "--format", "terse"])
         .output()
@@ -207,6 +229,7 @@ fn run_each_in_a_process(fixture: &str, filter: &str, threads: usize, uid: Optio
                     let status = command
                         .args(["--exact", name, "--nocapture"])
                         .env("NEXTEST_EXECUTION_MODE", "process-per-test")
+                        .env("NETNS_TEST_SETTLE", settle)
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .status()

@@ -62,7 +62,7 @@
 //! | `NETNS_TEST_LOG` | `debug`, `trace` | print each setup and teardown step with its duration on stderr (the `log` crate gets them too, at debug level, target `netns_test`) |
 //! | `NETNS_TEST_SEED` | `0x5eed` (hex) or `24301` (decimal); a list `0xa,0xb` | the seed of a test's networks' faults (the k-th network takes the k-th, the last one repeats); a failed test prints the one it had |
 //! | `NETNS_TEST_FORK_SERVER` | `off` | rootless tests start the test binary again each, instead of forking from the fork server (slower; for debugging) |
-//! | `NETNS_TEST_SETTLE` | `off` | [`Network::link`], [`Network::attach`] and [`Link::set_up`] return without waiting until the link carries its first packet, which may then be lost (for measuring what the wait costs: `benches/topology.rs`) |
+//! | `NETNS_TEST_SETTLE` | `off` | [`Network::link`], [`Network::attach`] and [`Link::set_up`] return, and a `veth` test starts, without waiting until the link carries its first packet, which may then be lost (for measuring what the wait costs: `benches/topology.rs`, `benches/overhead.rs`) |
 //!
 //! netns-test sets `NETNS_TEST_INSIDE` and `NETNS_TEST_RESULT_FD` itself, in
 //! the process of a rootless test.

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::os::host_routes::{self, HostUse, Net};
 use crate::os::netlink::{self, Netlink};
 use crate::os::private_dir::{Lock, PrivateDir};
+use crate::os::settle::{LinkLocal, settle};
 use crate::os::sys;
 use crate::pool::{self, VETH_SLOTS as SLOTS};
 pub(crate) use crate::veth_pair::{Veth, VethSpec};
@@ -183,9 +184,27 @@ impl VethSetup {
             here.push(netlink::add_default_route(NS_INDEX, IpAddr::V6(host)));
             there.push(netlink::add_address(v.host_index, IpAddr::V6(host), prefix));
         }
-        Netlink::open()?.run(here).map_err(explain_host_refusal)?;
+        let mut netlink = Netlink::open()?;
+        netlink.run(here).map_err(explain_host_refusal)?;
         *state = PairState::Created;
-        self.host_netlink.run(there).map_err(explain_host_refusal)
+        self.host_netlink.run(there).map_err(explain_host_refusal)?;
+        drop(state);
+        // Both ends carry the first packet (see `os/settle.rs`): about 2 %
+        // of fresh pairs lost a first ARP request or neighbour
+        // solicitation otherwise.
+        if crate::settings::settle_links() {
+            let ipv6 = |address: Option<Ipv6Addr>| {
+                address.map(|address| (IpAddr::V6(address), LinkLocal::Ignored))
+            };
+            settle(&mut netlink, NS_INDEX, NS_NAME, ipv6(v.ns_ipv6))?;
+            settle(
+                &mut self.host_netlink,
+                v.host_index,
+                &v.host_name,
+                ipv6(v.host_ipv6),
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -664,6 +664,102 @@ fn hairpinning_through_a_cgnat_shows_the_senders_public_mapping() {
 }
 
 #[netns_test]
+fn endpoints_choosing_one_port_at_once_each_get_a_mapping_from_their_first_packet() {
+    // Six clients on one LAN send their first packet from the same inside
+    // port at the same instant (threads on every CPU, through one NAT):
+    // one keeps the port, the others get others, each at its first packet
+    // (a NAT that let two endpoints pick one port had conntrack drop the
+    // loser's packet, and mapped the loser to that port for good). Over
+    // UDP (one datagram, no retry) and TCP (no SYN retransmitted).
+    const CLIENTS: usize = 6;
+    let lab = Lab::new();
+    let (s1, a1) = &lab.servers[0];
+    let reflector = Reflector::start(s1, IpAddr::V4(*a1), 3478);
+    let tcp = tcp_reflector(s1, *a1, 80);
+    let (router, uplink, first) = lab.home("home", Nat::new());
+    let lan = lab.net.switch("lan").unwrap();
+    lab.net.attach(&router, &lan).unwrap();
+    let mut clients = vec![first];
+    for i in 1..CLIENTS {
+        let client = lab.net.node(&format!("pc{i}")).unwrap();
+        lab.net.attach(&client, &lan).unwrap();
+        clients.push(client);
+    }
+    let public = IpAddr::V4(router.ipv4_on(&uplink));
+    for round in 0..8u16 {
+        let port = 4000 + round;
+        let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+        let threads: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let socket = udp(client, Ipv4Addr::UNSPECIFIED, port);
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .unwrap();
+                let start = start.clone();
+                let client = client.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    socket.send_to(b"who am I", reflector.address).unwrap();
+                    let mut buf = [0u8; 64];
+                    let udp = match socket.recv_from(&mut buf) {
+                        Ok((n, _)) => Some(std::str::from_utf8(&buf[..n]).unwrap().to_owned()),
+                        Err(_) => None,
+                    };
+                    start.wait();
+                    let stream =
+                        tcp_from(&client, port + 100, Some(tcp), Duration::from_secs(5)).unwrap();
+                    let retransmitted = syn_retransmissions(&stream);
+                    let mut text = String::new();
+                    (&stream).read_to_string(&mut text).unwrap();
+                    (udp, text, retransmitted)
+                })
+            })
+            .collect();
+        let mut udp_seen = Vec::new();
+        let mut tcp_seen = Vec::new();
+        for thread in threads {
+            let (udp, tcp, retransmitted) = thread.join().unwrap();
+            let udp: SocketAddr = udp
+                .unwrap_or_else(|| panic!("round {round}: a first datagram got no answer"))
+                .parse()
+                .unwrap();
+            assert_eq!(retransmitted, 0, "round {round}: a SYN was sent again");
+            udp_seen.push(udp);
+            tcp_seen.push(tcp.parse::<SocketAddr>().unwrap());
+        }
+        for seen in [&mut udp_seen, &mut tcp_seen] {
+            assert!(seen.iter().all(|s| s.ip() == public), "{seen:?}");
+            seen.sort();
+            seen.dedup_by_key(|s| s.port());
+            assert_eq!(seen.len(), CLIENTS, "round {round}: a port shared");
+        }
+    }
+    let _ = lan;
+}
+
+/// How many times the kernel sent a segment of `stream` again (its SYN,
+/// right after connecting): `tcpi_total_retrans` of `TCP_INFO`.
+fn syn_retransmissions(stream: &TcpStream) -> u32 {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the descriptor is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
+}
+
+#[netns_test]
 fn timeouts_bound_how_long_an_idle_mapping_lives() {
     let lab = Lab::new();
     let (s1, a1) = &lab.servers[0];
@@ -944,7 +1040,7 @@ fn nat_works_rootless_and_without_nft() {
         });
         let text = common::text(&output);
         assert!(output.status.success(), "{text}");
-        assert!(text.contains("16 passed"), "{text}");
+        assert!(text.contains("17 passed"), "{text}");
     };
     if nix::unistd::geteuid().is_root() {
         run(true);

@@ -96,6 +96,72 @@ fn fixture_plain_test_is_untouched() {
     assert_eq!(this_thread, main_thread, "the host's network namespace");
 }
 
+/// A rootless test runs as pid 1 of a pid namespace of its own: `/proc`
+/// shows that namespace, so the ids the test and its children know
+/// themselves by are the ones `/proc` knows them by.
+#[netns_test]
+#[ignore = "fixture"]
+fn fixture_pids_are_the_ones_proc_shows() {
+    if !armed() {
+        return;
+    }
+    let me = std::process::id();
+    assert_eq!(
+        std::fs::read_link("/proc/self").unwrap(),
+        std::path::Path::new(&me.to_string()),
+        "/proc/self"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{me}/status")).unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap();
+    assert!(status.contains(&format!("\nPid:\t{me}\n")), "{status}");
+    assert_eq!(comm.trim(), "tests", "/proc/{me} is this test binary");
+    let thread = nix::unistd::gettid();
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self").unwrap(),
+        std::path::Path::new(&format!("{me}/task/{thread}")),
+    );
+    // A child, by the id its handle gives.
+    // (Its command line shows once its exec has set it up, a moment after
+    // `spawn` returns.)
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let started = std::time::Instant::now();
+    let cmdline = loop {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+        if !cmdline.is_empty() || started.elapsed() > std::time::Duration::from_secs(10) {
+            break cmdline;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert_eq!(cmdline, b"sleep\x0030\x00", "/proc/<child.id()>");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    assert!(status.contains(&format!("\nPPid:\t{me}\n")), "{status}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A child's own id (`$$`), as /proc shows it.
+    let shell = Command::new("sh")
+        .args(["-c", "echo $$; cat /proc/$$/comm; readlink /proc/self"])
+        .output()
+        .unwrap();
+    let shell = String::from_utf8(shell.stdout).unwrap();
+    let lines: Vec<&str> = shell.lines().collect();
+    assert_eq!(lines.len(), 3, "{shell}");
+    assert_eq!(lines[1], "sh", "{shell}");
+    assert_ne!(
+        lines[2], lines[0],
+        "readlink is a child of the shell: {shell}"
+    );
+    // `/proc/net` still shows the test's network namespace.
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let names: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(names, ["lo"], "{dev}");
+    println!("REPORT pids ok");
+}
+
 #[netns_test(veth)]
 #[ignore = "fixture"]
 fn fixture_veth() {}
@@ -169,7 +235,7 @@ fn netns_tests_run_for_an_ordinary_user() {
         return;
     };
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("5 passed"), "{text}");
+    assert!(text.contains("6 passed"), "{text}");
     // Passing tests' output stays captured, as with any test.
     assert!(!text.contains("REPORT sync ok"), "{text}");
     assert!(!text.contains("CAPTURED-LINE"), "{text}");
@@ -198,7 +264,7 @@ fn without_the_fork_server_tests_run_the_same() {
         return;
     };
     assert!(!output.status.success(), "{text}");
-    assert!(text.contains("5 passed; 3 failed"), "{text}");
+    assert!(text.contains("6 passed; 3 failed"), "{text}");
     assert!(text.contains("a panic in a user namespace"), "{text}");
     assert!(
         text.contains("an error value in a user namespace"),
@@ -269,6 +335,7 @@ fn under_cargo_nextest_a_test_process_runs_its_one_test() {
     for (name, report) in [
         ("fixture_sync_sees_its_namespace", "REPORT sync ok"),
         ("fixture_async_sees_its_namespace", "REPORT async ok"),
+        ("fixture_pids_are_the_ones_proc_shows", "REPORT pids ok"),
         ("fixture_plain_test_is_untouched", ""),
         ("fixture_should_panic", ""),
     ] {

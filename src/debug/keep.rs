@@ -15,7 +15,7 @@
 
 use crate::error::Error;
 use crate::netns::NetNs;
-use crate::os::holder::{FIRST_HELD_FD, Holder};
+use crate::os::holder::{FIRST_HELD_FD, Holder, process_start};
 use crate::os::netlink::{self, Netlink};
 use crate::os::private_dir::PrivateDir;
 use crate::os::{sys, unix_time};
@@ -216,7 +216,7 @@ fn keep_rootless(what: &What<'_>, all: &[(Option<&str>, &NetNs)]) -> Result<Vec<
     let held: Vec<_> = nodes.iter().map(|(_, ns)| ns.as_fd()).collect();
     let holder = Holder::fork(&name, &held)?;
     let pid = holder.pid();
-    let start = process_start(pid).unwrap_or_default();
+    let start = holder.start().unwrap_or_default().to_owned();
     let mut written: Vec<String> = Vec::new();
     let mut messages = Vec::new();
     let mut next_fd = FIRST_HELD_FD;
@@ -266,14 +266,6 @@ fn cookie() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(unix_time().as_nanos());
     format!("{:08x}", hasher.finish() as u32)
-}
-
-/// A process's start time (field 22 of /proc/PID/stat), to tell it from a
-/// later process with the same id.
-fn process_start(pid: i32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split(' ').nth(19).map(str::to_owned)
 }
 
 /// Whether `pid` is the holder a note describes: a process of this user,

@@ -20,6 +20,8 @@ pub(crate) const FIRST_HELD_FD: i32 = 3;
 /// holder ends.
 pub(crate) struct Holder {
     pid: i32,
+    /// Its start time, as `/proc/PID/stat` gives it (field 22).
+    start: Option<String>,
     go: OwnedFd,
 }
 
@@ -37,8 +39,7 @@ impl Holder {
             Error::invalid_input("name a holder process", "the name has a NUL byte")
         })?;
         if let Some(forked) = fork_in_shim(&name, keep) {
-            let (pid, go) = forked?;
-            return Ok(Holder { pid, go });
+            return forked;
         }
         let keep: Vec<i32> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
         // Room for the child to move descriptors, made before the fork.
@@ -71,12 +72,23 @@ impl Holder {
         std::fs::File::from(started)
             .read_exact(&mut word)
             .map_err(|e| Error::new("wait for the holder process to start", e))?;
-        Ok(Holder { pid, go })
+        Ok(Holder {
+            pid,
+            start: process_start(pid),
+            go,
+        })
     }
 
     /// The holder's process id.
     pub(crate) fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The holder's start time (field 22 of `/proc/PID/stat`), which tells
+    /// it from a later process with the same id. (A contained process's
+    /// `/proc` does not show the holder: its shim reads it.)
+    pub(crate) fn start(&self) -> Option<&str> {
+        self.start.as_deref()
     }
 
     /// Tells the holder to stay, until it is killed.
@@ -87,10 +99,18 @@ impl Holder {
     }
 }
 
+/// A process's start time (field 22 of `/proc/PID/stat`), to tell it from
+/// a later process with the same id.
+pub(crate) fn process_start(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(19).map(str::to_owned)
+}
+
 /// Has the shim of this contained process fork the holder (see
-/// [`answer_in_shim`]): its id, as the system sees it, and the write end of
-/// its go pipe. `None` when this process is not contained.
-fn fork_in_shim(name: &CString, keep: &[BorrowedFd<'_>]) -> Option<Result<(i32, OwnedFd), Error>> {
+/// [`answer_in_shim`]), with its id and start time as the system sees
+/// them. `None` when this process is not contained.
+fn fork_in_shim(name: &CString, keep: &[BorrowedFd<'_>]) -> Option<Result<Holder, Error>> {
     use crate::os::sys::{self, NsKind};
     if !crate::os::contain::contained() {
         return None;
@@ -103,14 +123,22 @@ fn fork_in_shim(name: &CString, keep: &[BorrowedFd<'_>]) -> Option<Result<(i32, 
     };
     let mut fds = vec![net.as_fd(), mnt.as_fd()];
     fds.extend_from_slice(keep);
-    let asked = crate::os::contain::ask(name.as_bytes(), &fds, 4)?;
+    let asked = crate::os::contain::ask(name.as_bytes(), &fds, 64)?;
     let failed = |e: std::io::Error| Error::new("fork a holder process", e);
     Some(asked.map_err(failed).and_then(|(reply, fds)| {
         let number = reply
             .get(..4)
             .map_or(-libc::EIO, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        let start = std::str::from_utf8(&reply[4.min(reply.len())..])
+            .ok()
+            .filter(|start| !start.is_empty())
+            .map(str::to_owned);
         match fds.into_iter().next() {
-            Some(go) if number > 0 => Ok((number, go)),
+            Some(go) if number > 0 => Ok(Holder {
+                pid: number,
+                start,
+                go,
+            }),
             _ => Err(failed(std::io::Error::from_raw_os_error(-number))),
         }
     }))
@@ -120,11 +148,15 @@ fn fork_in_shim(name: &CString, keep: &[BorrowedFd<'_>]) -> Option<Result<(i32, 
 /// has one thread: forks a holder named `name` in the network and mount
 /// namespaces `fds[0]` and `fds[1]` (the test's), holding the rest of
 /// `fds`, outside the contained process's pid namespace; once it has a
-/// session of its own, replies with its id and the write end of its go
-/// pipe (or a negative errno).
+/// session of its own, replies with its id and start time and the write
+/// end of its go pipe (or a negative errno).
 pub(crate) fn answer_in_shim(name: &[u8], fds: Vec<OwnedFd>) -> (Vec<u8>, Vec<OwnedFd>) {
     match fork_here(name, fds) {
-        Ok((pid, go)) => (pid.to_ne_bytes().to_vec(), vec![go]),
+        Ok((pid, go)) => {
+            let mut reply = pid.to_ne_bytes().to_vec();
+            reply.extend(process_start(pid).unwrap_or_default().bytes());
+            (reply, vec![go])
+        }
         Err(errno) => ((-errno).to_ne_bytes().to_vec(), Vec::new()),
     }
 }
@@ -147,6 +179,7 @@ fn fork_here(name: &[u8], fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), i32> {
             if sys::setns_net_and_mount(fds[0].as_fd(), fds[1].as_fd()).is_err() {
                 sys::exit_now(1);
             }
+            show_the_systems_proc();
             hold(
                 &name,
                 keep,
@@ -167,6 +200,23 @@ fn fork_here(name: &[u8], fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), i32> {
             }
         }
         Err(e) => Err(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+    }
+}
+
+/// In a holder forked by a shim, in the test's mount namespace: a rootless
+/// test's `/proc` is one of its runner's pid namespace (see
+/// `os/run_dir.rs`), which ends with the runner, and in which the holder
+/// is not (`/proc/self` does not resolve). The holder moves to a copy of
+/// the mount namespace (the one `nsenter -m` then enters) and unmounts it
+/// there, which shows the system's `/proc` below it. (The shim has one
+/// thread: its child may allocate.)
+fn show_the_systems_proc() {
+    use crate::os::sys;
+    if std::fs::read_link("/proc/self").is_ok() {
+        return;
+    }
+    if sys::unshare(nix::sched::CloneFlags::CLONE_NEWNS, "unshare(CLONE_NEWNS)").is_ok() {
+        let _ = sys::detach_mount(std::path::Path::new("/proc"));
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod poller;
 pub(crate) mod private_dir;
 pub(crate) mod privilege;
 pub(crate) mod run_dir;
+pub(crate) mod settle;
 pub(crate) mod sys;
 pub(crate) mod uapi;
 pub(crate) mod userns;

@@ -56,17 +56,35 @@ pub(crate) fn make_private_view(from_template: bool) -> Result<(), Error> {
         let own = sys_dir.join("netns");
         std::fs::create_dir(&own).map_err(|e| Error::at("mkdir", &own, e))?;
         for dir in dirs {
-            let netns = run_dir::netns_dir(dir);
-            if !from_template {
-                // Copied from a view whose `/run/netns` a test's `ip netns
-                // add` made shared: what is mounted on it here must not
-                // reach there. (Not a mount point on the host: EINVAL.)
-                let _ = sys::mount_propagation(&netns, MsFlags::MS_PRIVATE);
-            }
-            sys::bind_mount(&own, &netns)?;
+            mount_own_netns(&own, dir, from_template)?;
         }
     }
     sys::mount_sysfs(sys_dir)
+}
+
+/// Mounts the directory `own` on `netns` in the run directory `dir`.
+///
+/// Without a template, the view was copied from one that had `dir/netns`
+/// when it was looked at: the host's, say. Another process may have
+/// removed it since (`netns-test gc` removes the `/run/netns` it made for
+/// a kept namespace, a test of the host's state its own): then `dir` is
+/// covered here with a mirror of it that has a `netns` of its own, as the
+/// template has, rather than failing the test.
+fn mount_own_netns(own: &Path, dir: &Path, from_template: bool) -> Result<(), Error> {
+    let netns = run_dir::netns_dir(dir);
+    if !from_template {
+        // Copied from a view whose `/run/netns` a test's `ip netns add`
+        // made shared: what is mounted on it here must not reach there.
+        // (Not a mount point on the host: EINVAL.)
+        let _ = sys::mount_propagation(&netns, MsFlags::MS_PRIVATE);
+    }
+    match sys::bind_mount(own, &netns) {
+        Err(error) if !from_template && error.raw_os_error() == Some(nix::libc::ENOENT) => {
+            run_dir::cover_with_mirror(dir)?;
+            sys::bind_mount(own, &netns)
+        }
+        other => other,
+    }
 }
 
 /// The tmpfs's options: room for the copy of `/etc/hosts`, and for the
@@ -121,7 +139,49 @@ fn host_hosts_file() -> Option<&'static [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::mountinfo_has_shared;
+    use super::{mount_own_netns, mountinfo_has_shared};
+    use std::path::Path;
+
+    /// The host's `netns` directory is removed between the look that
+    /// chose no template and the mount: the view gets one of its own all
+    /// the same, and the host does not get it back.
+    #[test]
+    fn a_netns_directory_removed_meanwhile_is_mirrored() {
+        if !crate::os::privilege::privileged() || crate::os::userns::rootless() {
+            println!("skipped: a mount namespace needs root");
+            return;
+        }
+        let run = tempfile::tempdir().unwrap();
+        let own = tempfile::tempdir().unwrap();
+        let dir = run.path().to_owned();
+        std::fs::create_dir(dir.join("netns")).unwrap();
+        std::fs::write(dir.join("entry"), "host's").unwrap();
+        std::fs::write(own.path().join("mine"), "").unwrap();
+        let seen = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use nix::mount::MsFlags;
+                    crate::os::sys::unshare(nix::sched::CloneFlags::CLONE_NEWNS, "unshare")
+                        .unwrap();
+                    crate::os::sys::mount_propagation(
+                        Path::new("/"),
+                        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                    )
+                    .unwrap();
+                    // Another process removes it (the same file system).
+                    std::fs::remove_dir(dir.join("netns")).unwrap();
+                    mount_own_netns(own.path(), &dir, false).unwrap();
+                    (
+                        dir.join("netns/mine").exists(),
+                        std::fs::read_to_string(dir.join("entry")).unwrap(),
+                    )
+                })
+                .join()
+                .unwrap()
+        });
+        assert_eq!(seen, (true, "host's".to_owned()), "its own, and the rest");
+        assert!(!dir.join("netns").exists(), "the host got it back");
+    }
 
     #[test]
     fn finds_shared_mounts() {

@@ -20,10 +20,17 @@
 //! table changes (a `poll` on `/proc/self/mountinfo`), so a namespace made
 //! afterwards sees the host as it is. A file a test creates at the first
 //! level of `/run` lands in the template's tmpfs, never on the host.
+//!
+//! A process that is pid 1 of a pid namespace of its own (a rootless
+//! test's runner, see [`super::contain`]) always copies its tests' views
+//! from a template, which also has a procfs of that namespace on `/proc`:
+//! the ids a test and its children know themselves by are then the ones
+//! `/proc` shows, at no cost per test. A runner makes it once, before its
+//! first test, as a copy of the template its fork server made ahead.
 
 use crate::error::Error;
 use crate::os::sys::{self, NsKind};
-use crate::os::{mounts, privilege};
+use crate::os::{contain, mounts, privilege};
 use nix::mount::MsFlags;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -99,28 +106,50 @@ impl WorkingDirectory {
 }
 
 /// The template when the calling thread's view lacks a `netns` directory in
-/// a run directory (the host's, here), made or made again when the host
-/// changed; `None` when the view has them all (the host has them, or the
-/// thread is inside a namespace of netns-test's).
+/// a run directory (the host's, here), or, in a process that is pid 1 of a
+/// pid namespace of its own ([`contain`]), a `/proc` of that namespace;
+/// made or made again when the host changed. `None` when the view has
+/// them all (the host has them and the process has no pid namespace of its
+/// own, or the thread is inside a namespace of netns-test's).
 pub(crate) fn template_if_needed() -> Result<Option<Arc<Template>>, Error> {
     let dirs = run_dirs();
-    if dirs.iter().all(|dir| netns_dir(dir).is_dir()) {
+    let own_proc = contain::contained();
+    if dirs.iter().all(|dir| netns_dir(dir).is_dir()) && (!own_proc || proc_shows_this_process()) {
         return Ok(None);
     }
     let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
     let stamps = stamps(dirs);
     let host_mounts_changed = state.mount_table.as_ref().is_none_or(changed);
-    if let Some((template, made_at)) = &state.template {
-        if *made_at == stamps && !host_mounts_changed {
-            return Ok(Some(Arc::clone(template)));
+    let mut base = None;
+    if let Some(made) = &state.template {
+        if made.stamps == stamps && !host_mounts_changed {
+            if made.own_proc == own_proc {
+                return Ok(Some(Arc::clone(&made.template)));
+            }
+            // Made before this process entered its pid namespace (by the
+            // fork server, ahead of its runners): a copy of it, with a
+            // `/proc` of the namespace, is all that differs.
+            base = Some(Arc::clone(&made.template));
         }
     }
     if state.mount_table.is_none() {
         state.mount_table = open_mount_table();
     }
-    let template = Arc::new(make(dirs)?);
-    state.template = Some((Arc::clone(&template), stamps));
+    let template = Arc::new(make(dirs, base.as_deref(), own_proc)?);
+    state.template = Some(Made {
+        template: Arc::clone(&template),
+        stamps,
+        own_proc,
+    });
     Ok(Some(template))
+}
+
+/// Whether the calling thread's `/proc` shows this process's pid
+/// namespace: `/proc/self` names the process by the id it knows itself by.
+fn proc_shows_this_process() -> bool {
+    std::fs::read_link("/proc/self").is_ok_and(|link| {
+        link.as_os_str().as_encoded_bytes() == std::process::id().to_string().as_bytes()
+    })
 }
 
 /// For a process that forks the processes that run tests (the fork
@@ -152,10 +181,18 @@ pub(crate) fn watch_from_this_process() {
 /// The current template, and what it was made from.
 #[derive(Default)]
 struct State {
-    template: Option<(Arc<Template>, Vec<Stamp>)>,
+    template: Option<Made>,
     /// `/proc/self/mountinfo` of the process (the host's mount table), to
     /// `poll` for changes.
     mount_table: Option<OwnedFd>,
+}
+
+/// A template, the host's run directories it was made from, and whether
+/// it has a `/proc` of the process's own pid namespace.
+struct Made {
+    template: Arc<Template>,
+    stamps: Vec<Stamp>,
+    own_proc: bool,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -216,21 +253,34 @@ fn changed(table: &OwnedFd) -> bool {
 
 /// Makes a template on a thread of its own, which unshares a mount
 /// namespace, covers each run directory that lacks `netns` with a mirror
-/// of it, and ends; the namespace is held by its descriptor.
-fn make(dirs: &[PathBuf]) -> Result<Template, Error> {
+/// of it (or copies `base`, a template made from the same host), mounts a
+/// `/proc` of the process's pid namespace when `own_proc`, and ends; the
+/// namespace is held by its descriptor.
+fn make(dirs: &[PathBuf], base: Option<&Template>, own_proc: bool) -> Result<Template, Error> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("netns-test-run".into())
             .spawn_scoped(scope, || {
+                if let Some(base) = base {
+                    base.enter()?;
+                }
                 sys::unshare(nix::sched::CloneFlags::CLONE_NEWNS, "unshare(CLONE_NEWNS)")
                     .map_err(privilege::explain_unshare)?;
-                if mounts::has_shared_mounts() {
-                    sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
-                }
-                for dir in dirs {
-                    if !netns_dir(dir).is_dir() {
-                        cover_with_mirror(dir)?;
+                if base.is_none() {
+                    if mounts::has_shared_mounts() {
+                        sys::mount_propagation(
+                            Path::new("/"),
+                            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                        )?;
                     }
+                    for dir in dirs {
+                        if !netns_dir(dir).is_dir() {
+                            cover_with_mirror(dir)?;
+                        }
+                    }
+                }
+                if own_proc {
+                    mount_own_proc();
                 }
                 Ok(Template {
                     mnt: sys::open_thread_ns(NsKind::Mount)?,
@@ -240,6 +290,19 @@ fn make(dirs: &[PathBuf]) -> Result<Template, Error> {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// In a mount namespace of the calling thread's own, in a process that is
+/// pid 1 of a pid namespace of its own: mounts a `/proc` of that namespace
+/// over the system's, so that the ids a test and its children know
+/// themselves by are the ones `/proc` shows. A kernel may refuse it (in a
+/// user namespace, a new procfs needs the existing one fully visible: a
+/// container that masks files of its `/proc` has it refused); `/proc` then
+/// stays the system's, as the README says.
+fn mount_own_proc() {
+    if let Err(error) = sys::mount_proc(Path::new("/proc")) {
+        log::debug!(target: "netns_test", "/proc stays the system's: {error}");
+    }
 }
 
 /// In a mount namespace of the calling thread's own: covers `dir` with a

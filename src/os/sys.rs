@@ -178,6 +178,18 @@ pub(crate) fn mount_sysfs(target: &Path) -> Result<()> {
     .map_err(|e| Error::at("mount sysfs", target, io_error(e)))
 }
 
+/// Mounts a procfs of the calling thread's pid namespace on `target`.
+pub(crate) fn mount_proc(target: &Path) -> Result<()> {
+    nix::mount::mount(
+        Some("proc"),
+        target,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::at("mount proc", target, io_error(e)))
+}
+
 /// Mounts a tmpfs on `target` with `options` (`size=1m,mode=0755`).
 pub(crate) fn mount_tmpfs(target: &Path, options: &str) -> Result<()> {
     nix::mount::mount(

@@ -998,6 +998,9 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     let _ = contain::enter(crate::os::holder::answer_in_shim);
     let mut first = true;
     crate::os::run_dir::watch_from_this_process();
+    // Its tests' `/proc` shows that namespace: the template they copy
+    // their mounts from gets one now, before the first test.
+    crate::os::run_dir::make_ahead();
     // A test that leaves descriptors open (up to running out of them) ends
     // its runner: the next test would find them taken.
     let free = sys::lowest_free_fd().unwrap_or(-1);

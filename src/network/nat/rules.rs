@@ -66,13 +66,17 @@ const ADM_OUT: Set = set(
     Some(&[IPV4, SERVICE]),
 );
 const OWNER: Set = set("owner", &[PROTO, SERVICE], Some(&[IPV4, SERVICE]));
+/// Each public port with its owner, as one key (see [`claim`]).
+const OWNED: Set = set("owned", &[PROTO, SERVICE, IPV4, SERVICE], None);
 const SEEN4: Set = set("seen4", &[PROTO, SERVICE, IPV4], None);
 const SEEN4P: Set = set("seen4p", &[PROTO, SERVICE, IPV4, SERVICE], None);
 const OUT6: Set = set("out6", &[PROTO, IPV6, SERVICE], None);
 const SEEN6: Set = set("seen6", &[PROTO, IPV6, SERVICE, IPV6], None);
-const SETS: [Set; 8] = [USED, EIM_OUT, ADM_OUT, OWNER, SEEN4, SEEN4P, OUT6, SEEN6];
+const SETS: [Set; 9] = [
+    USED, EIM_OUT, ADM_OUT, OWNER, OWNED, SEEN4, SEEN4P, OUT6, SEEN6,
+];
 /// What a rebind forgets: every IPv4 mapping.
-const MAPPINGS: [Set; 5] = [EIM_OUT, ADM_OUT, OWNER, SEEN4, SEEN4P];
+const MAPPINGS: [Set; 6] = [EIM_OUT, ADM_OUT, OWNER, OWNED, SEEN4, SEEN4P];
 
 /// A set of `key` fields (and a map's `data` fields), each padded to 4 bytes.
 const fn set(name: &'static str, key: &[u32], data: Option<&[u32]>) -> Set {
@@ -470,6 +474,28 @@ fn hairpinned(rule: Rule, wan: &[u8], public: Ipv4Addr) -> Rule {
         .equals(REG[0], &public.octets())
 }
 
+/// Claims the public port in `REG[1]` (of the protocol in `REG[0]`) for
+/// the inside endpoint `endpoint` (address and port, loaded into `REG[2]`
+/// and `REG[3]`); the rule goes on when the claim holds (`Lookup::In`),
+/// or when it does not (`Lookup::NotIn`).
+///
+/// `@owner` maps each public port to its endpoint. An `update` of a map
+/// adds the element only when the key is missing, atomically, and never
+/// changes the data of one that is there: of two endpoints that claim a
+/// port at once, exactly one is its owner. nf_tables cannot compare two
+/// registers, so the owner read back is written as one key (port and
+/// owner) into `@owned`, and the claim holds when (port, endpoint) is in
+/// `@owned`.
+fn claim(rule: Rule, endpoint: [Field; 2], ms: u64, holds: Lookup) -> Rule {
+    let (rule, _) = load(rule, 2, &endpoint);
+    let rule = rule
+        .update(OWNER.name, REG[0], Some(REG[2]), ms)
+        .lookup(OWNER.name, REG[0], Some(REG[2]), Lookup::In)
+        .update(OWNED.name, REG[0], None, ms);
+    let (rule, _) = load(rule, 2, &endpoint);
+    rule.lookup(OWNED.name, REG[0], None, holds)
+}
+
 /// The second choice of a port when the inside port is taken (or not to
 /// be kept): the inside port with some bits flipped, never the inside port
 /// itself nor below 1024. Which bits depends on the public address, so
@@ -491,7 +517,6 @@ fn nat(rules: &mut Rules, link: &Link, settings: &NatSettings) {
     let eif = settings.filtering == NatFiltering::EndpointIndependent;
     let adf = settings.filtering == NatFiltering::AddressDependent;
     let apdf = settings.filtering == NatFiltering::AddressAndPortDependent;
-    let owners = !apdf || settings.hairpin;
 
     // prerouting: inbound to a mapping goes to its owner (EIF, ADF; from
     // inside too when hairpinning).
@@ -587,31 +612,42 @@ fn nat(rules: &mut Rules, link: &Link, settings: &NatSettings) {
             &format!("snat to the endpoint's mapping in @{set}"),
         );
     }
+    // The inside port, or a second choice: each only when it is not
+    // @used and this endpoint's claim on it holds (two endpoints choosing
+    // the same port at once, on two CPUs, see each other's claim).
     let specified = crate::os::uapi::nft::NF_NAT_RANGE_PROTO_SPECIFIED;
-    if settings.port_preservation {
-        let (rule, _) = load(Rule::new(), 0, &[Field::Protocol, Field::SourcePort]);
-        let rule = rule
-            .lookup(USED.name, REG[0], None, Lookup::NotIn)
-            .immediate(REG[2], &public)
-            .nat(libc::NFT_NAT_SNAT, REG[2], Some(REG[1]), None, specified);
-        rules.add(
-            CHOOSE_PORT,
-            rule,
-            "snat to public:sport when sport is not @used",
-        );
-    }
     let (mask, flip) = second_choice(link.public);
-    let (rule, _) = load(Rule::new(), 0, &[Field::Protocol, Field::SourcePort]);
-    let rule = rule
-        .bitwise(REG[1], &mask, &flip)
-        .lookup(USED.name, REG[0], None, Lookup::NotIn)
-        .immediate(REG[2], &public)
-        .nat(libc::NFT_NAT_SNAT, REG[2], Some(REG[1]), None, specified);
-    rules.add(
-        CHOOSE_PORT,
-        rule,
-        "snat to public:(sport with bits flipped) when that is not @used",
-    );
+    for (proto, name) in PROTOCOLS {
+        let ms = if name == "tcp" {
+            settings.tcp_seconds
+        } else {
+            settings.udp_seconds
+        } * 1000;
+        for flipped in [false, true] {
+            if !flipped && !settings.port_preservation {
+                continue;
+            }
+            let rule = protocol(Rule::new(), proto);
+            let (mut rule, _) = load(rule, 0, &[Field::Protocol, Field::SourcePort]);
+            if flipped {
+                rule = rule.bitwise(REG[1], &mask, &flip);
+            }
+            let rule = rule.lookup(USED.name, REG[0], None, Lookup::NotIn);
+            let rule = claim(rule, [Field::Source4, Field::SourcePort], ms, Lookup::In)
+                .immediate(REG[4], &public)
+                .nat(libc::NFT_NAT_SNAT, REG[4], Some(REG[1]), None, specified);
+            let port = if flipped {
+                "(sport with bits flipped)"
+            } else {
+                "sport"
+            };
+            rules.add(
+                CHOOSE_PORT,
+                rule,
+                &format!("{name}: snat to public:{port} when that is not @used and claimed"),
+            );
+        }
+    }
     let rule = set_mark(Rule::new(), out | RANDOM)
         .immediate(REG[0], &public)
         .immediate(REG[1], &1024u16.to_be_bytes())
@@ -705,13 +741,25 @@ fn nat(rules: &mut Rules, link: &Link, settings: &NatSettings) {
     ] {
         let ms = seconds * 1000;
         let proto_port = [Field::Protocol, Field::CtDestinationPort(Reply)];
+        let endpoint = [Field::CtSource4(Original), Field::CtSourcePort(Original)];
+        // A flow's first packet whose public port another endpoint holds
+        // (a random draw, or a port two endpoints chose at once) is
+        // dropped before the sets learn anything of it: its retry
+        // chooses again. (Conntrack would drop it anyway, when the reply
+        // tuple clashes, but only after the sets had mapped the endpoint
+        // to a port it can never have.)
+        let (rule, _) = load(unconfirmed(Rule::new()), 0, &proto_port);
+        rules.add(
+            chain,
+            claim(rule, endpoint, ms, Lookup::NotIn).drop(),
+            "first packet, the public port claimed by another endpoint: drop",
+        );
         let (rule, _) = load(Rule::new(), 0, &proto_port);
         rules.add(
             chain,
             rule.update(USED.name, REG[0], None, ms),
             "update @used",
         );
-        let endpoint = [Field::CtSource4(Original), Field::CtSourcePort(Original)];
         let public_end = [
             Field::CtDestination4(Reply),
             Field::CtDestinationPort(Reply),
@@ -743,9 +791,7 @@ fn nat(rules: &mut Rules, link: &Link, settings: &NatSettings) {
             ),
             NatMapping::AddressAndPortDependent => {}
         }
-        if owners {
-            map(OWNER, &proto_port, &endpoint);
-        }
+        map(OWNER, &proto_port, &endpoint);
         let mut remember = |set: Set, key: &[Field]| {
             let (rule, _) = load(Rule::new(), 0, key);
             rules.add(
