@@ -66,7 +66,7 @@ fn main() {
     let as_root = nix::unistd::geteuid().is_root();
     println!("fixture: {fixture}\nrounds: {rounds}, {TESTS_PER_KIND} tests per kind\n");
     println!(
-        "| test threads | floor (ms/test) | floor + private /sys, /etc/hosts, accept_dad (ms/test) | #[netns_test] (ms/test) | netns / floor | netns / (floor + view) | #[netns_test(veth)] (ms/test) | veth, not settled (ms/test) | rootless #[netns_test] (ms/test) | rootless / root |"
+        "| test threads | floor (ms/test) | floor + private /sys, /etc/hosts, /proc/net, accept_dad (ms/test) | #[netns_test] (ms/test) | netns / floor | netns / (floor + view) | #[netns_test(veth)] (ms/test) | veth, not settled (ms/test) | rootless #[netns_test] (ms/test) | rootless / root |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let run = |index: usize, threads: usize| -> Option<f64> {

@@ -7,8 +7,10 @@
 //! - `floor::`: the bare floor, `unshare(CLONE_NEWNET)` and `lo` up with one
 //!   ioctl on the test thread, then port 7878;
 //! - `view::`: the floor plus what a `#[netns_test]` namespace also has, by
-//!   bare system calls: a mount namespace with its own `/sys` and
-//!   `/etc/hosts` and `accept_dad = 0` (the kernel's part of its cost);
+//!   bare system calls: a mount namespace with its own `/sys`,
+//!   `/etc/hosts`, `/proc/net` (a link to `/proc/thread-self/net`) and,
+//!   where the host has one, `/run/netns`, and `accept_dad = 0` (the
+//!   kernel's part of its cost);
 //! - `netns::`: `#[netns_test]`, port 7878;
 //! - `veth::`: `#[netns_test(veth)]`, port 7878.
 //!
@@ -95,9 +97,54 @@ fn bare_floor_and_view() {
         none,
     )
     .expect("bind");
+    // `/proc/net` showing each thread's namespace: a link to
+    // `/proc/thread-self/net` mounted over it, and, where the host has
+    // `/run/netns`, an empty directory of the test's own bound on it. (A
+    // host without one gets netns-test's `/run` template, which this
+    // contender does not copy.)
+    std::os::unix::fs::symlink("/proc/thread-self/net", "/sys/net").expect("symlink");
+    mount_link_over(c"/sys/net", c"/proc/net");
+    if std::path::Path::new("/run/netns").is_dir() {
+        std::fs::create_dir("/sys/netns").expect("mkdir");
+        mount(
+            Some("/sys/netns"),
+            "/run/netns",
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .expect("bind");
+    }
     mount(Some("sysfs"), "/sys", Some("sysfs"), hidden, none).expect("sysfs");
     loopback_up();
     std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0").expect("accept_dad");
+}
+
+/// Mounts the symbolic link `link` over `target` (open_tree + move_mount).
+fn mount_link_over(link: &std::ffi::CStr, target: &std::ffi::CStr) {
+    use nix::libc;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: open_tree reads a NUL-terminated path; the result is checked.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, link.as_ptr(), flags) };
+    assert!(tree >= 0, "open_tree");
+    // SAFETY: move_mount reads two NUL-terminated paths; integer flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    assert_eq!(rc, 0, "move_mount");
+    // SAFETY: the descriptor open_tree returned, closed once.
+    unsafe { libc::close(tree as i32) };
 }
 
 macro_rules! twenty {

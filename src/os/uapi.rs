@@ -50,9 +50,7 @@ pub(crate) mod nft {
     pub(crate) const NFTA_SET_KEY_LEN: u16 = 5;
     pub(crate) const NFTA_SET_DATA_TYPE: u16 = 6;
     pub(crate) const NFTA_SET_DATA_LEN: u16 = 7;
-    pub(crate) const NFTA_SET_DESC: u16 = 9;
     pub(crate) const NFTA_SET_ID: u16 = 10;
-    pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
     pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
     pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
     pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
