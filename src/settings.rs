@@ -131,6 +131,12 @@ pub(crate) fn settle_links() -> bool {
     *ON.get_or_init(|| std::env::var_os("NETNS_TEST_SETTLE").is_none_or(|v| v != "off"))
 }
 
+/// Whether this process runs one test only: cargo-nextest runs each test in
+/// a process of its own (and says so in `NEXTEST_EXECUTION_MODE`).
+pub(crate) fn runs_one_test() -> bool {
+    std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
+}
+
 /// `NETNS_TEST_FORK_SERVER`: `off` runs each rootless test by starting the
 /// test binary again, as when there is no fork server.
 pub(crate) fn fork_server_enabled() -> bool {

@@ -67,9 +67,9 @@ pub(crate) fn make_private_view(from_template: bool) -> Result<(), Error> {
 /// Without a template, the view was copied from one that had `dir/netns`
 /// when it was looked at: the host's, say. Another process may have
 /// removed it since (`netns-test gc` removes the `/run/netns` it made for
-/// a kept namespace, a test of the host's state its own): then `dir` is
-/// covered here with a mirror of it that has a `netns` of its own, as the
-/// template has, rather than failing the test.
+/// a kept namespace, a test of the host's state its own), or the process
+/// runs one test and made no template: then `dir` is covered here with a
+/// mirror of it that has a `netns` of its own, as the template has.
 fn mount_own_netns(own: &Path, dir: &Path, from_template: bool) -> Result<(), Error> {
     let netns = run_dir::netns_dir(dir);
     if !from_template {

@@ -240,12 +240,6 @@ pub(crate) fn started() -> bool {
     SERVER.get().is_some()
 }
 
-/// Whether this process runs one test only: cargo-nextest runs each test in
-/// a process of its own (and says so in `NEXTEST_EXECUTION_MODE`).
-fn runs_one_test() -> bool {
-    std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
-}
-
 /// Set when this process moved itself into a user namespace of its own
 /// to run its one test (see [`start`]).
 static MOVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -278,7 +272,7 @@ fn start() {
     if specs.as_ref().is_some_and(Vec::is_empty) {
         return;
     }
-    if runs_one_test() {
+    if settings::runs_one_test() {
         if let (Some(name), Some(specs)) = (one_test_named(), &specs) {
             if !specs.iter().any(|spec| spec.libtest_name() == name) {
                 return;
@@ -317,7 +311,7 @@ fn start() {
                     coming: 1,
                 }),
                 environment,
-                ahead: !runs_one_test(),
+                ahead: !settings::runs_one_test(),
             });
         }
         // More than one thread, or no fork: tests run by `exec` instead.
@@ -789,7 +783,7 @@ fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     settings::mark_rootless_child();
     crate::os::isolation::read_host_once();
     let own = [control.as_raw_fd(), parent_fd.as_raw_fd()];
-    if runs_one_test() {
+    if settings::runs_one_test() {
         // The server runs the one test itself (it has one thread, and
         // forks nothing after it): no runner to fork, to fault in and to
         // end for each test process of cargo-nextest.
