@@ -132,10 +132,19 @@ pub(crate) fn settle_links() -> bool {
 }
 
 /// Whether this process runs one test only: cargo-nextest runs each test in
-/// a process of its own (and says so in `NEXTEST_EXECUTION_MODE`).
+/// a process of its own (and says so in `NEXTEST_EXECUTION_MODE`), and
+/// `netns-test exec` runs one command ([`mark_one_test`]).
 pub(crate) fn runs_one_test() -> bool {
-    std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
+    ONE_TEST.load(std::sync::atomic::Ordering::Relaxed)
+        || std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
 }
+
+/// Marks this process as one that sets up one test's namespace (`exec`).
+pub(crate) fn mark_one_test() {
+    ONE_TEST.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+static ONE_TEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `NETNS_TEST_FORK_SERVER`: `off` runs each rootless test by starting the
 /// test binary again, as when there is no fork server.

@@ -51,6 +51,8 @@ pub fn exec(options: ExecOptions) -> Result<ExecEnd, Error> {
         Ok(path) => path,
         Err(not_started) => return Ok(not_started),
     };
+    // One namespace in this process: no `/run` template to copy it from.
+    settings::mark_one_test();
     if rootless()? {
         if options.veth {
             return Err(Error::detected(

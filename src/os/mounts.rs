@@ -21,6 +21,8 @@ const THREAD_NET: &str = "/proc/thread-self/net";
 /// cut off from the host's mount events) or from another private view:
 ///
 /// - stops mount events from propagating back (when the host shares mounts);
+/// - in a process that is pid 1 of a pid namespace of its own, mounts a
+///   `/proc` of it (unless the template brought one);
 /// - bind-mounts a private copy of `/etc/hosts` over the original;
 /// - mounts, over the symbolic link `/proc/net` (`self/net`), a symbolic link
 ///   to `/proc/thread-self/net`: every thread sees its own network namespace
@@ -38,6 +40,11 @@ const THREAD_NET: &str = "/proc/thread-self/net";
 pub(crate) fn make_private_view(from_template: bool) -> Result<(), Error> {
     if !from_template && has_shared_mounts() {
         sys::mount_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
+    }
+    // Made without the template, which has it: the `/proc` of the
+    // process's pid namespace, before `/proc/net` is mounted on it.
+    if !from_template && run_dir::needs_own_proc() {
+        run_dir::mount_own_proc();
     }
     let sys_dir = Path::new("/sys");
     sys::mount_tmpfs(sys_dir, tmpfs_options())?;

@@ -120,10 +120,11 @@ pub(crate) fn template_if_needed() -> Result<Option<Arc<Template>>, Error> {
     if dirs.iter().all(|dir| netns_dir(dir).is_dir()) && (!own_proc || proc_shows_this_process()) {
         return Ok(None);
     }
-    // A process that runs one test (cargo-nextest's) would make a template
-    // to copy one view from: the view covers the run directories with
-    // their mirrors itself ([`mounts::make_private_view`]), 0.6 ms less.
-    if settings::runs_one_test() && !own_proc {
+    // A process that runs one test (cargo-nextest's, `exec`) would make a
+    // template to copy one view from: the view covers the run directories
+    // with their mirrors, and mounts the `/proc`, itself
+    // ([`mounts::make_private_view`]).
+    if settings::runs_one_test() {
         return Ok(None);
     }
     let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,6 +152,13 @@ pub(crate) fn template_if_needed() -> Result<Option<Arc<Template>>, Error> {
         own_proc,
     });
     Ok(Some(template))
+}
+
+/// Whether a view made without a template needs a `/proc` of its own: the
+/// process is pid 1 of a pid namespace of its own, and the calling thread's
+/// `/proc` shows another.
+pub(crate) fn needs_own_proc() -> bool {
+    contain::contained() && !proc_shows_this_process()
 }
 
 /// Whether the calling thread's `/proc` shows this process's pid
@@ -308,7 +316,7 @@ fn make(dirs: &[PathBuf], base: Option<&Template>, own_proc: bool) -> Result<Tem
 /// user namespace, a new procfs needs the existing one fully visible: a
 /// container that masks files of its `/proc` has it refused); `/proc` then
 /// stays the system's, as the README says.
-fn mount_own_proc() {
+pub(crate) fn mount_own_proc() {
     if let Err(error) = sys::mount_proc(Path::new("/proc")) {
         log::debug!(target: "netns_test", "/proc stays the system's: {error}");
     }
