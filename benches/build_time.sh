@@ -8,7 +8,8 @@
 # Each contender is a scratch crate generated in a temporary directory (one
 # sync and one async #[netns_test] with the default features; two sync ones
 # with `default-features = false`; one #[rstest] with two cases), with
-# netns-test by path: whatever this checkout's dependencies are when it runs.
+# netns-test by path: whatever this checkout's dependencies are when it runs,
+# compiled as a dependency from crates.io is (not incrementally).
 # Every build starts from an empty CARGO_TARGET_DIR; the contenders take
 # turns in a new random order each round, and the table gives medians over
 # the rounds (wall time, CPU time = user + system of cargo and every rustc,
@@ -52,6 +53,15 @@ edition = "2021"
 $2
 
 [workspace]
+
+# netns-test comes by path here, and cargo compiles a path dependency
+# incrementally (1 s more of a clean build): built as a dependency from
+# crates.io is, without.
+[profile.dev.package.netns-test]
+incremental = false
+
+[profile.dev.package.netns-test-macros]
+incremental = false
 EOF
   echo "" >"$dir/src/lib.rs"
   printf '%s\n' "$3" >"$dir/tests/it.rs"
