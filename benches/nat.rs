@@ -13,7 +13,7 @@
 //! throughput contenders take turns on one router (its NAT replaced before
 //! each transfer), each transfer 0.5 s of 64 KiB writes client -> server.
 
-use netns_test::{Firewall, Nat, Network, Traffic};
+use netns_test::{Firewall, Link, Nat, Network, Node, Traffic};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -62,14 +62,21 @@ fn set_nat(nat: &Nat) -> (f64, f64) {
     (first.as_secs_f64() * 1e3, again.as_secs_f64() * 1e3)
 }
 
+/// client -- router -- server: the nodes, and the router's link to the
+/// server (the network lives as long as any of them).
+fn client_router_server() -> (Network, Node, Node, Node, Link) {
+    let net = Network::new();
+    let client = net.node("client").unwrap();
+    let router = net.router("router").unwrap();
+    let server = net.node("server").unwrap();
+    net.link(&client, &router).unwrap();
+    let outside = net.link(&router, &server).unwrap();
+    (net, client, router, server, outside)
+}
+
 /// Gbit/s of one 0.5 s TCP transfer from `client` to `server`'s `address`
 /// (at `port`, any when 0).
-fn transfer(
-    client: &netns_test::Node,
-    server: &netns_test::Node,
-    address: std::net::Ipv4Addr,
-    port: u16,
-) -> f64 {
+fn transfer(client: &Node, server: &Node, address: std::net::Ipv4Addr, port: u16) -> f64 {
     let listener = server
         .netns()
         .run(move || TcpListener::bind((address, port)).unwrap());
@@ -128,12 +135,7 @@ fn main() {
     }
 
     // client -- router -- server, the router's NAT on its server side.
-    let net = Network::new();
-    let client = net.node("client").unwrap();
-    let router = net.router("router").unwrap();
-    let server = net.node("server").unwrap();
-    let _inside = net.link(&client, &router).unwrap();
-    let outside = net.link(&router, &server).unwrap();
+    let (_net, client, router, server, outside) = client_router_server();
     let address = server.ipv4_on(&outside);
     let contenders = ["masquerade", "full_cone"];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 2];
@@ -165,12 +167,7 @@ fn main() {
     // The same router without NAT, with each firewall on its server side
     // (each lets the transfer through: it judges its first packet, and
     // the rest are its replies and established packets).
-    let net = Network::new();
-    let client = net.node("client").unwrap();
-    let router = net.router("router").unwrap();
-    let server = net.node("server").unwrap();
-    let _inside = net.link(&client, &router).unwrap();
-    let outside = net.link(&router, &server).unwrap();
+    let (_net, client, router, server, outside) = client_router_server();
     let address = server.ipv4_on(&outside);
     let port = 8443;
     let firewalls = [

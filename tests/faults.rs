@@ -12,7 +12,6 @@ mod common;
 use netns_test::{Impairment, Link, Network, Node, Schedule, Traffic, netns_test};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -2101,23 +2100,9 @@ fn a_capture_says_what_the_engine_did_to_each_frame() {
 /// Every fault test again, as uid 65534 in rootless mode (when root).
 #[test]
 fn faults_work_rootless() {
-    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
-        return; // the copy running as an ordinary user
-    }
-    if !nix::unistd::geteuid().is_root() {
-        println!(
-            "skipped: switching to an ordinary user needs root (this run is rootless already)"
-        );
-        return;
-    }
-    let copy = common::Copy::new();
-    let output = common::retry_busy(|| {
-        copy.command(&["--skip", "faults_work_rootless"])
-            .uid(common::NOBODY)
-            .gid(common::NOBODY)
-            .output()
-    });
-    let text = common::text(&output);
-    assert!(output.status.success(), "{text}");
-    assert!(text.contains("38 passed"), "{text}");
+    common::rerun(
+        &["--skip", "faults_work_rootless"],
+        common::Rerun::AsNobody,
+        "38 passed",
+    );
 }

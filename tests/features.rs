@@ -63,6 +63,19 @@ fn cargo(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the scratch crate's tests and asserts that all `count` pass
+/// (`context` heads the failure message); returns cargo's stderr.
+fn its_tests_pass(dir: &Path, count: usize, context: &str) -> String {
+    let test = cargo(dir, &["test", "--test", "it"]);
+    let stdout = text(&test.stdout);
+    let stderr = text(&test.stderr);
+    assert!(
+        test.status.success() && stdout.contains(&format!("test result: ok. {count} passed")),
+        "{context}{stdout}\n{stderr}"
+    );
+    stderr
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -95,13 +108,7 @@ fn runs_a_closure_inside() {
         !tree.lines().any(|l| l.starts_with("tokio ")),
         "tokio is in the build without the `tokio` feature:\n{tree}"
     );
-    let test = cargo(&dir, &["test", "--test", "it"]);
-    let stdout = text(&test.stdout);
-    assert!(
-        test.status.success() && stdout.contains("test result: ok. 2 passed"),
-        "{stdout}\n{}",
-        text(&test.stderr)
-    );
+    its_tests_pass(&dir, 2, "");
 }
 
 #[test]
@@ -182,13 +189,7 @@ fn the_readme_first_snippet_builds_without_warnings_and_passes() {
     let stderr = text(&build.stderr);
     assert!(build.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
-    let test = cargo(&dir, &["test", "--test", "it"]);
-    let stdout = text(&test.stdout);
-    assert!(
-        test.status.success() && stdout.contains("test result: ok. 2 passed"),
-        "{stdout}\n{}",
-        text(&test.stderr)
-    );
+    its_tests_pass(&dir, 2, "");
 }
 
 /// The attribute's examples (its documentation, `macros/src/attribute.md`)
@@ -227,12 +228,6 @@ fn the_attribute_examples_run_as_tests() {
         "netns-test = { path = \"{repo}\" }\n\
          tokio = { version = \"1\", features = [\"net\", \"time\", \"test-util\"] }",
     );
-    let test = cargo(&dir, &["test", "--test", "it"]);
-    let stdout = text(&test.stdout);
-    let stderr = text(&test.stderr);
-    assert!(
-        test.status.success() && stdout.contains(&format!("test result: ok. {tests} passed")),
-        "{source}\n{stdout}\n{stderr}"
-    );
+    let stderr = its_tests_pass(&dir, tests, &format!("{source}\n"));
     assert!(!stderr.contains("warning"), "{stderr}");
 }

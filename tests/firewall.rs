@@ -479,21 +479,9 @@ fn bad_input_is_refused_and_the_router_keeps_its_firewall() {
 /// with no `nft` on PATH.
 #[test]
 fn firewalls_work_rootless_and_without_nft() {
-    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
-        return; // the copy running as an ordinary user
-    }
-    let copy = common::Copy::new();
-    let empty = tempfile::tempdir().unwrap();
-    let output = common::retry_busy(|| {
-        let mut command = copy.command(&["--skip", "firewalls_work_rootless_and_without_nft"]);
-        command.env("PATH", empty.path());
-        if nix::unistd::geteuid().is_root() {
-            use std::os::unix::process::CommandExt;
-            command.uid(common::NOBODY).gid(common::NOBODY);
-        }
-        command.output()
-    });
-    let text = common::text(&output);
-    assert!(output.status.success(), "{text}");
-    assert!(text.contains("7 passed"), "{text}");
+    common::rerun(
+        &["--skip", "firewalls_work_rootless_and_without_nft"],
+        common::Rerun::AsNobodyWithoutNft,
+        "7 passed",
+    );
 }

@@ -1023,30 +1023,11 @@ fn bad_nat_input_is_an_error_naming_the_router_and_changes_nothing() {
 /// NAT speaks nf_tables and ctnetlink itself.
 #[test]
 fn nat_works_rootless_and_without_nft() {
-    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
-        return; // the copy running as an ordinary user
-    }
-    let copy = common::Copy::new();
-    let empty = tempfile::tempdir().unwrap();
-    let run = |as_nobody: bool| {
-        let output = common::retry_busy(|| {
-            let mut command = copy.command(&["--skip", "nat_works_rootless_and_without_nft"]);
-            command.env("PATH", empty.path());
-            if as_nobody {
-                use std::os::unix::process::CommandExt;
-                command.uid(common::NOBODY).gid(common::NOBODY);
-            }
-            command.output()
-        });
-        let text = common::text(&output);
-        assert!(output.status.success(), "{text}");
-        assert!(text.contains("17 passed"), "{text}");
-    };
-    if nix::unistd::geteuid().is_root() {
-        run(true);
-    } else {
-        run(false);
-    }
+    common::rerun(
+        &["--skip", "nat_works_rootless_and_without_nft"],
+        common::Rerun::AsNobodyWithoutNft,
+        "17 passed",
+    );
 }
 
 #[netns_test]

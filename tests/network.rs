@@ -503,32 +503,18 @@ fn networks_work_outside_a_test_namespace_and_build_in_parallel() {
 /// Every topology test again, as uid 65534 in rootless mode (when root).
 #[test]
 fn topologies_work_rootless() {
-    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
-        return; // the copy running as an ordinary user
-    }
-    if !nix::unistd::geteuid().is_root() {
-        println!(
-            "skipped: switching to an ordinary user needs root (this run is rootless already)"
-        );
-        return;
-    }
-    let copy = common::Copy::new();
-    let output = common::retry_busy(|| {
-        copy.command(&[
+    common::rerun(
+        &[
             "--skip",
             "topologies_work_rootless",
             "--skip",
             "networks_work_outside",
             "--skip",
             "nat_and_loss_need_no_nft_program",
-        ])
-        .uid(common::NOBODY)
-        .gid(common::NOBODY)
-        .output()
-    });
-    let text = common::text(&output);
-    assert!(output.status.success(), "{text}");
-    assert!(text.contains("24 passed"), "{text}");
+        ],
+        common::Rerun::AsNobody,
+        "24 passed",
+    );
 }
 
 /// NAT and loss speak nf_tables over netlink: the masquerade and loss tests

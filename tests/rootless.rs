@@ -18,6 +18,16 @@ fn armed() -> bool {
     std::env::var_os("NETNS_TEST_FIXTURES").is_some()
 }
 
+/// Whether this process can run fixtures as another user (it is root);
+/// says the test is skipped when not.
+fn can_switch_users() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        println!("skipped: switching to an ordinary user needs root");
+    }
+    root
+}
+
 /// Runs fixtures as an ordinary user; `None` when this process cannot switch users.
 fn as_nobody(filter: &[&str]) -> Option<(Output, String)> {
     as_nobody_with(&[], filter)
@@ -25,8 +35,7 @@ fn as_nobody(filter: &[&str]) -> Option<(Output, String)> {
 
 /// [`as_nobody`] with more environment variables.
 fn as_nobody_with(env: &[(&str, &str)], filter: &[&str]) -> Option<(Output, String)> {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return None;
     }
     let copy = Copy::new();
@@ -319,8 +328,7 @@ fn a_test_sees_the_environment_and_directory_of_the_moment() {
 /// stays as it was.
 #[test]
 fn under_cargo_nextest_a_test_process_runs_its_one_test() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();
@@ -486,8 +494,7 @@ fn relay_case_background_process_and_timeout() {
 /// Runs one relay case as uid 65534 with its output in a file, killing it
 /// after 30 s: `None` when this process cannot switch users.
 fn relay_case(name: &str) -> Option<(std::process::ExitStatus, String, std::time::Duration)> {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return None;
     }
     let copy = Copy::new();
@@ -647,8 +654,7 @@ fn unsupported_skip_passes_with_one_line() {
 #[test]
 fn a_killed_test_process_leaves_no_process() {
     use std::io::{BufRead, BufReader};
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();
@@ -771,8 +777,7 @@ fn holders_of_nobody(copy: &Copy) -> String {
 
 #[test]
 fn keeping_out_of_descriptors_fails_and_leaves_no_holder() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
@@ -794,8 +799,7 @@ fn keeping_out_of_descriptors_fails_and_leaves_no_holder() {
 
 #[test]
 fn a_notes_directory_another_user_made_is_not_used() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
@@ -857,8 +861,7 @@ fn a_notes_directory_another_user_made_is_not_used() {
 
 #[test]
 fn a_failed_rootless_test_is_kept_by_a_holder_until_gc() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let _keeping = KEEPING.lock().unwrap_or_else(|p| p.into_inner());
@@ -1036,8 +1039,7 @@ const RUNS: [(&str, &[(&str, &str)]); 3] = [
 
 #[test]
 fn processes_in_a_session_of_their_own_end_with_their_test() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();
@@ -1058,8 +1060,7 @@ fn processes_in_a_session_of_their_own_end_with_their_test() {
 #[test]
 fn a_signal_to_the_test_binarys_process_group_ends_what_its_tests_started() {
     use std::io::{BufRead, BufReader};
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();
@@ -1163,8 +1164,7 @@ fn what_a_run_leaves(copy: &Copy, program: &std::path::Path, args: &[&str]) -> S
 
 #[test]
 fn a_rootless_run_leaves_no_process_not_even_a_zombie() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();
@@ -1193,8 +1193,7 @@ fn a_rootless_run_leaves_no_process_not_even_a_zombie() {
 
 #[test]
 fn the_netns_test_command_starts_no_fork_server() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();
@@ -1228,8 +1227,7 @@ fn thread_case_2_fails_after_it() {
 
 #[test]
 fn a_thread_a_test_leaves_running_prints_into_no_other_tests_output() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: switching to an ordinary user needs root");
+    if !can_switch_users() {
         return;
     }
     let copy = Copy::new();

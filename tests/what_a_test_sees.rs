@@ -603,16 +603,6 @@ fn a_failed_setup_takes_a_thread_that_goes_on_back_home() {
 /// out.
 #[test]
 fn what_a_test_sees_rootless() {
-    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
-        return; // the copy running as an ordinary user
-    }
-    if !nix::unistd::geteuid().is_root() {
-        println!(
-            "skipped: switching to an ordinary user needs root (this run is rootless already)"
-        );
-        return;
-    }
-    let copy = common::Copy::new();
     let mut args = vec!["--test-threads=2"];
     for root_only in [
         "what_a_test_sees_rootless",
@@ -628,14 +618,5 @@ fn what_a_test_sees_rootless() {
     ] {
         args.extend(["--skip", root_only]);
     }
-    let output = common::retry_busy(|| {
-        use std::os::unix::process::CommandExt;
-        copy.command(&args)
-            .uid(common::NOBODY)
-            .gid(common::NOBODY)
-            .output()
-    });
-    let text = common::text(&output);
-    assert!(output.status.success(), "{text}");
-    assert!(text.contains("20 passed"), "{text}");
+    common::rerun(&args, common::Rerun::AsNobody, "20 passed");
 }

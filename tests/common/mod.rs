@@ -82,6 +82,48 @@ pub fn retry_busy<T>(mut spawn: impl FnMut() -> std::io::Result<T>) -> T {
     panic!("the copied test binary stayed busy");
 }
 
+/// Who a [`rerun`] of a test binary runs as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// As uid 65534 in rootless mode; skipped unless this process is root.
+    AsNobody,
+    /// As uid 65534 when this process is root, else as this user, with
+    /// no `nft` or `conntrack` on PATH (an empty directory).
+    AsNobodyWithoutNft,
+}
+
+/// The calling test's binary again (a [`Copy`]), with `args` (the
+/// `--skip`s, say), as `who` says; asserts that it passes, with
+/// `passed` ("38 passed") in its output. Does nothing in the copy itself.
+pub fn rerun(args: &[&str], who: Rerun, passed: &str) {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("NETNS_TEST_FIXTURES").is_some() {
+        return; // the copy running as an ordinary user
+    }
+    let root = nix::unistd::geteuid().is_root();
+    if who == Rerun::AsNobody && !root {
+        println!(
+            "skipped: switching to an ordinary user needs root (this run is rootless already)"
+        );
+        return;
+    }
+    let copy = Copy::new();
+    let empty = tempfile::tempdir().unwrap();
+    let output = retry_busy(|| {
+        let mut command = copy.command(args);
+        if who == Rerun::AsNobodyWithoutNft {
+            command.env("PATH", empty.path());
+        }
+        if root {
+            command.uid(NOBODY).gid(NOBODY);
+        }
+        command.output()
+    });
+    let text = text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains(passed), "{text}");
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
