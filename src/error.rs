@@ -47,6 +47,11 @@ impl Error {
         }
     }
 
+    /// `operation` failed with the calling thread's `errno`.
+    pub(crate) fn last_os(operation: &'static str) -> Error {
+        Error::new(operation, io::Error::last_os_error())
+    }
+
     /// An error of `kind` that netns-test itself detected, explained by `message`.
     pub(crate) fn detected(
         operation: impl Into<Cow<'static, str>>,

@@ -135,8 +135,12 @@ pub(crate) fn settle_links() -> bool {
 /// a process of its own (and says so in `NEXTEST_EXECUTION_MODE`), and
 /// `netns-test exec` runs one command ([`mark_one_test`]).
 pub(crate) fn runs_one_test() -> bool {
+    static NEXTEST: OnceLock<bool> = OnceLock::new();
     ONE_TEST.load(std::sync::atomic::Ordering::Relaxed)
-        || std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|mode| mode == "process-per-test")
+        || *NEXTEST.get_or_init(|| {
+            std::env::var_os("NEXTEST_EXECUTION_MODE")
+                .is_some_and(|mode| mode == "process-per-test")
+        })
 }
 
 /// Marks this process as one that sets up one test's namespace (`exec`).

@@ -369,14 +369,14 @@ fn write_packets(
             continue;
         }
         let name = names.of(socket.as_fd(), from.sll_ifindex);
-        if crate::os::netlink::is_fault_engine_reader(&name) || fed.contains(&name) {
+        if crate::os::netlink::is_fault_engine_reader(name) || fed.contains(name) {
             continue;
         }
         let original = received as usize;
         let kept = original.min(SNAPLEN);
         let time = crate::os::unix_time();
         if out
-            .packet(&name, time, &buffer[..kept], original, None)
+            .packet(name, time, &buffer[..kept], original, None)
             .is_err()
         {
             break;
@@ -420,11 +420,10 @@ struct InterfaceNames {
 }
 
 impl InterfaceNames {
-    fn of(&mut self, socket: std::os::fd::BorrowedFd<'_>, index: i32) -> String {
+    fn of(&mut self, socket: std::os::fd::BorrowedFd<'_>, index: i32) -> &str {
         self.known
             .entry(index)
             .or_insert_with(|| sys::interface_name_of(socket, index).unwrap_or_else(|| "?".into()))
-            .clone()
     }
 }
 

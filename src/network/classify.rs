@@ -46,7 +46,10 @@ pub(super) const ENGINE_TAGS: usize = MAX_TAGS + 1;
 /// The most IPv6 extension headers walked.
 pub(super) const MAX_EXTENSION_HEADERS: usize = 4;
 
-const VLAN_TAGS: [u16; 2] = [0x8100, 0x88A8];
+/// 802.1Q and 802.1ad tags, which may stand between the addresses and the
+/// ethertype.
+pub(super) const VLAN_TAGS: [u16; 2] = [0x8100, 0x88A8];
+
 /// IPv6 extension headers walked: hop-by-hop, routing, destination
 /// options (each 8 + 8·n bytes), fragment (8 bytes), authentication
 /// (8 + 4·n bytes).

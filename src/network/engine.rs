@@ -21,6 +21,7 @@
 //! failure report of the test that made the network.
 
 use super::classify::{ENGINE_TAGS, View};
+use super::lock;
 use super::pipeline::{Counters, Fate, MAX_HELD_BYTES, Pipeline};
 use super::prng::Prng;
 use crate::error::Error;
@@ -137,10 +138,6 @@ pub(super) struct Engine {
     /// drop says so).
     observed: bool,
     thread: Option<JoinHandle<Option<Ended>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Engine {
@@ -323,9 +320,6 @@ struct Direction {
     unsent: u64,
     /// Frames the kernel dropped before the engine read them.
     missed: u64,
-    /// Frames that no rule took (the filter took them for a rule that no
-    /// longer wants them, or takes every frame), sent straight on.
-    passed: u64,
     report: Arc<Report>,
     /// Counts changed since they were last published.
     dirty: bool,
@@ -509,7 +503,6 @@ fn take_commands(shared: &Shared, state: &mut State) {
                     rules: Vec::new(),
                     unsent: 0,
                     missed: 0,
-                    passed: 0,
                     report: start.report,
                     dirty: true,
                     capture: start.capture,
@@ -571,15 +564,15 @@ impl Direction {
             };
             rule.claims(seen.as_ref())
         });
-        let as_sent = self.capture.as_ref().map(|_| frame.clone());
         let Some(k) = taker else {
-            self.passed += 1;
-            out.push(frame);
-            if let (Some(capture), Some(as_sent)) = (&self.capture, as_sent) {
-                capture.frame(&as_sent, None);
+            if let Some(capture) = &self.capture {
+                capture.frame(&frame, None);
             }
+            out.push(frame);
             return;
         };
+        // A rule takes the frame: its capture shows it as it was sent.
+        let as_sent = self.capture.as_ref().map(|_| frame.clone());
         if self.rules.len() > 1 {
             // The direction's memory is shared by its rules.
             let others: usize = self.held_bytes() - self.rules[k].held_bytes();

@@ -19,7 +19,7 @@
 
 use super::classify::Takes;
 use super::engine::{DirectionId, Engine, Report, Sockets, Start};
-use super::{Link, NetworkInner, Node};
+use super::{Link, NetworkInner, Node, lock};
 use crate::error::Error;
 use crate::impairment::{Claims, Impairment, LinkCounters};
 use crate::os::{netlink, packet};
@@ -35,7 +35,7 @@ const INNER_MTU: u32 = 65535;
 impl NetworkInner {
     /// The engine, started on first use.
     pub(super) fn engine(&self) -> Result<Arc<Engine>, Error> {
-        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut engine = lock(&self.engine);
         if let Some(engine) = &*engine {
             return Ok(Arc::clone(engine));
         }
@@ -48,10 +48,7 @@ impl NetworkInner {
 
     /// The engine, if it runs.
     fn running_engine(&self) -> Option<Arc<Engine>> {
-        self.engine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.engine).clone()
     }
 }
 
@@ -122,10 +119,7 @@ impl Link {
     /// When `from` is not an end of the link.
     pub fn counters_from(&self, from: &Node) -> LinkCounters {
         let end = self
-            .inner
-            .ends
-            .iter()
-            .position(|end| Arc::ptr_eq(&end.node.inner, &from.inner))
+            .end_index(from)
             .unwrap_or_else(|| panic!("node {} is not on this link", from.name()));
         self.counters_of(end)
     }
@@ -137,18 +131,13 @@ impl Link {
     /// When `to` is not an end of the link.
     pub fn counters_to(&self, to: &Node) -> LinkCounters {
         let end = self
-            .inner
-            .ends
-            .iter()
-            .position(|end| Arc::ptr_eq(&end.node.inner, &to.inner))
+            .end_index(to)
             .unwrap_or_else(|| panic!("node {} is not on this link", to.name()));
         self.counters_of(1 - end)
     }
 
     fn counters_of(&self, end: usize) -> LinkCounters {
-        let report = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner())[end]
-            .report
-            .clone();
+        let report = lock(&self.inner.faults)[end].report.clone();
         let Some(report) = report else {
             return LinkCounters::default();
         };
@@ -185,17 +174,21 @@ impl Link {
         self.set_plans("schedule_from", end, schedule.plans()?)
     }
 
-    fn sending_end(&self, node: &Node, operation: &'static str) -> Result<usize, Error> {
+    /// Which of the link's ends `node` is.
+    fn end_index(&self, node: &Node) -> Option<usize> {
         self.inner
             .ends
             .iter()
             .position(|end| Arc::ptr_eq(&end.node.inner, &node.inner))
-            .ok_or_else(|| {
-                Error::invalid_input(
-                    operation,
-                    format!("node {} is not an end of this link", node.name()),
-                )
-            })
+    }
+
+    fn sending_end(&self, node: &Node, operation: &'static str) -> Result<usize, Error> {
+        self.end_index(node).ok_or_else(|| {
+            Error::invalid_input(
+                operation,
+                format!("node {} is not an end of this link", node.name()),
+            )
+        })
     }
 
     fn direction(&self, end: usize) -> DirectionId {
@@ -229,7 +222,7 @@ impl Link {
         plans: Vec<Plan>,
     ) -> Result<(), Error> {
         let clear = plans.iter().all(Plan::is_clear);
-        let mut faults = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let mut faults = lock(&self.inner.faults);
         let plumbing = &mut faults[end];
         if clear && plumbing.target.is_none() {
             return Ok(());

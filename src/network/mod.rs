@@ -357,7 +357,7 @@ impl Network {
             switch.bridge,
         )])?;
         let _ = link.inner.switch.set(switch.members.clone());
-        let mut members = switch.members.lock().unwrap_or_else(|p| p.into_inner());
+        let mut members = lock(&switch.members);
         if node.router {
             for (member, _) in members.iter().filter(|(m, _)| !m.router) {
                 member.default_via(&addresses)?;
@@ -503,10 +503,7 @@ impl Node {
     }
 
     fn netlink_run(&self, messages: Vec<netlink::Message>) -> Result<(), Error> {
-        self.inner
-            .netlink
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.netlink)
             .run(messages)
             .map_err(|e| e.in_node(&self.inner.name))
     }
@@ -806,7 +803,8 @@ fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     a.checked_shr(shift) == b.checked_shr(shift)
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `mutex`, whether or not a thread panicked holding it.
+pub(in crate::network) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 

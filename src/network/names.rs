@@ -8,6 +8,7 @@
 //! node. The order of a name's addresses is the resolver's: glibc's default
 //! policy table (RFC 3484's) puts the IPv6 (ULA) ones first.
 
+use super::lock;
 use crate::error::Error;
 use std::fs::File;
 use std::io::Write;
@@ -58,7 +59,7 @@ struct Inner {
 impl Names {
     /// Takes `name` for a new node; an error when another node has it.
     pub(crate) fn claim(&self, name: &str) -> Result<(), Error> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = lock(&self.inner);
         if inner.names.iter().any(|n| n == name) {
             return Err(Error::invalid_input(
                 "name a node",
@@ -74,7 +75,7 @@ impl Names {
     /// Adds a node's `/etc/hosts` (opened inside it, for appending) and
     /// writes what the others' files have.
     pub(crate) fn add_hosts_file(&self, mut hosts: File) -> Result<(), Error> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = lock(&self.inner);
         hosts
             .write_all(inner.lines.as_bytes())
             .map_err(|e| Error::new("write a node's /etc/hosts", e))?;
@@ -88,7 +89,7 @@ impl Names {
             .iter()
             .map(|address| format!("{address} {name}\n"))
             .collect();
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = lock(&self.inner);
         inner.lines.push_str(&lines);
         for hosts in &mut inner.hosts {
             hosts

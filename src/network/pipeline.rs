@@ -37,7 +37,7 @@
 //! its own, with its own generator, and [`Pipeline::claims`] tells the
 //! engine whether it takes a frame.
 
-use super::classify::View;
+use super::classify::{VLAN_TAGS, View};
 use super::prng::Prng;
 use crate::impairment::{Claims, Model};
 use crate::schedule::Plan;
@@ -52,9 +52,6 @@ pub(super) const REORDER_HOLD_NS: u64 = 10_000_000;
 pub(super) const MAX_HELD_BYTES: usize = 256 << 20;
 
 const ETHERNET_HEADER: usize = 14;
-/// 802.1Q and 802.1ad tags, which may stand between the addresses and the
-/// ethertype.
-const VLAN_TAGS: [u16; 2] = [0x8100, 0x88A8];
 
 /// The memory that holding a frame of `len` bytes takes: its bytes as the
 /// allocator rounds them, the allocator's header, and its place in the

@@ -3,6 +3,7 @@
 //! [`Network::switch_with`](super::Network::switch_with)) and those from
 //! netns-test's pools, none overlapping another.
 
+use super::lock;
 use crate::error::Error;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
@@ -164,7 +165,7 @@ impl Registry {
         owner: &str,
         operation: &'static str,
     ) -> Result<(), Error> {
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = lock(&self.taken);
         for subnet in subnets {
             if let Some((other, user)) = taken.iter().find(|(t, _)| t.overlaps(subnet)) {
                 return Err(Error::invalid_input(
@@ -179,13 +180,13 @@ impl Registry {
 
     /// Whether `subnet` overlaps one in use.
     pub(super) fn is_taken(&self, subnet: &Subnet) -> bool {
-        let taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = lock(&self.taken);
         taken.iter().any(|(t, _)| t.overlaps(subnet))
     }
 
     /// Gives back `subnets`, which `owner` took (after a failure to make it).
     pub(super) fn release(&self, owner: &str, subnets: &[Subnet]) {
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = lock(&self.taken);
         taken.retain(|(subnet, user)| user != owner || !subnets.contains(subnet));
     }
 }

@@ -19,10 +19,6 @@ const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 /// pays for each impaired direction when it is flooded.
 pub(crate) const BUFFER_BYTES: libc::c_int = 4 << 20;
 
-fn last_error(operation: &'static str) -> Error {
-    Error::new(operation, io::Error::last_os_error())
-}
-
 fn packet_socket(protocol: u16, flags: libc::c_int) -> Result<OwnedFd, Error> {
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe {
@@ -33,7 +29,7 @@ fn packet_socket(protocol: u16, flags: libc::c_int) -> Result<OwnedFd, Error> {
         )
     };
     if fd < 0 {
-        return Err(last_error("socket(AF_PACKET, SOCK_RAW)"));
+        return Err(Error::last_os("socket(AF_PACKET, SOCK_RAW)"));
     }
     // SAFETY: `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -66,7 +62,7 @@ fn bind(fd: &OwnedFd, index: i32, protocol: u16, what: &'static str) -> Result<(
     // SAFETY: bind reads `size` bytes of the address, which lives across the call.
     let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const address).cast(), size) };
     if rc != 0 {
-        return Err(last_error(what));
+        return Err(Error::last_os(what));
     }
     Ok(())
 }
@@ -82,10 +78,10 @@ pub(crate) fn receiver(index: i32) -> Result<OwnedFd, Error> {
     // is hooked once, on this interface only.
     let fd = packet_socket(0, libc::SOCK_NONBLOCK)?;
     if !set_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1) {
-        return Err(last_error("setsockopt(PACKET_IGNORE_OUTGOING)"));
+        return Err(Error::last_os("setsockopt(PACKET_IGNORE_OUTGOING)"));
     }
     if !set_int(&fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1) {
-        return Err(last_error("setsockopt(PACKET_AUXDATA)"));
+        return Err(Error::last_os("setsockopt(PACKET_AUXDATA)"));
     }
     large_buffer(&fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
     bind(&fd, index, ETH_P_ALL, "bind(AF_PACKET) to receive")?;
@@ -98,7 +94,7 @@ pub(crate) fn receiver(index: i32) -> Result<OwnedFd, Error> {
 pub(crate) fn sender(index: i32) -> Result<OwnedFd, Error> {
     let fd = packet_socket(0, libc::SOCK_NONBLOCK)?;
     if !set_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1) {
-        return Err(last_error("setsockopt(PACKET_QDISC_BYPASS)"));
+        return Err(Error::last_os("setsockopt(PACKET_QDISC_BYPASS)"));
     }
     large_buffer(&fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
     bind(&fd, index, 0, "bind(AF_PACKET) to send")?;

@@ -8,14 +8,10 @@ use nix::libc;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-fn last_error(operation: &'static str) -> Error {
-    Error::new(operation, io::Error::last_os_error())
-}
-
 /// `fd` from a system call that returns a new descriptor or -1.
 fn owned(fd: libc::c_int, operation: &'static str) -> Result<OwnedFd, Error> {
     if fd < 0 {
-        return Err(last_error(operation));
+        return Err(Error::last_os(operation));
     }
     // SAFETY: `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -69,7 +65,7 @@ impl Poller {
             )
         };
         if rc != 0 {
-            return Err(last_error("epoll_ctl(EPOLL_CTL_ADD)"));
+            return Err(Error::last_os("epoll_ctl(EPOLL_CTL_ADD)"));
         }
         Ok(())
     }
@@ -153,9 +149,7 @@ impl Timer {
 
     /// Clears the timer's readiness after it fired (it stays disarmed).
     pub(crate) fn clear(&mut self) {
-        let mut count = [0u8; 8];
-        // SAFETY: read writes at most 8 bytes into `count`, which we own.
-        unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        drain(self.as_fd());
         self.armed = None;
     }
 
@@ -180,7 +174,7 @@ pub(crate) fn notify(fd: BorrowedFd<'_>) {
     unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
 }
 
-/// Resets an eventfd after a wake-up.
+/// Resets an eventfd after a wake-up (or a timerfd after it fired).
 pub(crate) fn drain(fd: BorrowedFd<'_>) {
     let mut count = [0u8; 8];
     // SAFETY: read writes at most 8 bytes into `count`, which we own.

@@ -458,7 +458,7 @@ fn advertise(
         let known = lock(&node.inner.routes)
             .iter()
             .any(|r| r.0 == IpAddr::V6(*prefix) && r.1 == *length);
-        if known || node.is_own_subnet(*prefix, *length) {
+        if known || node.is_own_subnet(*prefix) {
             continue;
         }
         match node.add_routes(vec![(IpAddr::V6(*prefix), *length, IpAddr::V6(via))]) {
@@ -486,7 +486,7 @@ fn advertise(
 
 impl Node {
     /// Whether `prefix` is (in) one of the node's own subnets.
-    fn is_own_subnet(&self, prefix: Ipv6Addr, _length: u8) -> bool {
+    fn is_own_subnet(&self, prefix: Ipv6Addr) -> bool {
         lock(&self.inner.addresses)
             .iter()
             .any(|a| same_subnet(IpAddr::V6(a.ipv6), IpAddr::V6(prefix), a.ipv6_prefix))
