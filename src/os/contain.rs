@@ -109,15 +109,7 @@ pub(crate) fn enter(answer: Answer) -> Result<(), Error> {
 /// `/dev/null` for the standard streams (a harness waits for their end).
 fn hold_nothing(keep: &[i32]) {
     sys::close_all_but(keep);
-    if let Ok(null) = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = sys::dup_onto(null.as_fd(), fd);
-        }
-    }
+    let _ = sys::null_standard_streams();
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<OwnedFd>> {

@@ -615,18 +615,8 @@ impl Netlink {
         while pending.iter().any(|(_, _, acked)| *acked) {
             // The kernel handles a request while we send it: its answers are
             // queued by now, and waiting is the exception.
-            let received = {
-                let mut free = &mut buffer[..];
-                match self.socket.recv(&mut free, libc::MSG_DONTWAIT) {
-                    Ok(received) => received.min(buffer.len()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.wait(&pending)?;
-                        continue;
-                    }
-                    Err(e) => return Err(Error::new("receive netlink acknowledgement", e)),
-                }
-            };
+            let received =
+                self.receive(&mut buffer, &pending, "receive netlink acknowledgement")?;
             let mut rest = &buffer[..received];
             while !rest.is_empty() {
                 let Ok(packet) = NetlinkBuffer::new_checked(rest) else {
@@ -679,18 +669,7 @@ impl Netlink {
         let mut answers = Vec::new();
         let mut buffer = vec![0u8; 32 * 1024];
         loop {
-            let received = {
-                let mut free = &mut buffer[..];
-                match self.socket.recv(&mut free, libc::MSG_DONTWAIT) {
-                    Ok(received) => received.min(buffer.len()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.wait(&pending)?;
-                        continue;
-                    }
-                    Err(e) => return Err(Error::new("receive netlink answer", e)),
-                }
-            };
+            let received = self.receive(&mut buffer, &pending, "receive netlink answer")?;
             let mut rest = &buffer[..received];
             while let Ok(packet) = NetlinkBuffer::new_checked(rest) {
                 let length = packet.length() as usize;
@@ -725,6 +704,26 @@ impl Netlink {
                 rest = rest
                     .get(length.next_multiple_of(NLMSG_ALIGNTO as usize)..)
                     .unwrap_or_default();
+            }
+        }
+    }
+
+    /// Receives what the kernel has queued into `buffer` (its length),
+    /// waiting for it while `pending` is unanswered; `what` names a failed
+    /// receive.
+    fn receive(
+        &self,
+        buffer: &mut [u8],
+        pending: &[(u32, String, bool)],
+        what: &'static str,
+    ) -> Result<usize, Error> {
+        loop {
+            let mut free = &mut buffer[..];
+            match self.socket.recv(&mut free, libc::MSG_DONTWAIT) {
+                Ok(received) => return Ok(received.min(buffer.len())),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(pending)?,
+                Err(e) => return Err(Error::new(what, e)),
             }
         }
     }

@@ -1086,6 +1086,20 @@ pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts `/dev/null` on the standard streams (0, 1 and 2, each tried) and
+/// returns it; the first error otherwise.
+pub(crate) fn null_standard_streams() -> io::Result<OwnedFd> {
+    let null = OwnedFd::from(File::options().read(true).write(true).open("/dev/null")?);
+    let mut result = Ok(());
+    for fd in 0..3 {
+        let done = dup_onto(null.as_fd(), fd);
+        if result.is_ok() {
+            result = done;
+        }
+    }
+    result.map(|()| null)
+}
+
 /// Reaps the child `pid` if it ends within `time`: whether it did.
 pub(crate) fn reap_within(pid: i32, time: std::time::Duration) -> bool {
     if let Ok(pidfd) = pidfd_open(pid) {

@@ -757,15 +757,7 @@ fn serve(control: OwnedFd, parent: i32, maps: &IdMaps) -> ! {
     sys::ignore_signals(&GROUP_SIGNALS);
     // The test process's standard streams are not the server's to hold: a
     // harness waits for their end (cargo-nextest, to see the test is over).
-    if let Ok(null) = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = sys::dup_onto(null.as_fd(), fd);
-        }
-    }
+    let _ = sys::null_standard_streams();
     // Watches the test process: readable when it ends, however it ends.
     let parent_fd = match sys::pidfd_open(parent) {
         Ok(fd) if sys::parent_pid() == parent => fd,
@@ -972,20 +964,10 @@ fn run_tests(socket: OwnedFd, server: i32, close: &[i32]) -> ! {
     sys::default_signals(&[libc::SIGCHLD]);
     sys::unblock_all_signals();
     sys::close_all(close);
-    let Ok(null) = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    else {
+    // Between tests, output goes nowhere.
+    let Ok(null) = sys::null_standard_streams() else {
         sys::exit_now(1);
     };
-    let null = OwnedFd::from(null);
-    // Between tests, output goes nowhere.
-    for fd in 0..3 {
-        if sys::dup_onto(null.as_fd(), fd).is_err() {
-            sys::exit_now(1);
-        }
-    }
     // This process goes on as pid 1 of a pid namespace of its own: what
     // tests start ends with it (and after each test), in whatever session.
     // Without one (a kernel that refuses), in its process group only.

@@ -94,7 +94,7 @@ impl Node {
         }
         let mut nats = lock(&self.inner.nat);
         self.open(&mut nats, true)?;
-        self.set_mode(&mut nats, end, Mode::Nat(settings.clone()))?;
+        let at = self.set_mode(&mut nats, end, Mode::Nat(settings.clone()))?;
         self.write_timeouts(&mut nats, &settings)?;
         // Routes: the router's defaults via the link, the inside IPv6
         // prefixes from across it.
@@ -104,11 +104,7 @@ impl Node {
             .as_ref()
             .map(|a| a.ipv6)
             .unwrap_or(Ipv6Addr::UNSPECIFIED);
-        let state = nats
-            .links
-            .iter_mut()
-            .find(|l| l.index == end.index)
-            .expect("set_mode added the link");
+        let state = &mut nats.links[at];
         state.upstream = upstream
             .iter()
             .map(|n| std::sync::Arc::downgrade(&n.inner))
@@ -175,7 +171,7 @@ impl Node {
         let end = self.end_of(outside, "masquerade")?;
         let mut nats = lock(&self.inner.nat);
         self.open(&mut nats, false)?;
-        self.set_mode(&mut nats, end, Mode::Masquerade)
+        self.set_mode(&mut nats, end, Mode::Masquerade).map(drop)
     }
 
     /// Port forwarding in this node's namespace (destination NAT): TCP and
@@ -225,25 +221,12 @@ impl Node {
         let mut nats = lock(&self.inner.nat);
         self.open(&mut nats, false)?;
         let at = self.state(&mut nats, end);
-        let created = nats.links[at].created;
         let mut messages = Vec::new();
-        if !created {
-            messages.extend(rules::create(&nats.links[at].rules()));
+        if !nats.links[at].created {
             messages.extend(rules::replace(&nats.links[at].rules(), &Mode::None));
         }
         messages.extend(rules::forward_port(&nats.links[at].rules(), port, &targets));
-        match self.run(&mut nats, nftables::transaction(messages)) {
-            Ok(()) => {
-                nats.links[at].created = true;
-                Ok(())
-            }
-            Err(e) => {
-                if !created {
-                    nats.links.remove(at);
-                }
-                Err(e)
-            }
-        }
+        self.commit(&mut nats, at, messages)
     }
 
     /// Opens the netfilter socket (and, for `timeouts`, the conntrack
@@ -305,18 +288,33 @@ impl Node {
     }
 
     /// Replaces the rules of `end`'s link with what `mode` makes, in one
-    /// transaction (making the table first when it is new).
-    fn set_mode(&self, nats: &mut Nats<NodeInner>, end: &End, mode: Mode) -> Result<(), Error> {
+    /// transaction (making the table first when it is new); returns the
+    /// link's index in `nats`.
+    fn set_mode(&self, nats: &mut Nats<NodeInner>, end: &End, mode: Mode) -> Result<usize, Error> {
         let at = self.state(nats, end);
+        let messages = rules::replace(&nats.links[at].rules(), &mode);
+        self.commit(nats, at, messages)?;
+        nats.links[at].mode = mode;
+        Ok(at)
+    }
+
+    /// Runs `messages` on the table of link `at` in one transaction, which
+    /// makes the table first when it is new; a link added for it is
+    /// forgotten again when the transaction fails.
+    fn commit(
+        &self,
+        nats: &mut Nats<NodeInner>,
+        at: usize,
+        messages: Vec<Message>,
+    ) -> Result<(), Error> {
         let created = nats.links[at].created;
-        let mut messages = Vec::new();
+        let mut all = Vec::new();
         if !created {
-            messages.extend(rules::create(&nats.links[at].rules()));
+            all.extend(rules::create(&nats.links[at].rules()));
         }
-        messages.extend(rules::replace(&nats.links[at].rules(), &mode));
-        match self.run(nats, nftables::transaction(messages)) {
+        all.extend(messages);
+        match self.run(nats, nftables::transaction(all)) {
             Ok(()) => {
-                nats.links[at].mode = mode;
                 nats.links[at].created = true;
                 Ok(())
             }
