@@ -23,6 +23,7 @@
 //! Conntrack reassembles fragments before the forward hook, so every rule
 //! sees whole packets with their ports.
 
+use super::nat::rules::{self, ct_state, interface_name, nfproto};
 use super::{Link, Node};
 use crate::error::Error;
 use crate::firewall::{Checked, Firewall, Verdict, Way};
@@ -82,17 +83,10 @@ impl Node {
     }
 }
 
-/// The interface name as the kernel compares it: NUL-padded to 16 bytes.
-fn interface_name(interface: &str) -> [u8; libc::IFNAMSIZ] {
-    let mut name = [0u8; libc::IFNAMSIZ];
-    name[..interface.len()].copy_from_slice(interface.as_bytes());
-    name
-}
-
 /// The messages that make the link's table and firewall chain (kept when
 /// there) and replace the chain's rules.
 fn ruleset(interface: &str, firewall: &Checked) -> Vec<Message> {
-    let table = super::nat::rules::table(interface);
+    let table = rules::table(interface);
     let wan = interface_name(interface);
     let hook = Hook {
         kind: "filter",
@@ -113,44 +107,33 @@ fn ruleset(interface: &str, firewall: &Checked) -> Vec<Message> {
     let mut add = |rule: Rule, text: &str| {
         messages.push(nftables::add_rule(&table, CHAIN, rule, text));
     };
+    let not_wan = rules::interface(Rule::new(), libc::NFT_META_IIFNAME, &wan, false);
     add(
-        Rule::new()
-            .meta(libc::NFT_META_IIFNAME, REG[0])
-            .differs(REG[0], &wan)
-            .meta(libc::NFT_META_OIFNAME, REG[0])
-            .differs(REG[0], &wan)
-            .leave(),
+        rules::interface(not_wan, libc::NFT_META_OIFNAME, &wan, false).leave(),
         "iifname != wan oifname != wan return",
     );
     add(
-        Rule::new()
-            .ct(libc::NFT_CT_STATE, None, REG[0])
-            .bitwise(
-                REG[0],
-                &(crate::os::uapi::nft::NF_CT_STATE_ESTABLISHED
-                    | crate::os::uapi::nft::NF_CT_STATE_RELATED)
-                    .to_ne_bytes(),
-                &[0; 4],
-            )
-            .differs(REG[0], &[0; 4])
-            .accept(),
+        ct_state(
+            Rule::new(),
+            crate::os::uapi::nft::NF_CT_STATE_ESTABLISHED
+                | crate::os::uapi::nft::NF_CT_STATE_RELATED,
+        )
+        .accept(),
         "ct state established,related accept",
     );
     for rule in firewall.rules.iter().rev() {
+        let (start, way) = match rule.way {
+            Way::Both => (Rule::new(), ""),
+            Way::Outbound => (
+                rules::interface(Rule::new(), libc::NFT_META_OIFNAME, &wan, true),
+                "oifname wan ",
+            ),
+        };
         for m in &rule.alternatives {
-            for (expressions, words) in matches(m) {
-                let (start, way) = match rule.way {
-                    Way::Both => (Rule::new(), ""),
-                    Way::Outbound => (
-                        Rule::new()
-                            .meta(libc::NFT_META_OIFNAME, REG[0])
-                            .equals(REG[0], &wan),
-                        "oifname wan ",
-                    ),
-                };
+            for (matched, words) in matches(m, &start) {
                 let (rule_end, verdict) = match rule.verdict {
-                    Verdict::Allow => (expressions(start).accept(), "accept"),
-                    Verdict::Block => (expressions(start).drop(), "drop"),
+                    Verdict::Allow => (matched.accept(), "accept"),
+                    Verdict::Block => (matched.drop(), "drop"),
                 };
                 add(rule_end, &format!("{} {way}{words} {verdict}", rule.text));
             }
@@ -165,10 +148,7 @@ fn ruleset(interface: &str, firewall: &Checked) -> Vec<Message> {
         ),
     ] {
         if verdict == Verdict::Block {
-            add(
-                Rule::new().meta(key, REG[0]).equals(REG[0], &wan).drop(),
-                text,
-            );
+            add(rules::interface(Rule::new(), key, &wan, true).drop(), text);
         }
     }
     messages
@@ -177,9 +157,8 @@ fn ruleset(interface: &str, firewall: &Checked) -> Vec<Message> {
 /// The expressions of a rule that matches `m`, in nft's words: one or
 /// more rules (ICMP without a family is two protocols, a port without a
 /// protocol is TCP's or UDP's, a port at either end is two checks), each
-/// of which matches part of what `m` selects.
-#[allow(clippy::type_complexity)]
-fn matches(m: &Match) -> Vec<(Box<dyn Fn(Rule) -> Rule>, String)> {
+/// of which matches part of what `m` selects, after what `start` matches.
+fn matches(m: &Match, start: &Rule) -> Vec<(Rule, String)> {
     let families: Vec<Option<Family>> = match (m.family, m.protocol) {
         (Some(f), _) => vec![Some(f)],
         (None, Some(Protocol::Icmp)) => vec![Some(Family::V4), Some(Family::V6)],
@@ -197,7 +176,7 @@ fn matches(m: &Match) -> Vec<(Box<dyn Fn(Rule) -> Rule>, String)> {
         Some(p) => vec![Some((0, p)), Some((2, p))],
         None => vec![None],
     };
-    let mut out: Vec<(Box<dyn Fn(Rule) -> Rule>, String)> = Vec::new();
+    let mut out = Vec::new();
     for family in &families {
         for protocol in &protocols {
             for end in &either {
@@ -232,35 +211,29 @@ fn matches(m: &Match) -> Vec<(Box<dyn Fn(Rule) -> Rule>, String)> {
                 if let Some(s) = m.to {
                     words.push(format!("daddr {s}"));
                 }
-                let expressions = move |mut rule: Rule| {
-                    if let Some(f) = family {
-                        let proto = match f {
-                            Family::V4 => libc::NFPROTO_IPV4,
-                            Family::V6 => libc::NFPROTO_IPV6,
-                        };
-                        rule = rule
-                            .meta(libc::NFT_META_NFPROTO, REG[0])
-                            .equals(REG[0], &[proto as u8]);
+                let mut rule = start.clone();
+                if let Some(f) = family {
+                    let proto = match f {
+                        Family::V4 => libc::NFPROTO_IPV4,
+                        Family::V6 => libc::NFPROTO_IPV6,
+                    };
+                    rule = nfproto(rule, proto);
+                }
+                if let Some(p) = protocol {
+                    rule = rules::protocol(rule, p);
+                }
+                let ports = [end, m.src_port.map(|p| (0, p)), m.dst_port.map(|p| (2, p))];
+                for (offset, port) in ports.into_iter().flatten() {
+                    rule = rule
+                        .payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2, REG[0])
+                        .equals(REG[0], &port.to_be_bytes());
+                }
+                for (subnet, v4, v6) in [(m.from, 12, 8), (m.to, 16, 24)] {
+                    if let Some(subnet) = subnet {
+                        rule = address(rule, &subnet, v4, v6);
                     }
-                    if let Some(p) = protocol {
-                        rule = rule
-                            .meta(libc::NFT_META_L4PROTO, REG[0])
-                            .equals(REG[0], &[p]);
-                    }
-                    let ports = [end, m.src_port.map(|p| (0, p)), m.dst_port.map(|p| (2, p))];
-                    for (offset, port) in ports.into_iter().flatten() {
-                        rule = rule
-                            .payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2, REG[0])
-                            .equals(REG[0], &port.to_be_bytes());
-                    }
-                    for (subnet, v4, v6) in [(m.from, 12, 8), (m.to, 16, 24)] {
-                        if let Some(subnet) = subnet {
-                            rule = address(rule, &subnet, v4, v6);
-                        }
-                    }
-                    rule
-                };
-                out.push((Box::new(expressions), words.join(" ")));
+                }
+                out.push((rule, words.join(" ")));
             }
         }
     }
@@ -297,7 +270,7 @@ mod tests {
     fn texts(traffic: Traffic) -> Vec<String> {
         traffic.check().unwrap()[..]
             .iter()
-            .flat_map(matches)
+            .flat_map(|m| matches(m, &Rule::new()))
             .map(|(_, words)| words)
             .collect()
     }

@@ -176,12 +176,17 @@ impl Link<'_> {
         )
     }
 
-    /// The interface name as the kernel compares it: NUL-padded to 16 bytes.
+    /// The interface name as the kernel compares it.
     fn name(&self) -> [u8; libc::IFNAMSIZ] {
-        let mut name = [0u8; libc::IFNAMSIZ];
-        name[..self.interface.len()].copy_from_slice(self.interface.as_bytes());
-        name
+        interface_name(self.interface)
     }
+}
+
+/// An interface name as the kernel compares it: NUL-padded to 16 bytes.
+pub(in crate::network) fn interface_name(interface: &str) -> [u8; libc::IFNAMSIZ] {
+    let mut name = [0u8; libc::IFNAMSIZ];
+    name[..interface.len()].copy_from_slice(interface.as_bytes());
+    name
 }
 
 /// The table of the link whose router interface is `interface`: its NAT's
@@ -411,7 +416,7 @@ fn load(mut rule: Rule, first: usize, fields: &[Field]) -> (Rule, usize) {
 }
 
 /// `ct state` has any of `states`.
-fn ct_state(rule: Rule, states: u32) -> Rule {
+pub(in crate::network) fn ct_state(rule: Rule, states: u32) -> Rule {
     rule.ct(libc::NFT_CT_STATE, None, REG[0])
         .bitwise(REG[0], &states.to_ne_bytes(), &[0; 4])
         .differs(REG[0], &[0; 4])
@@ -445,17 +450,22 @@ fn set_mark(rule: Rule, mark: u32) -> Rule {
         .ct_set(libc::NFT_CT_MARK, REG[0])
 }
 
-fn nfproto(rule: Rule, family: libc::c_int) -> Rule {
+pub(in crate::network) fn nfproto(rule: Rule, family: libc::c_int) -> Rule {
     rule.meta(libc::NFT_META_NFPROTO, REG[0])
         .equals(REG[0], &[family as u8])
 }
 
-fn protocol(rule: Rule, protocol: u8) -> Rule {
+pub(in crate::network) fn protocol(rule: Rule, protocol: u8) -> Rule {
     rule.meta(libc::NFT_META_L4PROTO, REG[0])
         .equals(REG[0], &[protocol])
 }
 
-fn interface(rule: Rule, key: libc::c_int, name: &[u8], equal: bool) -> Rule {
+pub(in crate::network) fn interface(
+    rule: Rule,
+    key: libc::c_int,
+    name: &[u8],
+    equal: bool,
+) -> Rule {
     let rule = rule.meta(key, REG[0]);
     if equal {
         rule.equals(REG[0], name)
