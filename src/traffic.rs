@@ -81,6 +81,16 @@ pub(crate) enum Family {
     V6,
 }
 
+impl Family {
+    /// The selector's name: `ipv4`, `ipv6`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Protocol {
     Tcp,
@@ -464,10 +474,7 @@ fn set_subnet(
     let (network, prefix) = subnet.map_err(|why| format!("{name}(..): {why}"))?;
     let subnet = Subnet { network, prefix };
     if let Some(family) = m.family.filter(|f| *f != subnet.family()) {
-        let family = match family {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        };
+        let family = family.name();
         return Err(format!(
             "{name}({subnet}): {subnet} is not an {family} address"
         ));
@@ -493,10 +500,6 @@ fn merge(a: Match, b: Match) -> Result<Match, String> {
             (x, y) => Ok(x.or(y)),
         }
     }
-    let family_name = |f: Family| match f {
-        Family::V4 => "ipv4".to_owned(),
-        Family::V6 => "ipv6".to_owned(),
-    };
     let subnet = |x: Option<Subnet>, y: Option<Subnet>, name: &str| match (x, y) {
         (Some(x), Some(y)) => x
             .intersect(y)
@@ -505,7 +508,7 @@ fn merge(a: Match, b: Match) -> Result<Match, String> {
         (x, y) => Ok(x.or(y)),
     };
     let m = Match {
-        family: same(a.family, b.family, family_name)?,
+        family: same(a.family, b.family, |f| f.name().to_owned())?,
         protocol: same(a.protocol, b.protocol, |p| p.name().to_owned())?,
         port: same(a.port, b.port, |p| format!("port {p}"))?,
         src_port: same(a.src_port, b.src_port, |p| format!("src_port {p}"))?,
@@ -517,7 +520,7 @@ fn merge(a: Match, b: Match) -> Result<Match, String> {
         if m.family.is_some_and(|f| f != subnet.family()) {
             return Err(format!(
                 "{subnet} is not an {} address",
-                family_name(m.family.expect("checked"))
+                m.family.expect("checked").name()
             ));
         }
     }
@@ -550,10 +553,7 @@ impl fmt::Display for Match {
         let mut words: Vec<String> = Vec::new();
         let implied = self.to.or(self.from).map(|s| s.family());
         match self.family {
-            Some(family) if Some(family) != implied => words.push(match family {
-                Family::V4 => "ipv4".into(),
-                Family::V6 => "ipv6".into(),
-            }),
+            Some(family) if Some(family) != implied => words.push(family.name().into()),
             _ => {}
         }
         if let Some(p) = self.protocol {

@@ -187,10 +187,7 @@ fn matches(m: &Match, start: &Rule) -> Vec<(Rule, String)> {
                 };
                 let mut words = Vec::new();
                 if let Some(f) = family {
-                    words.push(match f {
-                        Family::V4 => "ipv4".to_owned(),
-                        Family::V6 => "ipv6".to_owned(),
-                    });
+                    words.push(f.name().to_owned());
                 }
                 if let Some(p) = protocol {
                     words.push(format!("l4proto {p}"));
