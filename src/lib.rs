@@ -174,6 +174,8 @@ mod pool;
 #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
 mod run;
 #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
+mod sync;
+#[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
 mod veth;
 #[cfg(all(target_os = "linux", not(netns_test_unsupported_platform)))]
 pub use netns::NetNs;

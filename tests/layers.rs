@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules from the bottom up; a module may use those before it.
 const LAYERS: &[&[&str]] = &[
-    &["error", "settings", "pool"],
+    &["error", "settings", "pool", "sync"],
     &["traffic"],
     &["impairment", "nat", "veth_pair", "firewall"],
     &["schedule"],

@@ -21,7 +21,6 @@
 //! failure report of the test that made the network.
 
 use super::classify::{ENGINE_TAGS, View};
-use super::lock;
 use super::pipeline::{Counters, Fate, MAX_HELD_BYTES, Pipeline};
 use super::prng::Prng;
 use crate::error::Error;
@@ -30,6 +29,7 @@ use crate::netns::{FrameSink, Observer};
 use crate::os::packet;
 use crate::os::poller::{self, Poller, Timer};
 use crate::schedule::Plan;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,11 +19,12 @@
 
 use super::classify::Takes;
 use super::engine::{DirectionId, Engine, Report, Sockets, Start};
-use super::{Link, NetworkInner, Node, lock};
+use super::{Link, NetworkInner, Node};
 use crate::error::Error;
 use crate::impairment::{Claims, Impairment, LinkCounters};
 use crate::os::{netlink, packet};
 use crate::schedule::{self, Plan, Schedule};
+use crate::sync::lock;
 use crate::traffic::Match;
 use std::os::fd::AsFd;
 use std::sync::Arc;

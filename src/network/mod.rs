@@ -42,6 +42,7 @@ use crate::error::Error;
 use crate::netns::NetNs;
 use crate::os::netlink::{self, Netlink};
 use crate::pool::{self, MAX_LINKS, MAX_SWITCHES};
+use crate::sync::lock;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
@@ -801,11 +802,6 @@ fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
     };
     let shift = width - u32::from(prefix);
     a.checked_shr(shift) == b.checked_shr(shift)
-}
-
-/// Locks `mutex`, whether or not a thread panicked holding it.
-pub(in crate::network) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn address_messages(index: i32, addresses: &Option<Addresses>) -> Vec<netlink::Message> {

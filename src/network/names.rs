@@ -8,8 +8,8 @@
 //! node. The order of a name's addresses is the resolver's: glibc's default
 //! policy table (RFC 3484's) puts the IPv6 (ULA) ones first.
 
-use super::lock;
 use crate::error::Error;
+use crate::sync::lock;
 use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;

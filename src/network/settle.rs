@@ -6,10 +6,11 @@
 //! [`Network::link`]: super::Network::link
 //! [`Network::attach`]: super::Network::attach
 
-use super::{Link, lock};
+use super::Link;
 use crate::error::Error;
 use crate::os::packet;
 use crate::os::settle::{self, LinkLocal};
+use crate::sync::lock;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 

@@ -3,8 +3,8 @@
 //! [`Network::switch_with`](super::Network::switch_with)) and those from
 //! netns-test's pools, none overlapping another.
 
-use super::lock;
 use crate::error::Error;
+use crate::sync::lock;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 

@@ -64,6 +64,7 @@ use crate::os::privilege;
 use crate::os::sys::{self, Forked};
 use crate::os::userns::IdMaps;
 use crate::settings::{self, ModeSetting};
+use crate::sync::lock;
 use nix::libc;
 use std::ffi::OsString;
 use std::io::Write;
@@ -615,10 +616,6 @@ impl Server {
         }
         encoded
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How a test in a runner ended.

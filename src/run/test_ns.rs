@@ -10,6 +10,7 @@ use crate::netns::{NetNs, Observer, Registration};
 use crate::os::isolation::{self, Home};
 use crate::os::sys::{self, NsKind};
 use crate::settings::Policy;
+use crate::sync::lock;
 use crate::veth::VethSetup;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
@@ -464,10 +465,6 @@ impl Observer for Nodes {
         let node = made.iter().find(|n| n.ns.inode() == ns.inode())?;
         Some(node.capture.as_ref()?.sink(interface, redirect))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use super::rules::{self, Mode};
 use super::{LinkNat, Nats, TIMEOUT_SYSCTLS, Timeouts, open_timeouts};
 use crate::error::Error;
 use crate::nat::{Nat, NatSettings};
-use crate::network::{Addresses, End, Link, Node, NodeInner, lock, same_subnet};
+use crate::network::{Addresses, End, Link, Node, NodeInner, same_subnet};
 use crate::os::netlink::Message;
 use crate::os::nftables;
+use crate::sync::lock;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Weak;
 
